@@ -1,0 +1,1 @@
+"""Shared machinery with no physics: seeds, executors, atomic I/O and the training loop."""

@@ -1,0 +1,195 @@
+"""Atomic file writing, HEALPix FITS maps, JSON/npy helpers and checksums.
+
+Every file cosmobench writes goes through :func:`atomic_path`: it is written under a temporary name in
+the same folder and renamed into place only when complete, so an interrupted run never leaves a
+half-written file under a final name. Readers raise :class:`CorruptFileError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CorruptFileError",
+    "atomic_path",
+    "write_json",
+    "read_json",
+    "write_npy",
+    "write_healpix",
+    "read_healpix",
+    "sha256",
+    "check_writable",
+]
+
+STOKES_COLUMNS = ("I_STOKES", "Q_STOKES", "U_STOKES")
+
+
+class CorruptFileError(RuntimeError):
+    """A file on disk cannot be read as what it should be."""
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ``PermissionError`` naming ``folder`` if files cannot be created in it (it is created if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write to output folder {folder}: {err.strerror or err}. "
+            "Choose another folder with out_dir=... or fix its permissions."
+        ) from err
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block ends without error.
+
+    The temporary name starts with ``.`` and ends with ``.tmp`` so it is never mistaken for a result.
+    On error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file; a truncated or invalid file raises :class:`CorruptFileError`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptFileError(f"{path} is not valid JSON ({err}); delete it and rerun to regenerate it.") from err
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_npy(path: Path | str, array: np.ndarray) -> None:
+    """Save ``array`` with :func:`numpy.save`, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array))
+
+
+def write_healpix(
+    path: Path | str,
+    maps: np.ndarray,
+    *,
+    unit: str = "uK_CMB",
+    column_names: Sequence[str] | None = None,
+    dtype: type = np.float32,
+    extra_header: dict[str, Any] | None = None,
+) -> None:
+    """Write HEALPix maps in RING ordering to a FITS binary table, atomically.
+
+    Parameters
+    ----------
+    path : path
+        Output file.
+    maps : ndarray, shape (npix,) or (nmaps, npix)
+        Maps in RING ordering, in ``unit``.
+    unit : str
+        Written as ``TUNITn`` for every column.
+    column_names : sequence of str, optional
+        Defaults to ``I_STOKES`` (one map) or ``I/Q/U_STOKES`` (three maps).
+    dtype : numpy dtype
+        Stored precision; float32 by default.
+    extra_header : dict, optional
+        Extra header cards (8-character keys).
+    """
+    import healpy as hp
+
+    maps = np.atleast_2d(np.asarray(maps))
+    if not np.all(np.isfinite(maps)):
+        raise ValueError(f"refusing to write non-finite values to {path}")
+    if column_names is None:
+        column_names = STOKES_COLUMNS[: len(maps)] if len(maps) <= 3 else [f"MAP{i}" for i in range(len(maps))]
+    cards = [(k.upper()[:8], v) for k, v in (extra_header or {}).items()]
+    with atomic_path(path) as tmp:
+        hp.write_map(
+            str(tmp),
+            [m.astype(dtype) for m in maps],
+            nest=False,
+            column_names=list(column_names),
+            column_units=unit,
+            dtype=[dtype] * len(maps),
+            extra_header=cards,
+            overwrite=True,
+        )
+
+
+def read_healpix(path: Path | str, field: int | Sequence[int] | None = None, dtype: type = np.float32) -> np.ndarray:
+    """Read a HEALPix FITS map as a RING-ordered, native-endian array.
+
+    Parameters
+    ----------
+    path : path
+        FITS file written by healpy or cosmobench (CMB-ML's files included).
+    field : int or sequence of int, optional
+        Columns to read; all columns by default.
+    dtype : numpy dtype
+        Returned precision.
+
+    Returns
+    -------
+    ndarray, shape (npix,) for one field, else (nfield, npix)
+    """
+    import healpy as hp
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"map file {path} does not exist")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            header = hdul[1].header
+            nfield = int(header["TFIELDS"])
+        if field is None:
+            field = tuple(range(nfield))
+        maps = hp.read_map(str(path), field=field, dtype=None, nest=False)
+    except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
+        raise CorruptFileError(
+            f"{path} is not a readable HEALPix FITS map ({err}); delete it and rerun to regenerate it."
+        ) from err
+    return np.asarray(maps).astype(dtype)
+
+
+def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Physics of the microwave sky (cosmology, CMB, foregrounds, instrument, spherical transforms), usable alone."""
