@@ -1,0 +1,38 @@
+import os
+
+import numpy as np
+import pytest
+
+from cosmobench.core.executor import map_tasks
+from cosmobench.core.seeds import rng
+
+
+def _draw(i: int) -> float:
+    return float(rng(11, "task", i).standard_normal())
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+@pytest.mark.parametrize("executor,workers", [("serial", 1), ("processes", 2)])
+def test_results_in_item_order_and_independent_of_workers(executor, workers):
+    expected = [_draw(i) for i in range(7)]
+    assert map_tasks(_draw, range(7), executor=executor, workers=workers, progress=False) == expected
+
+
+def test_processes_really_fan_out():
+    assert os.getpid() not in map_tasks(_pid, range(4), executor="processes", workers=2, progress=False)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown executor"):
+        map_tasks(_draw, [1], executor="threads")
+    with pytest.raises(ValueError, match="workers"):
+        map_tasks(_draw, [1], executor="processes", workers=0)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_serial():
+    out = map_tasks(_draw, range(5), executor="dask", workers=2, progress=False)
+    np.testing.assert_array_equal(out, [_draw(i) for i in range(5)])
