@@ -36,3 +36,11 @@ def test_bad_arguments():
 def test_dask_local_cluster_matches_serial():
     out = map_tasks(_draw, range(5), executor="dask", workers=2, progress=False)
     np.testing.assert_array_equal(out, [_draw(i) for i in range(5)])
+
+
+def test_processes_after_threaded_transforms_do_not_hang():
+    """Regression: forking after ducc0's thread pool ran deadlocked the workers; the pool now spawns."""
+    from cosmobench.sky import sht
+
+    sht.alm2map(np.zeros(sht.alm_size(47), complex), 16)  # starts ducc0's threads in this process
+    assert map_tasks(_draw, range(4), executor="processes", workers=2, progress=False) == [_draw(i) for i in range(4)]

@@ -30,7 +30,8 @@ def run(config: Mapping) -> dict:
     Returns
     -------
     dict
-        Seconds per step, training facts per learned method, and the path of the report.
+        Seconds per step, training facts per learned method, and the path of the report (the leaderboard
+        is printed to standard error).
     """
     methods = list(config["run"]["methods"])
     unknown = sorted(set(methods) - set(config["methods"]))
@@ -54,14 +55,17 @@ def run(config: Mapping) -> dict:
         steps[name] = time.perf_counter() - t
     t = time.perf_counter()
     _say("evaluating")
-    summary = evaluate(**{**config["evaluate"], "methods": methods})
+    evaluate(**{**config["evaluate"], "methods": methods})
     steps["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare(**config["compare"])
     steps["compare"] = time.perf_counter() - t
     steps["total"] = time.perf_counter() - t0
-    _say(f"report: {report}")
-    return {"report": str(report), "seconds": steps, "trained": trained, "summary": summary}
+    table = (report.parent / "leaderboard.md").read_text().split("\n\n")[0]
+    _say(f"leaderboard (Test split):\n\n{table}\n\nreport: {report}")
+    return {"report": str(report), "seconds": {k: round(v, 1) for k, v in steps.items()},
+            "trained": {name: {k: facts[k] for k in ("epochs", "seconds", "train_maps_per_s") if k in facts}
+                        for name, facts in trained.items()}}
 
 
 def _say(message: str) -> None:

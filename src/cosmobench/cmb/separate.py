@@ -87,13 +87,20 @@ def _predict_one(root: str, method: str, settings: dict, split: str, bands: list
 _LOADED: dict = {}
 
 
+def _is_learned(method: str) -> bool:
+    """Learned methods are the ones that can ``load`` a trained model."""
+    return hasattr(get_method(method), "load")
+
+
 def _load(method: str, settings: dict, dataset: CMBDataset):
     """Build the method once per process (learned methods load their trained weights)."""
     key = (method, repr(sorted(settings.items())), str(dataset.root))
     if key not in _LOADED:
-        model = _build(method, settings)
-        if hasattr(model, "load"):
-            model.load(_model_dir(dataset.root, method))
+        if _is_learned(method):
+            _build(method, settings)  # validates the settings
+            model = get_method(method).load(_model_dir(dataset.root, method), device=settings.get("device", "auto"))
+        else:
+            model = _build(method, settings)
         _LOADED.clear()
         _LOADED[key] = model
     return _LOADED[key]
@@ -127,7 +134,7 @@ def separate(root: str | Path, *, method: str, settings: Mapping | None = None, 
     dataset = CMBDataset(root)
     settings = dict(settings or {})
     model = _build(method, settings)
-    if getattr(model, "learned", False) and not _model_dir(dataset.root, method).exists():
+    if _is_learned(method) and not _model_dir(dataset.root, method).exists():
         raise FileNotFoundError(f"method {method!r} is not trained for {root}; run `cosmobench cmb train "
                                 f"method={method}` first")
     info_path = method_info_path(dataset.root, method)

@@ -122,7 +122,7 @@ def simulate_observation(
     from ..sky.cosmology import Cosmology, cmb_spectra, draw_cosmology
     from ..sky.foregrounds import make_foregrounds
     from ..sky.instrument import Instrument
-    from ..sky.units import unit_factor
+    from ..sky.units import uK_RJ, unit_factor
 
     nside = sht.check_nside(nside)
     lmax = sht.default_lmax(nside)
@@ -155,7 +155,7 @@ def simulate_observation(
     t4 = time.perf_counter()
     for row, ch in enumerate(fg_bands):
         for comp in foregrounds:
-            emission = comp.emission(ch.center_ghz * u.GHz).to_value(u.uK_RJ)[0]
+            emission = comp.emission(ch.center_ghz * u.GHz).to_value(uK_RJ)[0]
             fg_intensity[row] += emission * unit_factor(ch.center_ghz, "uK_RJ", "uK_CMB")
     timings["foregrounds"] += time.perf_counter() - t4
     params = {
@@ -318,7 +318,9 @@ def simulate_dataset(
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if foreground_backend not in FOREGROUND_BACKENDS:
-        raise ValueError(f"unknown foreground backend {foreground_backend!r}; expected one of {list(FOREGROUND_BACKENDS)}")
+        raise ValueError(
+            f"unknown foreground backend {foreground_backend!r}; expected one of {list(FOREGROUND_BACKENDS)}"
+        )
     if spectra_method not in ("fast", "camb"):
         raise ValueError(f"spectra_method must be 'fast' or 'camb', got {spectra_method!r}")
     channels = load_channels(channel_table, bands=bands, fields=fields)

@@ -7,6 +7,7 @@ executor, so nothing downstream depends on the worker count or on which task fin
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -70,7 +71,9 @@ def map_tasks(
                 results[i] = fn(item)
                 bar.update()
         elif executor == "processes":
-            with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
+            # spawn, not fork: forking a process whose thread pools (ducc0, OpenMP, torch) have run can deadlock
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
@@ -88,7 +91,8 @@ def _single_threaded() -> None:
 
 def _map_dask(fn, items, results, bar, workers, scheduler_address) -> None:
     try:
-        from distributed import Client, LocalCluster, as_completed as dask_completed
+        from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
     except ImportError as err:  # pragma: no cover - dask is a dependency
         raise ImportError("executor='dask' needs dask[distributed]: pip install 'dask[distributed]'") from err
     if scheduler_address:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import astropy.units as u
 import numpy as np
 
-from . import sht
+from . import sht, units
 
 __all__ = ["Component", "Sky"]
 
@@ -33,7 +33,7 @@ class Component:
         The default analyses the emission map with ``iter`` Jacobi refinements; band-limited components
         override it with their exact alm.
         """
-        return sht.map2alm(self.emission(freq).to_value(u.uK_RJ), lmax=lmax, iter=iter) * u.uK_RJ
+        return sht.map2alm(self.emission(freq).to_value(units.uK_RJ), lmax=lmax, iter=iter) * units.uK_RJ
 
 
 class Sky(Component):
@@ -58,9 +58,9 @@ class Sky(Component):
         """Summed Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
         total = np.zeros((3, sht.npix(self.nside)))
         for c in self.components:
-            total += c.emission(freq).to_value(u.uK_RJ)
-        return total * u.uK_RJ
+            total += c.emission(freq).to_value(units.uK_RJ)
+        return total * units.uK_RJ
 
     def emission_alm(self, freq: u.Quantity, lmax: int, iter: int = 1) -> u.Quantity:
         """Summed alm (T, E, B), shape (3, nalm), uK_RJ; each member uses its own (exact where it can) path."""
-        return sum(c.emission_alm(freq, lmax, iter).to_value(u.uK_RJ) for c in self.components) * u.uK_RJ
+        return sum(c.emission_alm(freq, lmax, iter).to_value(units.uK_RJ) for c in self.components) * units.uK_RJ

@@ -14,6 +14,20 @@ import numpy as np
 __all__ = ["T_CMB", "unit_factor", "kcmb_to_krj", "krj_to_kcmb", "mjysr_to_kcmb"]
 
 T_CMB = 2.7255 * u.K
+_SKY_UNITS = ("K_RJ", "mK_RJ", "uK_RJ", "K_CMB", "mK_CMB", "uK_CMB")
+
+
+def __getattr__(name: str) -> u.UnitBase:
+    """``units.uK_RJ`` etc.: PySM3's sky temperature units (astropy has none), imported on first use.
+
+    They are PySM's own unit objects so that quantities from cosmobench and from PySM3 components mix; converting
+    between RJ and CMB units needs the frequency (:func:`unit_factor`).
+    """
+    if name in _SKY_UNITS:
+        import pysm3.units
+
+        return getattr(pysm3.units, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 _PREFIX = {"": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 

@@ -1,0 +1,150 @@
+"""Figures of the B-mode task (matplotlib is imported inside each function, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.io import atomic_path
+
+__all__ = ["plot_loss", "plot_spectra", "plot_trajectories", "plot_prior_check", "plot_r_estimates"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path | str) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_loss(history: dict, path: Path | str) -> Path:
+    """Training and validation loss per epoch."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(history["epoch"], history["train_loss"], label="train")
+    if np.any(np.isfinite(history.get("val_loss", [np.nan]))):
+        ax.plot(history["epoch"], history["val_loss"], label="validation")
+    ax.set(xlabel="epoch", ylabel="DSM loss", yscale="log")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_spectra(
+    ell: np.ndarray,
+    dl_gt: np.ndarray,
+    dl_obs: np.ndarray,
+    draws: np.ndarray,
+    template_dl: np.ndarray,
+    path: Path | str,
+    title: str = "",
+    n_show: int = 4,
+) -> Path:
+    """Truth, observation and draws (median and 68 % band) for a few spectra, in template units D_l / D_l^{t,r=1}
+    (the r that each multipole alone would indicate; linear axis).
+
+    Parameters
+    ----------
+    ell : ndarray, shape (n_ell,)
+    dl_gt, dl_obs : ndarray, shape (n, n_ell), uK^2
+    draws : ndarray, shape (n, n_draws, n_ell), uK^2
+    template_dl : ndarray, shape (n_ell,), uK^2
+        Tensor D_l at r = 1.
+    """
+    plt = _pyplot()
+    k = min(n_show, len(dl_gt))
+    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.2), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        u = draws[i] / template_dl
+        lo, med, hi = np.percentile(u, [15.865, 50, 84.135], axis=0)
+        ax.fill_between(ell, lo, hi, color="C2", alpha=0.3, label="draws 68%")
+        ax.plot(ell, med, color="C2", label="draws median")
+        ax.plot(ell, dl_gt[i] / template_dl, "k.-", label="truth")
+        ax.plot(ell, dl_obs[i] / template_dl, color="C3", alpha=0.6, label="observed")
+        span = np.concatenate([lo, hi, dl_gt[i] / template_dl])
+        span = span[np.isfinite(span)]
+        if span.size:
+            pad = 0.1 * (span.max() - span.min()) + 1e-6
+            ax.set_ylim(span.min() - pad, span.max() + pad)
+        ax.set(xlabel=r"$\ell$", title=f"{title} #{i}")
+    axes[0][0].set_ylabel(r"$D_\ell / D_\ell^{t, r=1}$")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_trajectories(
+    times: np.ndarray,
+    trajectory: np.ndarray,
+    ell: np.ndarray,
+    path: Path | str,
+    ells_shown: tuple[int, ...] = (2, 5, 10, 20, 31),
+) -> Path:
+    """Reverse trajectories of a few multipoles (transformed units) against diffusion time.
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_keep,)
+    trajectory : ndarray, shape (n_keep, n_traj, n_ell)
+    """
+    plt = _pyplot()
+    n_traj = trajectory.shape[1]
+    fig, axes = plt.subplots(1, n_traj, figsize=(3.6 * n_traj, 3.2), squeeze=False, sharey=True)
+    for j, ax in enumerate(axes[0]):
+        for li in ells_shown:
+            idx = np.flatnonzero(np.asarray(ell) == li)
+            if idx.size:
+                ax.plot(times, trajectory[:, j, idx[0]], label=rf"$\ell$={li}")
+        ax.invert_xaxis()
+        ax.set(xlabel="t (reverse: right is the end)", title=f"trajectory {j}")
+    axes[0][0].set_ylabel("standardised log D")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_prior_check(ell: np.ndarray, x_true: np.ndarray, x_model: np.ndarray, path: Path | str) -> Path:
+    """Mean, standard deviation and correlation of held-out clean spectra vs model samples (transformed units)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for x, lab in ((x_true, "held-out"), (x_model, "model")):
+        axes[0].plot(ell, x.mean(0), label=lab)
+        axes[1].plot(ell, x.std(0), label=lab)
+    axes[0].set(xlabel=r"$\ell$", title="mean")
+    axes[1].set(xlabel=r"$\ell$", title="std")
+    axes[0].legend()
+    for ax, x, lab in ((axes[2], x_true, "held-out"), (axes[3], x_model, "model")):
+        im = ax.imshow(np.corrcoef(x.T), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set(title=f"correlation ({lab})")
+    fig.colorbar(im, ax=axes[3])
+    return _save(fig, path)
+
+
+def plot_r_estimates(results: dict, path: Path | str) -> Path:
+    """Histograms of r estimates per true r (exact likelihood vs diffusion vs oracle).
+
+    Parameters
+    ----------
+    results : dict
+        r label -> {"r0": float, "sigma_fisher": float, estimator name -> ndarray of estimates}.
+    """
+    plt = _pyplot()
+    keys = list(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        res = results[key]
+        for name, color in (("exact", "C0"), ("diffusion", "C2"), ("oracle", "0.5")):
+            if name in res:
+                ax.hist(res[name], bins=30, histtype="step", color=color, label=name, density=True)
+        ax.axvline(res["r0"], color="k", ls="--")
+        ax.set(xlabel=r"$\hat r$", title=f"r0 = {res['r0']:g}, $\\sigma_F$ = {res['sigma_fisher']:.1e}")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,590 @@
+"""Shared machinery of the learned separators: cached image arrays, normalisation, training, prediction.
+
+A learned method (:class:`LearnedMethod` subclass) names a :mod:`~cosmobench.cmb.tiling` layout (full-sky plane
+or patches) and a network. :meth:`LearnedMethod.fit`
+
+1. converts each split once to two memory-mappable float32 ``.npy`` arrays, ``inputs`` (N, C, H, W) uK_CMB and
+   ``targets`` (N, 1, h, w) uK_CMB, written atomically beside a ``manifest.json`` that says what they hold
+   (reused while it matches, rebuilt otherwise);
+2. wraps the network in :class:`Standardised`, whose buffers hold the per-channel input mean/std and the
+   target scale measured on the training split, so every checkpoint carries its own normalisation;
+3. trains through :func:`cosmobench.core.train.fit` (the one training loop): checkpoints ``last.pt`` /
+   ``best.pt`` and ``train_log.csv`` under ``out_dir``, automatic resume, seeds, bfloat16 autocast on CUDA;
+4. keeps the best-validation weights for :meth:`LearnedMethod.predict`. :meth:`LearnedMethod.load` rebuilds
+   a trained method from ``out_dir`` in a new process.
+
+Training arrays go to the GPU whole when they fit in a third of its free memory (UNet5 at nside 128: 3 MB per
+map), so the input pipeline costs nothing there; otherwise batches are sliced from the memory map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..core.executor import map_tasks
+from ..core.io import atomic_path, check_writable, read_json, sha256, write_json
+from ..core.seeds import torch_seed
+from ..core.train import fit as train_loop
+from ..core.train import load_checkpoint
+from .nn import count_parameters
+
+__all__ = [
+    "LearnedSettings",
+    "LearnedMethod",
+    "Standardised",
+    "prepare_arrays",
+    "channel_stats",
+    "resolve_device",
+    "place_arrays",
+    "LOSSES",
+    "SCHEDULES",
+    "NORMS",
+]
+
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+SCHEDULES = ("constant", "exp", "cosine")
+NORMS = ("standard", "reference")
+REFERENCE_TARGET_SCALE = 5.0  # cmbNNCS trains on CMB / 5 with unscaled inputs
+# settings that may change between a run and its resumption (they do not change what is learned)
+_RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LearnedSettings:
+    """Settings shared by the learned methods (keyword-only; an unknown key raises ``TypeError``).
+
+    Parameters
+    ----------
+    bands : sequence of str
+        Input channels, in order.
+    epochs : int
+        Training epochs (a resumed run trains only the missing ones).
+    batch_size : int
+        Images per optimiser step.
+    lr : float
+        Peak Adam learning rate.
+    schedule : {"constant", "exp", "cosine"}
+        Per-step learning-rate schedule: ``exp`` decays as ``lr * lr_decay**(step/total)`` (cmbNNCS uses
+        ``lr=0.1, lr_decay=1e-5``), ``cosine`` goes from ``lr`` to ``lr * lr_decay`` on a half cosine.
+    lr_decay : float
+        Final over initial learning rate for ``exp`` and ``cosine``.
+    loss : {"l1", "mse"}
+        Mean pixel loss on the scaled target (cmbNNCS: L1).
+    norm : {"standard", "reference"}
+        ``standard``: inputs standardised per channel and target divided by its standard deviation, both
+        measured on the training split; ``reference``: cmbNNCS's raw inputs and target / 5.
+    grad_clip : float, optional
+        Clip the global gradient norm.
+    seed : int
+        Run seed (weight initialisation, shuffling, dropout).
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    amp : bool
+        bfloat16 autocast on CUDA (ignored on CPU).
+    workers : int
+        Processes for the one-time conversion of the dataset to arrays.
+    cache_dir : str, optional
+        Folder of the converted arrays; default ``<out_dir>/cache``.
+    tensorboard : bool
+        Also log per-epoch scalars to TensorBoard under ``<out_dir>/tensorboard`` (append-only event files).
+    progress : bool
+        Progress bars.
+    """
+
+    bands: Sequence[str] = ()
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 2e-3
+    schedule: str = "cosine"
+    lr_decay: float = 1e-2
+    loss: str = "l1"
+    norm: str = "standard"
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 1
+    cache_dir: str | None = None
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "bands", [str(b) for b in self.bands])
+        if not self.bands:
+            raise ValueError("bands must name at least one input channel, e.g. bands=['100', '143', '217', '353']")
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError(f"bands contains duplicates: {self.bands}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {sorted(LOSSES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {list(NORMS)}")
+        if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(
+                f"need epochs >= 0, batch_size >= 1, lr > 0 and 0 < lr_decay <= 1; got epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, lr={self.lr}, lr_decay={self.lr_decay}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-type dict (lists, not tuples), as stored in checkpoints."""
+        return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Standardised(nn.Module):
+    """A network that takes uK_CMB maps and returns the target in units of ``target_scale``.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Maps (B, C, H, W) standardised inputs to (B, 1, h, w) scaled targets.
+    in_mean, in_std : array, shape (C,), uK_CMB
+        Per-channel shift and scale of the inputs.
+    target_scale : float, uK_CMB
+        The network predicts ``target / target_scale``.
+    """
+
+    def __init__(self, net: nn.Module, in_mean, in_std, target_scale: float):
+        super().__init__()
+        self.net = net
+        shape = (1, -1, 1, 1)
+        self.register_buffer("in_mean", torch.as_tensor(np.asarray(in_mean), dtype=torch.float32).reshape(shape))
+        self.register_buffer("in_std", torch.as_tensor(np.asarray(in_std), dtype=torch.float32).reshape(shape))
+        self.register_buffer("target_scale", torch.tensor(float(target_scale), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uK_CMB -> (B, 1, h, w) in units of ``target_scale``."""
+        return self.net((x - self.in_mean) / self.in_std)
+
+
+def channel_stats(inputs: np.ndarray, targets: np.ndarray, *, max_images: int = 512, chunk: int = 16) -> dict[str, Any]:
+    """Per-channel mean and standard deviation of ``inputs`` and the standard deviation of ``targets``.
+
+    Parameters
+    ----------
+    inputs : ndarray, shape (N, C, H, W), uK_CMB
+        May be a memory map; read ``chunk`` images at a time, accumulated in float64.
+    targets : ndarray, shape (N, 1, h, w), uK_CMB
+    max_images : int
+        Use at most this many images, evenly spaced (plenty for a mean and a scale; bounds the cost at nside 512).
+
+    Returns
+    -------
+    dict with ``in_mean`` and ``in_std`` (lists of C floats) and ``target_std`` (float).
+    """
+    rows = np.unique(np.linspace(0, len(inputs) - 1, min(len(inputs), max_images)).round().astype(int))
+    s1 = np.zeros(inputs.shape[1])
+    s2 = np.zeros(inputs.shape[1])
+    t1 = t2 = 0.0
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(inputs[rows[start : start + chunk]], dtype=np.float64)
+        s1 += block.sum(axis=(0, 2, 3))
+        s2 += (block**2).sum(axis=(0, 2, 3))
+        tblock = np.asarray(targets[rows[start : start + chunk]], dtype=np.float64)
+        t1 += tblock.sum()
+        t2 += (tblock**2).sum()
+    n_in = len(rows) * math.prod(inputs.shape[2:])
+    n_t = len(rows) * math.prod(targets.shape[1:])
+    mean = s1 / n_in
+    std = np.sqrt(np.maximum(s2 / n_in - mean**2, 0.0))
+    target_std = math.sqrt(max(t2 / n_t - (t1 / n_t) ** 2, 0.0))
+    if not np.all(std > 0) or not target_std > 0:
+        raise ValueError("a training channel or the target is constant; cannot standardise it")
+    return {"in_mean": mean.tolist(), "in_std": std.tolist(), "target_std": target_std}
+
+
+def _layout_manifest(dataset, split: str, bands: list[str], layout) -> dict[str, Any]:
+    root = Path(getattr(dataset, "root", "."))
+    manifest_file = root / "manifest.json"
+    return {
+        "dataset": str(root.resolve()),
+        "dataset_manifest_sha256": sha256(manifest_file) if manifest_file.is_file() else None,
+        "split": split,
+        "sims": [int(i) for i in dataset.sim_indices(split)],
+        "bands": list(bands),
+        "nside": int(dataset.nside),
+        "layout": layout.describe(),
+        "dtype": "float32",
+        "unit": "uK_CMB",
+    }
+
+
+def prepare_arrays(
+    dataset, split: str, bands: Sequence[str], layout, folder: Path | str, *, workers: int = 1, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Convert one split to image arrays once, and return them memory-mapped.
+
+    Parameters
+    ----------
+    dataset : CMBDataset
+        Anything with ``root``, ``nside``, ``sim_indices(split)``, ``load_obs(split, i, bands)`` and
+        ``load_target(split, i)`` (see :class:`cosmobench.cmb.dataset.CMBDataset`).
+    split : str
+        Split name, e.g. ``"Train"``.
+    bands : sequence of str
+        Input channels, in order.
+    layout : PlaneLayout or PatchLayout
+        How maps become images (:mod:`cosmobench.cmb.tiling`).
+    folder : path
+        Output folder: ``inputs.npy``, ``targets.npy``, ``manifest.json`` (written last).
+    workers : int
+        Conversion processes.
+    progress : bool
+        Progress bar.
+
+    Returns
+    -------
+    inputs : ndarray (memory map), shape (n_sims * images_per_map, C, H, W), float32, uK_CMB
+    targets : ndarray (memory map), shape (n_sims * images_per_map, 1, h, w), float32, uK_CMB (unbeamed CMB, I)
+    """
+    folder = Path(folder)
+    manifest = _layout_manifest(dataset, split, list(bands), layout)
+    paths = {"inputs": folder / "inputs.npy", "targets": folder / "targets.npy"}
+    mpath = folder / "manifest.json"
+    if mpath.is_file() and all(p.is_file() for p in paths.values()) and read_json(mpath) == manifest:
+        return tuple(np.load(paths[k], mmap_mode="r") for k in ("inputs", "targets"))
+    if not manifest["sims"]:
+        raise ValueError(f"split {split!r} of {manifest['dataset']} holds no simulations")
+    check_writable(folder)
+    mpath.unlink(missing_ok=True)
+    k, n = layout.images_per_map, len(manifest["sims"])
+    shapes = {"inputs": (n * k, len(bands), *layout.image_shape), "targets": (n * k, 1, *layout.target_shape)}
+    with atomic_path(paths["inputs"]) as tmp_in, atomic_path(paths["targets"]) as tmp_t:
+        for tmp, key in ((tmp_in, "inputs"), (tmp_t, "targets")):
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shapes[key]).flush()
+        tasks = [
+            (dataset, split, int(i), row, list(bands), layout, str(tmp_in), str(tmp_t))
+            for row, i in enumerate(manifest["sims"])
+        ]
+        map_tasks(
+            _convert_sim,
+            tasks,
+            executor="processes" if workers > 1 else "serial",
+            workers=max(1, workers),
+            desc=f"arrays {split}",
+            unit="sim",
+            progress=progress,
+        )
+    write_json(mpath, manifest)
+    return tuple(np.load(paths[k], mmap_mode="r") for k in ("inputs", "targets"))
+
+
+def _convert_sim(task) -> None:
+    dataset, split, i, row, bands, layout, path_in, path_t = task
+    obs = dataset.load_obs(split, i, bands=bands)
+    maps = np.stack([np.atleast_2d(obs[b])[0] for b in bands]).astype(np.float32)
+    target = np.atleast_2d(dataset.load_target(split, i))[:1].astype(np.float32)
+    k = layout.images_per_map
+    inputs = np.load(path_in, mmap_mode="r+")
+    targets = np.load(path_t, mmap_mode="r+")
+    inputs[row * k : (row + 1) * k] = layout.images(maps)
+    targets[row * k : (row + 1) * k] = layout.target_images(target)
+    inputs.flush()
+    targets.flush()
+
+
+def place_arrays(inputs: np.ndarray, targets: np.ndarray, device: torch.device):
+    """The training arrays where batches are cheapest to slice.
+
+    Whole on the GPU as tensors when they fit in a third of its free memory; else in RAM when they fit in a
+    third of the available memory; else the memory maps themselves (``fit`` then reads each batch from disk).
+    """
+    nbytes = inputs.nbytes + targets.nbytes
+    if device.type == "cuda" and nbytes < torch.cuda.mem_get_info(device)[0] / 3:
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (inputs, targets))
+    if nbytes < os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 3:
+        return tuple(np.ascontiguousarray(a) for a in (inputs, targets))
+    return inputs, targets
+
+
+def _make_scheduler(settings: LearnedSettings, steps: int):
+    """``optimizer -> LambdaLR`` for the settings' schedule over ``steps`` optimiser steps (None: constant)."""
+    if settings.schedule == "constant":
+        return None
+    total, final = max(1, steps), settings.lr_decay
+
+    def factor(step: int) -> float:
+        progress = min(step, total) / total
+        if settings.schedule == "exp":
+            return final**progress
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class LearnedMethod:
+    """Base class of the learned separators (see :mod:`cosmobench.cmb.methods` for the interface).
+
+    Subclasses set ``name`` and ``Settings`` (a :class:`LearnedSettings` subclass) and implement
+    ``_layout(nside)`` and ``_network(in_channels, nside)``.
+    """
+
+    name = "learned"
+    Settings = LearnedSettings
+    output_beam_arcmin = None
+
+    def __init__(self, **settings):
+        self.settings = self.Settings(**settings)
+        self.model: Standardised | None = None
+        self.config: dict[str, Any] | None = None
+
+    # hooks
+    def _layout(self, nside: int):
+        raise NotImplementedError
+
+    def _network(self, in_channels: int, nside: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _build(self, nside: int, stats: dict[str, Any]) -> Standardised:
+        s = self.settings
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed(s.seed, self.name, "init"))
+            net = self._network(len(s.bands), nside)
+        if s.norm == "reference":
+            return Standardised(net, np.zeros(len(s.bands)), np.ones(len(s.bands)), REFERENCE_TARGET_SCALE)
+        return Standardised(net, stats["in_mean"], stats["in_std"], stats["target_std"])
+
+    def fit(
+        self,
+        dataset,
+        out_dir: Path | str,
+        *,
+        train_split: str = "Train",
+        val_split: str | None = "Valid",
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> dict:
+        """Train on ``train_split`` (validate on ``val_split``), resuming from ``out_dir/last.pt`` if present.
+
+        Parameters
+        ----------
+        dataset : CMBDataset
+            The dataset (see :func:`prepare_arrays` for what is used).
+        out_dir : path
+            Run folder: ``last.pt``, ``best.pt``, ``train_log.csv``, ``training.json``, ``cache/``.
+        train_split, val_split : str
+            Split names; ``val_split=None`` (or an empty split) trains without validation.
+        on_epoch_end : callable, optional
+            ``on_epoch_end(epoch, record)`` after each epoch's checkpoint (e.g. optuna pruning; raising stops
+            training, and a later ``fit`` resumes from that checkpoint).
+
+        Returns
+        -------
+        dict
+            ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
+            ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
+            ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``.
+        """
+        s = self.settings
+        missing = [b for b in s.bands if b not in dataset.bands]
+        if missing:
+            raise ValueError(f"bands {missing} are not in the dataset (it has {dataset.bands}); fix bands=...")
+        out_dir = Path(out_dir)
+        check_writable(out_dir)
+        device = resolve_device(s.device)
+        layout = self._layout(int(dataset.nside))
+        cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
+        t0 = time.perf_counter()
+        train = prepare_arrays(
+            dataset, train_split, s.bands, layout, cache / train_split, workers=s.workers, progress=s.progress
+        )
+        has_val = val_split is not None and len(dataset.sim_indices(val_split)) > 0
+        val = (
+            prepare_arrays(
+                dataset, val_split, s.bands, layout, cache / val_split, workers=s.workers, progress=s.progress
+            )
+            if has_val
+            else None
+        )
+        prepare_seconds = time.perf_counter() - t0
+        ckpt = out_dir / "last.pt"
+        saved = load_checkpoint(ckpt)["config"] if ckpt.is_file() else None
+        stats = saved["stats"] if saved is not None else channel_stats(*train)
+        model = self._build(int(dataset.nside), stats)
+        fwhm = {c.band: getattr(c, "fwhm_arcmin", None) for c in dataset.channels}
+        config = {
+            "method": self.name,
+            "settings": s.as_dict(),
+            "nside": int(dataset.nside),
+            "fwhm_arcmin": [fwhm.get(b) for b in s.bands],
+            "stats": stats,
+            "train_split": train_split,
+            "val_split": val_split if has_val else None,
+            "dataset": str(Path(getattr(dataset, "root", "."))),
+        }
+        if saved is not None:
+            _check_resumable(saved, config, ckpt)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        loss = LOSSES[s.loss]
+        steps = int(s.epochs) * math.ceil(len(train[0]) / s.batch_size)
+        history = train_loop(
+            model,
+            place_arrays(*train, device),
+            place_arrays(*val, device) if val is not None else None,
+            loss_fn=lambda m, batch: loss(m(batch[0]), batch[1] / m.target_scale),
+            epochs=int(s.epochs),
+            batch_size=int(s.batch_size),
+            lr=s.lr,
+            scheduler=_make_scheduler(s, steps),
+            grad_clip=s.grad_clip,
+            amp=s.amp,
+            device=device,
+            ckpt=ckpt,
+            config=config,
+            seed=s.seed,
+            log_csv=out_dir / "train_log.csv",
+            on_epoch_end=_callbacks(
+                on_epoch_end, _tensorboard_logger(out_dir / "tensorboard") if s.tensorboard else None
+            ),
+            progress=s.progress,
+        )
+        model.eval()
+        self.model, self.config = model, config
+        per_map = layout.images_per_map
+        facts = {
+            "method": self.name,
+            "epochs": len(history["epoch"]),
+            "seconds": float(sum(history["seconds"])),
+            "train_maps_per_s": float(np.median(history["samples_per_s"]) / per_map) if history["epoch"] else None,
+            "final_train_loss": history["train_loss"][-1] if history["epoch"] else None,
+            "final_val_loss": history["val_loss"][-1] if history["epoch"] else None,
+            "best_val_loss": history["best_val_loss"][0],
+            "n_params": count_parameters(model),
+            "n_train_maps": len(train[0]) // per_map,
+            "n_val_maps": len(val[0]) // per_map if val is not None else 0,
+            "prepare_seconds": prepare_seconds,
+            "device": str(device),
+        }
+        facts = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in facts.items()}
+        write_json(out_dir / "training.json", facts)
+        return facts
+
+    def predict(self, obs: dict[str, np.ndarray], channels) -> np.ndarray:
+        """CMB temperature from the observed channels.
+
+        Parameters
+        ----------
+        obs : dict of str to ndarray, shape (nfield, npix) or (npix,), uK_CMB, RING
+            Observed maps by band (row 0, the intensity, is used); must include the trained ``bands``.
+        channels : list of Channel
+            The channels of ``obs``; their beams must match those the model was trained with.
+
+        Returns
+        -------
+        ndarray, shape (npix,), float64, uK_CMB: the unbeamed CMB temperature.
+        """
+        if self.model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not trained: call fit(...) or {type(self).__name__}.load(out_dir)"
+            )
+        s = self.settings
+        missing = [b for b in s.bands if b not in obs]
+        if missing:
+            raise ValueError(f"obs lacks bands {missing} that the model was trained on ({s.bands})")
+        trained_fwhm = dict(zip(s.bands, self.config["fwhm_arcmin"]))
+        for c in channels:
+            want, got = trained_fwhm.get(c.band), getattr(c, "fwhm_arcmin", None)
+            if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
+                raise ValueError(f"channel {c.band} has a {got}' beam but the model was trained with {want}'")
+        maps = np.stack([np.atleast_2d(obs[b])[0] for b in s.bands]).astype(np.float32)
+        nside = self.config["nside"]
+        if maps.shape[-1] != 12 * nside**2:
+            raise ValueError(f"the model was trained at nside {nside} ({12 * nside**2} pixels), got {maps.shape[-1]}")
+        layout = self._layout(nside)
+        images = torch.from_numpy(np.ascontiguousarray(layout.images(maps)))
+        param = next(self.model.parameters())
+        use_amp = s.amp and param.device.type == "cuda"
+        out = []
+        with torch.no_grad(), torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            for start in range(0, len(images), s.batch_size):
+                batch = images[start : start + s.batch_size].to(param.device)
+                out.append((self.model(batch).float() * self.model.target_scale).cpu())
+        return layout.to_map(torch.cat(out).numpy())[0].astype(np.float64)
+
+    @classmethod
+    def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "best"):
+        """A trained method from ``out_dir`` (``best.pt``, or ``last.pt`` with ``which="last"``).
+
+        Parameters
+        ----------
+        out_dir : path
+            The ``out_dir`` given to :meth:`fit`.
+        device : str
+            Where to run predictions.
+        which : {"best", "last"}
+            Best-validation or last-epoch weights.
+        """
+        if which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+        path = Path(out_dir) / f"{which}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist; train first with {cls.__name__}(...).fit(dataset, out_dir)"
+            )
+        state = load_checkpoint(path)
+        config = state["config"]
+        if config.get("method") != cls.name:
+            raise ValueError(f"{path} holds a {config.get('method')!r} model, not {cls.name!r}")
+        method = cls(**{**config["settings"], "device": device})
+        model = method._build(config["nside"], config["stats"])
+        model.load_state_dict(state["model"])
+        method.model = model.to(resolve_device(device)).eval()
+        method.config = config
+        return method
+
+
+def _check_resumable(saved: dict, config: dict, ckpt: Path) -> None:
+    a = {k: v for k, v in saved.get("settings", {}).items() if k not in _RESUMABLE}
+    b = {k: v for k, v in config["settings"].items() if k not in _RESUMABLE}
+    mismatch = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    for key in ("method", "nside", "fwhm_arcmin", "train_split"):
+        if saved.get(key) != config[key]:
+            mismatch.append(key)
+    if mismatch:
+        raise ValueError(
+            f"{ckpt} was trained with different {mismatch}; use another out_dir or delete {ckpt.parent} to retrain"
+        )
+
+
+def _callbacks(*fns):
+    fns = [f for f in fns if f is not None]
+    if not fns:
+        return None
+
+    def call(epoch: int, record: dict) -> None:
+        for f in reversed(fns):  # loggers first, then the caller's (which may raise)
+            f(epoch, record)
+
+    return call
+
+
+def _tensorboard_logger(folder: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+
+    def log(epoch: int, record: dict) -> None:
+        for key in ("train_loss", "val_loss", "lr", "samples_per_s"):
+            if not math.isnan(record[key]):
+                writer.add_scalar(key, record[key], epoch)
+        writer.flush()
+
+    return log

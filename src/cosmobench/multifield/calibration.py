@@ -1,0 +1,226 @@
+"""Calibration of the predicted posteriors: interval coverage, TARP, and a full posterior by NPE on CNN summaries.
+
+- **Gaussian moment posteriors.** The CNN gives a mean mu and a standard deviation sigma per parameter; the
+  central interval mu +- z_p sigma should contain the truth a fraction p of the time. :func:`coverage_curve` gives
+  the empirical coverage at every nominal level, per map and per simulation (fraction of each simulation's maps
+  covered, averaged over simulations, with a bootstrap interval over simulations: maps of one simulation are
+  correlated, simulations are not).
+- **TARP** (Lemos et al. 2023, arXiv:2302.03026) checks the joint posterior with samples: for random reference
+  points, the fraction f of posterior samples closer to the reference than the truth is uniform for a calibrated
+  posterior, so its empirical CDF (the expected coverage probability, ECP) follows the diagonal. :func:`tarp` is a
+  small implementation of that test on samples (Gaussian draws N(mu, sigma^2) for the moment network).
+- **NPE.** :func:`fit_npe` trains a neural posterior estimator (``sbi``, optional dependency, imported lazily) on
+  the CNN's summaries (normalised mu and log sigma) of simulations the CNN was not fitted on (the validation split),
+  with the normalised prior, which is uniform on [0, 1]^d because the astrophysical labels are log-scaled. Its
+  samples on the test maps get the same coverage and TARP diagnostics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+
+from ..core.seeds import rng, torch_seed
+
+__all__ = ["coverage_curve", "coverage_from_samples", "tarp", "gaussian_samples", "fit_npe", "sample_npe"]
+
+
+def _per_sim_mean(hit: np.ndarray, sim_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-simulation means of ``hit`` (n, ...) -> (n_sims, ...), and the simulations' inverse index."""
+    _, inverse = np.unique(sim_index, return_inverse=True)
+    counts = np.bincount(inverse).astype(float)
+    flat = hit.reshape(len(hit), -1).astype(float)
+    sums = np.stack([np.bincount(inverse, flat[:, j]) for j in range(flat.shape[1])], axis=1)
+    return (sums / counts[:, None]).reshape((len(counts),) + hit.shape[1:]), inverse
+
+
+def coverage_from_hits(hit: np.ndarray, sim_index: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict:
+    """Coverage from a boolean array ``hit`` (n_maps, n_levels, n_params): per map, per simulation, and a 68 %
+    bootstrap interval over simulations. Returns arrays of shape (n_levels, n_params) (CI: (2, ...))."""
+    per_sim, _ = _per_sim_mean(hit, sim_index)
+    gen = rng(seed, "coverage_bootstrap")
+    boots = np.stack([per_sim[gen.integers(0, len(per_sim), len(per_sim))].mean(0) for _ in range(n_boot)])
+    return {"per_map": hit.mean(0), "per_sim": per_sim.mean(0), "ci": np.quantile(boots, [0.16, 0.84], axis=0)}
+
+
+def coverage_curve(
+    theta: np.ndarray,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    sim_index: np.ndarray,
+    levels: np.ndarray | None = None,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Empirical coverage of the central Gaussian intervals mu +- z(p) sigma at nominal levels ``p``.
+
+    Parameters
+    ----------
+    theta, mu, sigma : ndarray, shape (n, d)
+    sim_index : ndarray, shape (n,)
+    levels : ndarray, shape (L,), optional
+        Nominal probabilities (default 0.05, 0.10, ..., 0.95 plus 0.68).
+
+    Returns
+    -------
+    dict
+        ``levels`` (L,), ``per_map``, ``per_sim`` (L, d), ``ci`` (2, L, d).
+    """
+    from scipy.stats import norm
+
+    if levels is None:
+        levels = np.unique(np.round(np.r_[np.arange(0.05, 0.951, 0.05), 0.68], 4))
+    levels = np.asarray(levels)
+    z = norm.ppf(0.5 + levels / 2)
+    hit = np.abs(theta - mu)[:, None, :] <= z[None, :, None] * sigma[:, None, :]
+    return {"levels": levels, **coverage_from_hits(hit, sim_index, n_boot=n_boot, seed=seed)}
+
+
+def coverage_from_samples(
+    samples: np.ndarray,
+    theta: np.ndarray,
+    sim_index: np.ndarray,
+    levels: np.ndarray,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Coverage of the central (equal-tailed) credible intervals of posterior samples (n_samples, n, d)."""
+    lo = np.quantile(samples, 0.5 - levels / 2, axis=0)  # (L, n, d)
+    hi = np.quantile(samples, 0.5 + levels / 2, axis=0)
+    hit = np.moveaxis((lo <= theta[None]) & (theta[None] <= hi), 0, 1)  # (n, L, d)
+    return {"levels": levels, **coverage_from_hits(hit, sim_index, n_boot=n_boot, seed=seed)}
+
+
+def gaussian_samples(mu: np.ndarray, sigma: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:
+    """Draws from the independent Gaussians N(mu, sigma^2), shape (n_samples, n, d)."""
+    return mu[None] + sigma[None] * rng(seed, "gaussian_samples").standard_normal((n_samples, *mu.shape))
+
+
+def tarp(samples: np.ndarray, theta: np.ndarray, *, seed: int = 0, n_alpha: int = 51) -> dict:
+    """TARP expected coverage of posterior samples against true values.
+
+    Parameters are first scaled to the unit box spanned by ``theta``; one reference point per observation is drawn
+    uniformly in that box; f_i is the fraction of samples closer (L2) to the reference than the truth.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (n_samples, n, d)
+    theta : ndarray, shape (n, d)
+
+    Returns
+    -------
+    dict
+        ``alpha`` (n_alpha,) credibility levels, ``ecp`` (n_alpha,) expected coverage, ``atc`` (area between ECP and
+        the diagonal for alpha >= 0.5: > 0 under-confident, < 0 over-confident), ``max_dev`` (largest |ECP - alpha|),
+        ``ks_p`` (Kolmogorov-Smirnov p-value of f against U(0, 1)).
+    """
+    from scipy.stats import kstest
+
+    lo, hi = theta.min(0), theta.max(0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    s, t = (samples - lo) / scale, (theta - lo) / scale
+    ref = rng(seed, "tarp_references").random(t.shape)
+    d_samples = np.linalg.norm(s - ref[None], axis=-1)
+    d_truth = np.linalg.norm(t - ref, axis=-1)
+    f = np.mean(d_samples < d_truth[None], axis=0)
+    alpha = np.linspace(0, 1, n_alpha)
+    ecp = np.mean(f[None, :] <= alpha[:, None], axis=1)
+    upper = alpha >= 0.5
+    atc = float(np.trapezoid(ecp[upper] - alpha[upper], alpha[upper]))
+    return {
+        "alpha": alpha,
+        "ecp": ecp,
+        "atc": atc,
+        "max_dev": float(np.max(np.abs(ecp - alpha))),
+        "ks_p": float(kstest(f, "uniform").pvalue),
+    }
+
+
+class _NullTracker:
+    """Keeps sbi from writing TensorBoard logs into the working directory."""
+
+    log_dir = None
+
+    def log_metric(self, name, value, step=None):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_params(self, params):
+        pass
+
+    def add_figure(self, name, figure, step=None):
+        pass
+
+    def flush(self):
+        pass
+
+
+def fit_npe(
+    summaries: np.ndarray,
+    theta_norm: np.ndarray,
+    *,
+    seed: int = 0,
+    density_estimator: str = "maf",
+    max_epochs: int = 200,
+    batch_size: int = 128,
+):
+    """Train an sbi NPE posterior p(theta | summaries) with a uniform prior on [0, 1]^d (normalised labels).
+
+    Parameters
+    ----------
+    summaries : ndarray, shape (n, k)
+        CNN summaries, e.g. normalised posterior means and log standard deviations.
+    theta_norm : ndarray, shape (n, d)
+        Normalised true parameters in [0, 1].
+    seed : int
+        Seeds torch's global generator (sbi draws from it) through one wrapper.
+    density_estimator : str
+        sbi density estimator (``maf``, ``nsf``, ``mdn``).
+    max_epochs, batch_size : int
+        Training budget (sbi also stops after 20 epochs without validation improvement).
+
+    Returns
+    -------
+    sbi posterior (``.sample_batched``)
+    """
+    try:
+        from sbi.inference import NPE
+        from sbi.utils import BoxUniform
+    except ImportError as err:
+        raise ImportError(
+            "the NPE posterior needs the optional package sbi: pip install 'cosmobench[sbi]' (or set npe=false)"
+        ) from err
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(torch_seed(seed, "npe"))
+        d = theta_norm.shape[1]
+        prior = BoxUniform(low=torch.zeros(d), high=torch.ones(d))
+        inference = NPE(
+            prior=prior, density_estimator=density_estimator, show_progress_bars=False, tracker=_NullTracker()
+        )
+        theta_t = torch.as_tensor(np.clip(theta_norm, 1e-6, 1 - 1e-6), dtype=torch.float32)
+        inference.append_simulations(theta_t, torch.as_tensor(summaries, dtype=torch.float32))
+        with contextlib.redirect_stdout(io.StringIO()):  # sbi prints a convergence line
+            inference.train(training_batch_size=batch_size, max_num_epochs=max_epochs, show_train_summary=False)
+        return inference.build_posterior()
+
+
+def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 0) -> np.ndarray:
+    """Posterior samples for each row of ``summaries``, shape (n_samples, n, d), normalised units."""
+    import torch
+
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Capping max_sampling_batch_size")
+        torch.manual_seed(torch_seed(seed, "npe_sample"))
+        out = posterior.sample_batched(
+            (n_samples,), x=torch.as_tensor(summaries, dtype=torch.float32), show_progress_bars=False
+        )
+    return out.numpy().astype(np.float64)

@@ -1,0 +1,191 @@
+"""Predictions of a trained o3_err on a split, and the metrics of the CMD papers with per-simulation aggregates.
+
+Per parameter, over maps: RMSE; relative error sqrt(mean((theta - mu)^2 / theta^2)) (the reference's printed
+definition); R^2 = 1 - sum (theta - mu)^2 / sum (theta - mean theta)^2; chi^2 = mean((theta - mu)^2 / sigma^2);
+bias mean(mu - theta); mean predicted sigma; coverage of mu +- z sigma at 68 % and 95 % (z = 0.994, 1.960).
+
+The 15 maps of a simulation share its parameters and are correlated, so the effective sample size is the number
+of simulations (50 in CMD's test set). Every metric is therefore also given with a 68 % bootstrap interval over
+*simulations* (resampling whole simulations), and R^2/RMSE/relative error are also computed on per-simulation
+means of mu ("sim" aggregates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.seeds import rng
+from .augment import DIHEDRAL, apply
+from .cmd import MAPS_PER_SIM, PARAM_NAMES, FieldStats, LabelScaler, MapStack, load_params
+
+__all__ = ["predict", "metrics", "coverage", "write_predictions", "Z68", "Z95"]
+
+Z68, Z95 = 0.994457883, 1.959963985  # two-sided Gaussian quantiles of 68 % and 95 %
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    meta: dict,
+    data_dir: Path | str,
+    suite: str,
+    map_index: np.ndarray,
+    *,
+    batch_size: int = 128,
+    tta: bool = True,
+    device: str | torch.device | None = None,
+    set_name: str = "LH",
+) -> dict[str, np.ndarray]:
+    """Posterior means and standard deviations of every map, de-normalised to physical units.
+
+    Inputs are standardised with the model's own (training-suite) statistics, so a model trained on suite A and
+    applied to suite B sees B through A's normalisation, as the CMD protocol prescribes.
+
+    Parameters
+    ----------
+    model, meta : from :func:`cosmobench.multifield.train.load_model`
+    data_dir, suite : where the maps to predict are
+    map_index : ndarray of int
+        Global map indices.
+    tta : bool
+        Average over the 8 dihedral transforms (mu: mean; sigma: root-mean-square); per-transform predictions are
+        returned as well.
+
+    Returns
+    -------
+    dict
+        ``theta``, ``mu``, ``sigma`` (n, 6) physical; ``mu_norm``, ``sigma_norm`` (n, 6) normalised;
+        ``mu_aug``, ``sigma_aug`` (n_transforms, n, 6) physical; ``map_index``, ``sim_index`` (n,).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    stats = FieldStats.from_dict(meta["stats"])
+    scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
+    map_index = np.asarray(map_index, dtype=np.int64)
+    stack = MapStack(data_dir, suite, stats, map_index, set_name=set_name, in_memory=False)
+    elements = DIHEDRAL if tta else DIHEDRAL[:1]
+    mu_aug, sd_aug = [], []
+    for start in range(0, len(stack), batch_size):
+        x = torch.as_tensor(stack[np.arange(start, min(start + batch_size, len(stack)))]).to(device)
+        outs = torch.stack([model(apply(x, g).contiguous()).float() for g in elements])
+        mu_aug.append(outs[..., : len(PARAM_NAMES)].cpu().numpy())
+        sd_aug.append(outs[..., len(PARAM_NAMES) :].cpu().numpy())
+    mu_n = np.concatenate(mu_aug, axis=1).astype(np.float64)
+    sd_n = np.concatenate(sd_aug, axis=1).astype(np.float64)
+    mu_norm, sd_norm = mu_n.mean(0), np.sqrt(np.square(sd_n).mean(0))
+    mu, sigma = scaler.denormalise(mu_norm, sd_norm)
+    mu_a, sd_a = scaler.denormalise(mu_n, sd_n)
+    theta = load_params(data_dir, suite, set_name)[map_index // MAPS_PER_SIM]
+    return {
+        "theta": theta,
+        "mu": mu,
+        "sigma": sigma,
+        "mu_norm": mu_norm,
+        "sigma_norm": sd_norm,
+        "mu_aug": mu_a,
+        "sigma_aug": sd_a,
+        "map_index": map_index,
+        "sim_index": map_index // MAPS_PER_SIM,
+    }
+
+
+def coverage(theta: np.ndarray, mu: np.ndarray, sigma: np.ndarray, z: float) -> np.ndarray:
+    """Fraction of rows with abs(theta - mu) <= z sigma, per column."""
+    return np.mean(np.abs(theta - mu) <= z * sigma, axis=0)
+
+
+def _per_param(theta, mu, sigma):
+    err = mu - theta
+    ss_res = np.sum(err**2, axis=0)
+    ss_tot = np.sum((theta - theta.mean(0)) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "rmse": np.sqrt(np.mean(err**2, axis=0)),
+            "rel_err": np.sqrt(np.mean((err / theta) ** 2, axis=0)),
+            "r2": 1 - ss_res / ss_tot,
+            "chi2": np.mean(err**2 / sigma**2, axis=0),
+            "bias": np.mean(err, axis=0),
+            "mean_sigma": np.mean(sigma, axis=0),
+            "coverage68": coverage(theta, mu, sigma, Z68),
+            "coverage95": coverage(theta, mu, sigma, Z95),
+        }
+
+
+def metrics(
+    theta: np.ndarray,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    sim_index: np.ndarray,
+    *,
+    params: tuple[int, ...] = (0, 1),
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Metrics per parameter over maps, their bootstrap intervals over simulations, and per-simulation aggregates.
+
+    Parameters
+    ----------
+    theta, mu, sigma : ndarray, shape (n, 6)
+    sim_index : ndarray, shape (n,)
+    params : tuple of int
+        Columns reported.
+    n_boot : int
+        Bootstrap resamples of simulations.
+
+    Returns
+    -------
+    dict
+        ``{name: {metric: value, metric + "_ci": [lo, hi], "sim_r2": ..., "sim_rmse": ..., "sim_rel_err": ...}}``
+        plus ``n_maps`` and ``n_sims``.
+    """
+    theta, mu, sigma = (np.asarray(a, dtype=np.float64) for a in (theta, mu, sigma))
+    sims, inverse = np.unique(sim_index, return_inverse=True)
+    point = _per_param(theta, mu, sigma)
+    counts = np.bincount(inverse)
+    sim_theta = np.stack([np.bincount(inverse, theta[:, j]) / counts for j in range(theta.shape[1])], axis=1)
+    sim_mu = np.stack([np.bincount(inverse, mu[:, j]) / counts for j in range(mu.shape[1])], axis=1)
+    sim_point = _per_param(sim_theta, sim_mu, np.ones_like(sim_mu))
+    boot = {k: [] for k in point}
+    gen = rng(seed, "bootstrap")
+    rows_of = [np.flatnonzero(inverse == s) for s in range(len(sims))]
+    for _ in range(n_boot if len(sims) > 1 else 0):
+        pick = np.concatenate([rows_of[s] for s in gen.integers(0, len(sims), len(sims))])
+        for k, v in _per_param(theta[pick], mu[pick], sigma[pick]).items():
+            boot[k].append(v)
+    out: dict = {"n_maps": int(len(theta)), "n_sims": int(len(sims))}
+    for j in params:
+        entry = {}
+        for k, v in point.items():
+            entry[k] = float(v[j])
+            if boot[k]:
+                entry[k + "_ci"] = [float(np.nanquantile(np.asarray(boot[k])[:, j], q)) for q in (0.16, 0.84)]
+        entry.update(
+            {
+                "sim_r2": float(sim_point["r2"][j]),
+                "sim_rmse": float(sim_point["rmse"][j]),
+                "sim_rel_err": float(sim_point["rel_err"][j]),
+            }
+        )
+        out[PARAM_NAMES[j]] = entry
+    return out
+
+
+def write_predictions(folder: Path | str, pred: dict[str, np.ndarray]) -> None:
+    """Write ``predictions.txt`` (the reference's 18 columns: 6 true, 6 mean, 6 std; one row per map, in the order
+    of ``map_index``) and ``predictions.npz`` (everything, per-transform predictions and indices included)."""
+    from ..core.io import atomic_path
+
+    folder = Path(folder)
+    table = np.concatenate([pred["theta"], pred["mu"], pred["sigma"]], axis=1)
+    header = (
+        "columns: true " + " ".join(PARAM_NAMES) + " | posterior mean (same order) | posterior std (same "
+        "order); rows follow map_index in predictions.npz"
+    )
+    with atomic_path(folder / "predictions.txt") as tmp:
+        np.savetxt(tmp, table, fmt="%.6e", header=header)
+    with atomic_path(folder / "predictions.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **pred)

@@ -1,0 +1,486 @@
+"""Stage functions of ``cosmobench multifield <stage>``: plain keyword arguments, outputs under ``out_dir``.
+
+``simulate`` writes CMD-format maps (or point ``data_dir`` at real CMD files and skip it); ``train`` fits one
+o3_err; ``search`` runs the optuna study; ``test`` writes the true parameters, posterior means and standard
+deviations of every test map with the metrics; ``robustness`` the cross-suite matrix; ``fields`` the smallest
+field sets; ``calibrate`` coverage, TARP and the NPE posterior; ``run`` chains them. Every stage skips finished
+work on rerun and returns a JSON-serialisable summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..core.io import check_writable, read_json, write_json
+from .cmd import PARAM_NAMES, load_params, sims_to_maps, split_sims
+from .search import SEARCH_SPACE, STUDY_NAME
+from .train import fields_tag, set_threads, settings_from
+
+__all__ = ["simulate", "train", "search", "test", "robustness", "fields", "calibrate", "run", "STAGES"]
+
+STAGES = ("simulate", "train", "search", "test", "robustness", "fields", "calibrate")
+
+
+def simulate(
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    suites: Sequence[str] = ("TNGlike", "SIMBAlike", "Nbody_TNGlike"),
+    n_sims: int = 1000,
+    npix: int = 64,
+    fields: Sequence[str] | None = None,
+    set_name: str = "LH",
+    cache_dir: str | None = None,
+    executor: str = "serial",
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Simulate CMD-format multifield maps of several suites offline (log-normal matter + baryonic responses).
+
+    Parameters
+    ----------
+    out_dir : path
+        Data folder; files get CMD's names (``Maps_{field}_{suite}_{set}_z=0.00.npy``, ``params_{set}_{suite}.txt``).
+    seed : int
+        Dataset seed (Latin hypercube and initial conditions; N-body twins share their hydro twin's).
+    suites : list of str
+        Names from :data:`cosmobench.multifield.simulate.SUITES`.
+    n_sims, npix : int
+        Simulations per suite (15 maps each) and map side (64 default, 256 like CMD).
+    fields : list of str, optional
+        Subset of fields (default: all the suite has).
+    cache_dir : str, optional
+        Where the CAMB P(k) table is cached (default ``$COSMOBENCH_CACHE`` or ``~/.cache/cosmobench``).
+    executor, workers : str, int
+        ``serial`` / ``processes`` / ``dask`` over simulations.
+    """
+    from ..sky.cosmology import default_cache_dir
+    from .power import load_or_build_power_table
+    from .simulate import get_suite, simulate_suite
+
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    if n_sims < 3:
+        raise ValueError(f"n_sims must be >= 3 (train/valid/test split by simulation), got {n_sims}")
+    for s in suites:
+        get_suite(s)
+    t0 = time.perf_counter()
+    power = load_or_build_power_table(cache_dir or default_cache_dir() / "multifield")
+    t_power = time.perf_counter() - t0
+    done = [
+        simulate_suite(
+            out_dir,
+            s,
+            n_sims=n_sims,
+            npix=npix,
+            seed=seed,
+            fields=fields,
+            power=power,
+            set_name=set_name,
+            executor=executor,
+            workers=workers,
+            progress=progress,
+        )
+        for s in suites
+    ]
+    wall = time.perf_counter() - t0
+    return {
+        "data_dir": str(out_dir),
+        "suites": done,
+        "power_table_s": t_power,
+        "wall_s": wall,
+        "maps_per_s": sum(d["n_sims"] for d in done) * 15 / max(wall - t_power, 1e-9),
+    }
+
+
+def train(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suite: str,
+    fields: Sequence[str],
+    training: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """Train one o3_err on ``fields`` of ``suite`` (settings: ``training``, see ``TrainSettings``)."""
+    from .train import prepare_data, train_model
+
+    set_threads()
+    settings = settings_from(training)
+    run_dir = Path(out_dir) / "train" / f"{suite}_{fields_tag(fields)}"
+    check_writable(run_dir)
+    if (run_dir / "model.pt").exists():
+        summary = read_json(run_dir / "model.json")["summary"]
+    else:
+        summary = train_model(prepare_data(data_dir, suite, fields, settings), run_dir, settings, seed=seed)
+    return {"run_dir": str(run_dir), **summary}
+
+
+def search(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suite: str,
+    fields: Sequence[str],
+    training: dict | None = None,
+    seed: int = 0,
+    n_trials: int = 50,
+    n_startup_trials: int = 20,
+    storage: str | None = None,
+    study_name: str = STUDY_NAME,
+    lr_range: Sequence[float] = SEARCH_SPACE["lr"],
+    wd_range: Sequence[float] = SEARCH_SPACE["wd"],
+    dropout_range: Sequence[float] = SEARCH_SPACE["dr"],
+    hidden_range: Sequence[int] = SEARCH_SPACE["hidden"],
+    prune_warmup: int = 2,
+) -> dict:
+    """Optuna search over lr, weight decay, dropout and width with an RDB storage (SQLite file by default).
+
+    Start the same command on several machines with ``storage=postgresql://...`` (or one SQLite file on a shared
+    disk for a few workers) to share the study; the study stops at ``n_trials`` finished trials in total.
+    """
+    from .search import run_search
+    from .train import prepare_data
+
+    set_threads()
+    settings = settings_from(training)
+    folder = Path(out_dir) / "search" / f"{suite}_{fields_tag(fields)}"
+    check_writable(folder)
+    data = prepare_data(data_dir, suite, fields, settings)
+    out = run_search(
+        data,
+        folder,
+        settings,
+        n_trials=n_trials,
+        n_startup_trials=n_startup_trials,
+        storage=storage,
+        study_name=study_name,
+        lr_range=lr_range,
+        wd_range=wd_range,
+        dropout_range=dropout_range,
+        hidden_range=hidden_range,
+        prune_warmup=prune_warmup,
+        seed=seed,
+    )
+    return {"folder": str(folder), **{k: v for k, v in out.items() if k != "trials"}}
+
+
+def _model_path(out_dir: Path, suite: str, fields: Sequence[str], source: str, model_path: str | None) -> Path:
+    if model_path:
+        return Path(model_path)
+    tag = f"{suite}_{fields_tag(fields)}"
+    if source == "train":
+        return out_dir / "train" / tag / "model.pt"
+    if source == "search":
+        best = out_dir / "search" / tag / "best.json"
+        if not best.exists():
+            raise FileNotFoundError(f"{best} does not exist; run `cosmobench multifield search` first")
+        return Path(read_json(best)["best"]["model_path"])
+    raise ValueError(f"source must be 'train' or 'search' (or give model_path), got {source!r}")
+
+
+def test(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suite: str,
+    fields: Sequence[str],
+    source: str = "train",
+    model_path: str | None = None,
+    test_suite: str | None = None,
+    split: str = "test",
+    tta: bool = True,
+    batch_size: int = 128,
+    device: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """Write true parameters, posterior means and standard deviations of every map of a split, and the metrics.
+
+    Outputs in ``out_dir/test/<source>_<suite>_<fields>_on_<test_suite>/``: ``predictions.txt`` (the reference's 18
+    columns), ``predictions.npz`` (with map/simulation indices and per-transform predictions), ``metrics.json``
+    (R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations, and per-simulation
+    aggregates), ``split.json`` (the simulation indices used) and ``predictions.png``.
+    """
+    from .evaluate import metrics, predict, write_predictions
+    from .figures import predictions_figure
+    from .train import load_model
+
+    set_threads()
+    out_dir = Path(out_dir)
+    test_suite = test_suite or suite
+    path = _model_path(out_dir, suite, fields, source, model_path)
+    folder = out_dir / "test" / f"{source if not model_path else 'model'}_{suite}_{fields_tag(fields)}_on_{test_suite}"
+    if (folder / "metrics.json").exists():
+        return read_json(folder / "metrics.json")
+    check_writable(folder)
+    model, meta = load_model(path, device=device)
+    s = meta["settings"]
+    if test_suite == meta["suite"]:
+        sims = np.asarray(meta["split"][split])
+    else:
+        sims = split_sims(len(load_params(data_dir, test_suite, s["set_name"])), s["split"], s["split_seed"])[split]
+    pred = predict(
+        model,
+        meta,
+        data_dir,
+        test_suite,
+        sims_to_maps(sims),
+        tta=tta,
+        batch_size=batch_size,
+        device=device,
+        set_name=s["set_name"],
+    )
+    write_predictions(folder, pred)
+    write_json(
+        folder / "split.json",
+        {
+            "suite": test_suite,
+            "split": split,
+            "sims": sims.tolist(),
+            "split_fractions": s["split"],
+            "split_seed": s["split_seed"],
+        },
+    )
+    result = {
+        "model": str(path),
+        "trained_on": meta["suite"],
+        "tested_on": test_suite,
+        "fields": list(fields),
+        "tta": tta,
+        "metrics": metrics(
+            pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=tuple(meta["params"]), seed=seed
+        ),
+    }
+    predictions_figure(pred, folder / "predictions.png", params=[p for p in (0, 1) if p in meta["params"]])
+    write_json(folder / "metrics.json", result)
+    return result
+
+
+def robustness(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suites: Sequence[str],
+    fields: Sequence[str] = ("Mtot",),
+    training: dict | None = None,
+    seed: int = 0,
+    params: Sequence[int] = (0, 1),
+    tta: bool = True,
+) -> dict:
+    """Train on each suite, test on every suite; print and return the matrix of errors for Omega_m and sigma_8."""
+    from .figures import robustness_figure
+    from .robustness import cross_suite
+
+    set_threads()
+    settings = settings_from(training, params=tuple(params))
+    folder = Path(out_dir) / "robustness"
+    check_writable(folder)
+    result = cross_suite(data_dir, folder, suites, fields, settings, seed=seed, params=params, tta=tta)
+    robustness_figure(result, folder / f"robustness_{fields_tag(fields)}.png")
+    print(result["table"])
+    return {
+        "folder": str(folder),
+        "suites": result["suites"],
+        "fields": result["fields"],
+        "rel_err": {
+            a: {b: {p: result["matrix"][a][b][p]["rel_err"] for p in result["params"]} for b in suites} for a in suites
+        },
+        "bias": {
+            a: {b: {p: result["matrix"][a][b][p]["bias"] for p in result["params"]} for b in suites} for a in suites
+        },
+    }
+
+
+def fields(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suite: str,
+    fields: Sequence[str],
+    training: dict | None = None,
+    seed: int = 0,
+    params: Sequence[int] = (0, 1),
+    strategy: str = "auto",
+    kind: str = "empirical",
+    select_split: str = "valid",
+    thresholds: Sequence[float] = (0.9, 0.95),
+) -> dict:
+    """Smallest field sets holding 90 % and 95 % of the full multifield model's information (see ``fields.py``)."""
+    from .fields import field_importance
+    from .figures import fields_figure
+
+    set_threads()
+    settings = settings_from(training, params=tuple(params))
+    folder = Path(out_dir) / "fields"
+    check_writable(folder)
+    result = field_importance(
+        data_dir,
+        folder,
+        suite,
+        fields,
+        settings,
+        seed=seed,
+        params=params,
+        strategy=strategy,
+        kind=kind,
+        select_split=select_split,
+        thresholds=thresholds,
+    )
+    fields_figure(result, folder / f"fields_{suite}_{fields_tag(fields)}.png")
+    return {
+        "folder": str(folder),
+        "smallest": result["smallest"],
+        "definition": result["definition"],
+        "fractions": {"+".join(e["fields"]): e[select_split]["fraction"] for e in result["subsets"]},
+    }
+
+
+def calibrate(
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path,
+    suite: str,
+    fields: Sequence[str],
+    source: str = "train",
+    model_path: str | None = None,
+    seed: int = 0,
+    npe: bool = True,
+    npe_split: str = "valid",
+    npe_epochs: int = 200,
+    n_samples: int = 500,
+    tta: bool = True,
+    batch_size: int = 128,
+    device: str | None = None,
+) -> dict:
+    """Coverage of the mean +- std intervals (per map and per simulation), TARP, and an NPE posterior on CNN summaries.
+
+    The NPE (``sbi``) is trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, and
+    evaluated on the test split like the Gaussian posteriors.
+    """
+    from .calibration import coverage_curve, coverage_from_samples, fit_npe, gaussian_samples, sample_npe, tarp
+    from .evaluate import predict
+    from .figures import coverage_figure
+    from .train import load_model
+
+    set_threads()
+    out_dir = Path(out_dir)
+    path = _model_path(out_dir, suite, fields, source, model_path)
+    folder = out_dir / "calibration" / f"{source if not model_path else 'model'}_{suite}_{fields_tag(fields)}"
+    if (folder / "calibration.json").exists():
+        return read_json(folder / "calibration.json")
+    check_writable(folder)
+    model, meta = load_model(path, device=device)
+    params = list(meta["params"])
+    names = [PARAM_NAMES[p] for p in params]
+    s = meta["settings"]
+
+    def run_split(name):
+        sims = np.asarray(meta["split"][name])
+        return predict(
+            model,
+            meta,
+            data_dir,
+            suite,
+            sims_to_maps(sims),
+            tta=tta,
+            batch_size=batch_size,
+            device=device,
+            set_name=s["set_name"],
+        )
+
+    test_pred = run_split("test")
+    theta, mu, sigma, sims = (test_pred[k] for k in ("theta", "mu", "sigma", "sim_index"))
+    from .cmd import LabelScaler
+
+    scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
+    theta_n = scaler.normalise(theta)[:, params]
+    mu_n, sd_n = test_pred["mu_norm"][:, params], test_pred["sigma_norm"][:, params]
+    levels = np.unique(np.round(np.r_[np.arange(0.05, 0.951, 0.05), 0.68], 4))
+    gauss_cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, seed=seed)
+    gauss_tarp = tarp(gaussian_samples(mu_n, sd_n, n_samples, seed), theta_n, seed=seed)
+    first = np.unique(sims, return_index=True)[1]
+    gauss_tarp_sim = tarp(gaussian_samples(mu_n[first], sd_n[first], n_samples, seed), theta_n[first], seed=seed)
+    curves = {"moment network": {"coverage": gauss_cov, "tarp": gauss_tarp, "params": names}}
+    result = {
+        "model": str(path),
+        "suite": suite,
+        "fields": list(fields),
+        "params": names,
+        "n_test_maps": int(len(theta)),
+        "n_test_sims": int(len(first)),
+        "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
+    }
+    if npe:
+        cal = run_split(npe_split)
+
+        def summaries(pred):
+            return np.concatenate([pred["mu_norm"][:, params], np.log(pred["sigma_norm"][:, params] + 1e-6)], axis=1)
+
+        theta_cal = scaler.normalise(cal["theta"])[:, params]
+        posterior = fit_npe(summaries(cal), theta_cal, seed=seed, max_epochs=npe_epochs)
+        samples = sample_npe(posterior, summaries(test_pred), n_samples, seed=seed)
+        npe_cov = coverage_from_samples(samples, theta_n, sims, levels, seed=seed)
+        npe_tarp = tarp(samples, theta_n, seed=seed)
+        npe_tarp_sim = tarp(samples[:, first], theta_n[first], seed=seed)
+        curves["NPE"] = {"coverage": npe_cov, "tarp": npe_tarp, "params": names}
+        npe_mu, npe_sd = samples.mean(0), samples.std(0)
+        result["npe"] = {
+            **_summarise(npe_cov, npe_tarp, npe_tarp_sim, names, levels),
+            "trained_on": f"{npe_split} split, {len(theta_cal)} maps",
+            "rmse_norm": dict(zip(names, np.sqrt(np.mean((npe_mu - theta_n) ** 2, 0)).tolist())),
+            "mean_std_norm": dict(zip(names, npe_sd.mean(0).tolist())),
+        }
+        result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
+    coverage_figure(curves, folder / "calibration.png")
+    write_json(folder / "calibration.json", result)
+    return result
+
+
+def _summarise(cov: dict, tarp_map: dict, tarp_sim: dict, names, levels) -> dict:
+    i68, i95 = int(np.argmin(np.abs(levels - 0.68))), int(np.argmin(np.abs(levels - 0.95)))
+    out = {}
+    for j, name in enumerate(names):
+        out[name] = {
+            f"coverage{lvl}_{kind}": float(cov[kind][i, j])
+            for lvl, i in (("68", i68), ("95", i95))
+            for kind in ("per_map", "per_sim")
+        }
+        for lvl, i in (("68", i68), ("95", i95)):
+            out[name][f"coverage{lvl}_per_sim_ci"] = [float(cov["ci"][0][i, j]), float(cov["ci"][1][i, j])]
+    out["tarp_per_map"] = {k: tarp_map[k] for k in ("atc", "max_dev", "ks_p")}
+    out["tarp_per_sim"] = {k: tarp_sim[k] for k in ("atc", "max_dev", "ks_p")}
+    return out
+
+
+def run(config: dict) -> dict:
+    """The whole pipeline: the stages listed in ``config["run"]["stages"]`` (default all), in order."""
+    stages = (config.get("run") or {}).get("stages", list(STAGES))
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown} in run.stages; expected a subset of {list(STAGES)}")
+    functions = {
+        "simulate": simulate,
+        "train": train,
+        "search": search,
+        "test": test,
+        "robustness": robustness,
+        "fields": fields,
+        "calibrate": calibrate,
+    }
+    out, timings = {}, {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        if stage not in config:
+            raise ValueError(f"the configuration has no section {stage!r}")
+        t0 = time.perf_counter()
+        out[stage] = functions[stage](**config[stage])
+        timings[stage] = time.perf_counter() - t0
+    out["timings_s"] = timings
+    folder = Path(config.get("out_dir", "."))
+    write_json(folder / "run_summary.json", out)
+    return out

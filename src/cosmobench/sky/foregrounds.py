@@ -1,0 +1,793 @@
+"""Galactic foregrounds: synthetic components that need no download, and one entry point for both backends.
+
+Each component is a :class:`~cosmobench.sky.components.Component` built from explicit arrays (an amplitude
+template at a reference frequency and spectral-parameter maps, scalars allowed), so users can pass their own;
+``random(nside, rng, ...)`` draws a synthetic realisation:
+
+- :class:`ThermalDust`: modified black body, per-pixel beta and T, polarised.
+- :class:`Synchrotron`: power law (optionally curved), per-pixel beta, polarised.
+- :class:`FreeFree`: power law in intensity.
+- :class:`AME`: spinning dust as a log-normal spectrum in intensity with a per-pixel peak frequency.
+
+Synthetic morphology = a Galactic latitude profile (with an inner-Galaxy enhancement along the plane) times
+exp(sigma G), G a Gaussian field with a power-law spectrum. Polarisation angles follow a large-scale
+magnetic field plus a random spin-2 field. The defaults reproduce levels measured on PySM's d1/s1/f1/a1 at
+nside 64 (see ``docs/foregrounds.md``). :func:`make_foregrounds` builds either backend by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import constants
+
+from . import sht, units
+from .components import Component
+from .units import unit_factor
+
+__all__ = [
+    "ThermalDust",
+    "Synchrotron",
+    "FreeFree",
+    "AME",
+    "SYNTHETIC_COMPONENTS",
+    "FOREGROUND_BACKENDS",
+    "synthetic_foregrounds",
+    "make_foregrounds",
+    "foreground_rng",
+    "gaussian_field",
+    "latitude_profile",
+]
+
+FOREGROUND_BACKENDS = ("synthetic", "pysm3")
+SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame")
+PYSM_DEFAULT_PRESETS = {"dust": "d1", "synchrotron": "s1", "freefree": "f1", "ame": "a1"}
+
+H_OVER_K = constants.h * 1e9 / constants.k  # K per GHz
+S_HIGH = 0.75  # median |sin b| over |b| > 30 deg (the area is uniform in sin b)
+S_PLANE = 0.5 * np.sin(np.radians(5.0))  # median |sin b| over |b| < 5 deg
+SMOOTH_LMAX = 256  # band limit of spectral-parameter, polarisation-angle and polarisation-fraction fields
+
+
+def _ghz(freq) -> float:
+    """A scalar frequency (Quantity or number in GHz) as float GHz."""
+    if hasattr(freq, "unit"):
+        import astropy.units as u
+
+        freq = freq.to_value(u.GHz, equivalencies=u.spectral())
+    value = np.asarray(freq, dtype=np.float64)
+    if value.ndim:
+        raise ValueError("emission takes one frequency; integrate bandpasses with cosmobench.sky.instrument")
+    if not value > 0:
+        raise ValueError(f"frequency must be positive, got {float(value)} GHz")
+    return float(value)
+
+
+def _param(value, npix: int, name: str) -> np.ndarray:
+    """A spectral parameter as a float64 scalar array or a (npix,) map."""
+    arr = np.array(value, dtype=np.float64)
+    if arr.ndim and arr.shape != (npix,):
+        raise ValueError(f"{name} must be a scalar or a map of shape ({npix},), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values")
+    return arr
+
+
+def _template(maps, ncomp: int, freq_ref_ghz: float, unit: str, name: str) -> np.ndarray:
+    """An amplitude template converted to uK_RJ at ``freq_ref_ghz``, shape (ncomp, npix)."""
+    arr = np.asarray(maps, dtype=np.float64)
+    arr = arr[None] if arr.ndim == 1 else arr
+    if arr.ndim != 2 or arr.shape[0] != ncomp:
+        raise ValueError(f"{name} template must have {ncomp} row(s) ({'IQU' if ncomp == 3 else 'I'}), got {arr.shape}")
+    sht.nside_of(arr)
+    return arr * unit_factor(freq_ref_ghz, unit, "uK_RJ")  # a new array: the caller's maps are not shared
+
+
+def _iqu_quantity(iqu: np.ndarray):
+    return iqu << units.uK_RJ
+
+
+# --------------------------------------------------------------------------------------------- morphology
+
+
+@functools.lru_cache(maxsize=2)
+def _geometry(nside: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos(colatitude) = sin(b) and longitude l (rad) of every pixel, Galactic, RING."""
+    import healpy as hp
+
+    theta, phi = hp.pix2ang(nside, np.arange(sht.npix(nside)))
+    z = np.cos(theta)
+    for a in (z, phi):
+        a.setflags(write=False)
+    return z, phi
+
+
+def gaussian_field(
+    nside: int, rng: np.random.Generator, *, alpha: float, ell_flat: float = 1.0, lmax: int | None = None
+) -> np.ndarray:
+    """A Gaussian random field with unit expected variance and C_ell ~ (max(ell, ell_flat))^-alpha for ell >= 1.
+
+    Parameters
+    ----------
+    nside : int
+    rng : numpy.random.Generator
+    alpha : float
+        Spectral slope.
+    ell_flat : float
+        Below this multipole the spectrum is flat.
+    lmax : int, optional
+        Band limit (default and maximum 3 nside - 1).
+
+    Returns
+    -------
+    ndarray, shape (npix,)
+    """
+    lmax = sht.default_lmax(nside) if lmax is None else min(int(lmax), sht.default_lmax(nside))
+    ell = np.arange(lmax + 1, dtype=np.float64)
+    cl = np.zeros(lmax + 1)
+    cl[1:] = np.maximum(ell[1:], ell_flat) ** -alpha
+    cl /= np.sum((2 * ell + 1) * cl) / (4 * np.pi)
+    return sht.alm2map(sht.synalm(cl, lmax, rng), nside, lmax)
+
+
+def _spin2_field(nside: int, rng: np.random.Generator, *, alpha: float, eb_ratio: float, lmax: int) -> np.ndarray:
+    """Complex Q + iU of a Gaussian spin-2 field, C_EE ~ ell^-alpha, C_BB = eb_ratio C_EE, E|Q + iU|^2 = 1."""
+    lmax = min(lmax, sht.default_lmax(nside))
+    ell = np.arange(lmax + 1, dtype=np.float64)
+    ee = np.zeros(lmax + 1)
+    ee[2:] = ell[2:] ** -alpha
+    ee /= np.sum((2 * ell + 1) * ee * (1 + eb_ratio)) / (4 * np.pi)
+    cls = np.stack([np.zeros_like(ee), ee, eb_ratio * ee, np.zeros_like(ee)])
+    _, q, u = sht.alm2map(sht.synalm(cls, lmax, rng), nside, lmax)
+    return q + 1j * u
+
+
+def latitude_profile(
+    nside: int, high: float, plane: float, *, plane_width: float, lon_contrast: float = 0.0, lon_width: float = 0.2
+) -> np.ndarray:
+    """A smooth Galactic profile whose medians over |b| > 30 deg and |b| < 5 deg are ``high`` and ``plane``.
+
+    ``P = A ((S_HIGH + s0) / (|sin b| + s0))^k exp(lon_contrast cos(l) exp(-(sin b / lon_width)^2))``:
+    a core of width ``s0 = plane_width`` in sin b, and an inner-Galaxy enhancement along the plane (median 1
+    over longitude). ``A`` and ``k`` are solved on the pixels so that both medians are exact.
+
+    Returns
+    -------
+    ndarray, shape (npix,), read-only (cached), in the units of ``high`` and ``plane``
+    """
+    if not (high > 0 and plane > high):
+        raise ValueError(f"need 0 < high < plane, got high={high}, plane={plane}")
+    if not plane_width > 0:
+        raise ValueError(f"plane_width must be positive, got {plane_width}")
+    return _profile(
+        sht.check_nside(nside), float(high), float(plane), float(plane_width), float(lon_contrast), float(lon_width)
+    )
+
+
+def _profile_terms(nside: int, s0: float, lon_contrast: float, lon_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """log-profile terms: the latitude slope term (times k) and the longitude term, shape (npix,) each."""
+    z, lon = _geometry(nside)
+    slope = np.log(S_HIGH + s0) - np.log(np.abs(z) + s0)
+    log_lon = lon_contrast * np.cos(lon) * np.exp(-((z / lon_width) ** 2)) if lon_contrast else np.zeros_like(z)
+    return slope, log_lon
+
+
+@functools.lru_cache(maxsize=4)  # one per synthetic component at one nside (25 MB each at nside 512)
+def _profile(nside: int, high: float, plane: float, s0: float, lon_contrast: float, lon_width: float) -> np.ndarray:
+    # solve k and the normalisation by bisection on a grid of at most nside 128 (medians of a smooth profile
+    # barely depend on the resolution), then evaluate at nside
+    cal = min(nside, 128)
+    slope, log_lon = _profile_terms(cal, s0, lon_contrast, lon_width)
+    z, _ = _geometry(cal)
+    hi, lo = np.abs(z) > 0.5, np.abs(z) < np.sin(np.radians(5.0))
+
+    def medians(k: float) -> tuple[float, float]:
+        log_p = k * slope + log_lon
+        return float(np.median(log_p[hi])), float(np.median(log_p[lo]))
+
+    target = np.log(plane / high)
+    k_lo, k_hi = 0.0, 1.0
+    while np.subtract(*medians(k_hi)[::-1]) < target:
+        k_lo, k_hi = k_hi, 2 * k_hi
+    for _ in range(40):
+        k = 0.5 * (k_lo + k_hi)
+        m_hi, m_lo = medians(k)
+        k_lo, k_hi = (k, k_hi) if m_lo - m_hi < target else (k_lo, k)
+    m_hi, _ = medians(k)
+    slope, log_lon = _profile_terms(nside, s0, lon_contrast, lon_width)
+    prof = high * np.exp(k * slope + log_lon - m_hi)
+    prof.setflags(write=False)
+    return prof
+
+
+def _intensity(
+    nside: int,
+    rng: np.random.Generator,
+    structure: np.ndarray | None,
+    *,
+    high: float,
+    plane: float,
+    plane_width: float,
+    lon_contrast: float,
+    sigma: float,
+    alpha: float,
+    ell_flat: float,
+) -> np.ndarray:
+    """Latitude profile x exp(sigma G): the intensity template (units of ``high``)."""
+    if structure is None:
+        structure = gaussian_field(nside, rng, alpha=alpha, ell_flat=ell_flat)
+    prof = latitude_profile(nside, high, plane, plane_width=plane_width, lon_contrast=lon_contrast)
+    return prof * np.exp(sigma * structure)
+
+
+@functools.lru_cache(maxsize=2)
+def _ordered_field(nside: int, l0_deg: float, b0_deg: float) -> np.ndarray:
+    """Q + iU (HEALPix convention) of emission polarised perpendicular to a uniform magnetic field.
+
+    The field points to Galactic (l0, b0); its sky projection B_perp gives Q + iU = -(B_theta + i B_phi)^2,
+    so the fraction falls as the field turns toward the line of sight and, for a field in the plane, Q > 0
+    along the plane (polarisation perpendicular to it).
+    """
+    z, lon = _geometry(nside)
+    sin_t = np.sqrt(1 - z**2)
+    l0, b0 = np.radians(l0_deg), np.radians(b0_deg)
+    bx, by, bz = np.cos(b0) * np.cos(l0), np.cos(b0) * np.sin(l0), np.sin(b0)
+    cos_p, sin_p = np.cos(lon), np.sin(lon)
+    b_theta = z * (cos_p * bx + sin_p * by) - sin_t * bz
+    b_phi = -sin_p * bx + cos_p * by
+    field = -((b_theta + 1j * b_phi) ** 2)
+    field.setflags(write=False)
+    return field
+
+
+def _polarisation(
+    intensity: np.ndarray,
+    nside: int,
+    rng: np.random.Generator,
+    *,
+    pol_frac: float,
+    pol_frac_max: float,
+    pol_sigma: float,
+    turbulence: float,
+    eb_ratio: float,
+    alpha_pol: float,
+    field_l0: float,
+    field_b0: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Q, U = p I (cos 2 psi, sin 2 psi): angle of (ordered + turbulent) field, fraction with median ``pol_frac``."""
+    if not 0 <= pol_frac <= pol_frac_max <= 1:
+        raise ValueError(f"need 0 <= pol_frac <= pol_frac_max <= 1, got {pol_frac}, {pol_frac_max}")
+    lmax = min(sht.default_lmax(nside), SMOOTH_LMAX)
+    field = _ordered_field(nside, float(field_l0), float(field_b0)) + turbulence * _spin2_field(
+        nside, rng, alpha=alpha_pol, eb_ratio=eb_ratio, lmax=lmax
+    )
+    amp = np.abs(field)
+    depol = amp * np.exp(pol_sigma * gaussian_field(nside, rng, alpha=alpha_pol, lmax=lmax))
+    frac = np.minimum(pol_frac * depol / np.median(depol), pol_frac_max)
+    p = frac * intensity / np.where(amp > 0, amp, 1.0)
+    return p * field.real, p * field.imag
+
+
+def _smooth_param(nside: int, rng: np.random.Generator, mean: float, rms: float, alpha: float = 2.5) -> np.ndarray:
+    """mean + rms G with G a smooth unit-variance Gaussian field (ell <= SMOOTH_LMAX)."""
+    if rms == 0:
+        return np.array(float(mean))
+    lmax = min(sht.default_lmax(nside), SMOOTH_LMAX)
+    return mean + rms * gaussian_field(nside, rng, alpha=alpha, lmax=lmax)
+
+
+# --------------------------------------------------------------------------------------------- components
+
+
+class ThermalDust(Component):
+    """Thermal dust: a modified black body with per-pixel spectral index and temperature.
+
+    ``T_RJ(nu) = A(nu0) (nu / nu0)^(beta + 1) (exp(x0) - 1) / (exp(x) - 1)`` with ``x = h nu / k T``,
+    the same law for I, Q and U.
+
+    Parameters
+    ----------
+    iqu : array_like, shape (3, npix)
+        Stokes I, Q, U at ``freq_ref_ghz`` in ``unit``.
+    beta : float or ndarray (npix,)
+        Emissivity index.
+    temp : float or ndarray (npix,)
+        Dust temperature, K (> 0).
+    freq_ref_ghz : float
+        Reference frequency, GHz.
+    unit : str
+        Unit of ``iqu`` (e.g. "uK_RJ", "uK_CMB", "MJy/sr"), converted at ``freq_ref_ghz``.
+    """
+
+    def __init__(self, iqu, *, beta=1.54, temp=20.0, freq_ref_ghz: float = 353.0, unit: str = "uK_RJ"):
+        self.freq_ref_ghz = float(freq_ref_ghz)
+        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "dust")
+        self.nside = sht.nside_of(self.iqu)
+        npix = self.iqu.shape[-1]
+        self.beta = _param(beta, npix, "beta")
+        self.temp = _param(temp, npix, "temp")
+        if np.any(self.temp <= 0):
+            raise ValueError("dust temperature must be positive (K)")
+        self._h_over_kt = H_OVER_K / self.temp
+        self._expm1_x0 = np.expm1(self._h_over_kt * self.freq_ref_ghz)
+        self._beta_plus_1 = self.beta + 1.0
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        nu = _ghz(freq)
+        out = np.exp(self._beta_plus_1 * np.log(nu / self.freq_ref_ghz))
+        out *= self._expm1_x0
+        out /= np.expm1(self._h_over_kt * nu)
+        return out
+
+    def emission(self, freq):
+        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
+        return _iqu_quantity(self.iqu * self.sed(freq))
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        high: float = 290.0,
+        plane: float = 1.2e4,
+        freq_ref_ghz: float = 353.0,
+        plane_width: float = 0.02,
+        lon_contrast: float = 1.5,
+        sigma: float = 0.5,
+        alpha: float = 2.8,
+        ell_flat: float = 12.0,
+        beta_mean: float = 1.54,
+        beta_rms: float = 0.1,
+        temp_mean: float = 20.0,
+        temp_rms: float = 2.0,
+        pol_frac: float = 0.09,
+        pol_frac_max: float = 0.25,
+        pol_sigma: float = 0.4,
+        turbulence: float = 0.8,
+        eb_ratio: float = 0.5,
+        alpha_pol: float = 2.5,
+        field_l0: float = 70.0,
+        field_b0: float = 0.0,
+        structure: np.ndarray | None = None,
+    ) -> ThermalDust:
+        """Draw a synthetic dust sky.
+
+        Parameters
+        ----------
+        nside : int
+        rng : numpy.random.Generator
+        high, plane : float
+            Median intensity over |b| > 30 deg and |b| < 5 deg at ``freq_ref_ghz``, uK_CMB.
+        plane_width : float
+            Width of the latitude profile's core, in sin b.
+        lon_contrast : float
+            Log-amplitude of the inner-Galaxy enhancement along the plane.
+        sigma, alpha, ell_flat : float
+            Structure exp(sigma G), G with C_ell ~ max(ell, ell_flat)^-alpha.
+        beta_mean, beta_rms, temp_mean, temp_rms : float
+            Spectral index and temperature (K) maps: mean + rms x smooth Gaussian field.
+        pol_frac, pol_frac_max, pol_sigma : float
+            Median and cap of P/I, log-normal scatter of the fraction.
+        turbulence, eb_ratio, alpha_pol : float
+            Random spin-2 part of the field direction (rms relative to the ordered part), its BB/EE ratio and
+            spectral slope.
+        field_l0, field_b0 : float
+            Direction of the ordered magnetic field, Galactic degrees.
+        structure : ndarray, shape (npix,), optional
+            A unit-variance Gaussian field to use as G (to correlate components); drawn if omitted.
+        """
+        nside = sht.check_nside(nside)
+        amp = _intensity(
+            nside,
+            rng,
+            structure,
+            high=high,
+            plane=plane,
+            plane_width=plane_width,
+            lon_contrast=lon_contrast,
+            sigma=sigma,
+            alpha=alpha,
+            ell_flat=ell_flat,
+        )
+        q, u = _polarisation(
+            amp,
+            nside,
+            rng,
+            pol_frac=pol_frac,
+            pol_frac_max=pol_frac_max,
+            pol_sigma=pol_sigma,
+            turbulence=turbulence,
+            eb_ratio=eb_ratio,
+            alpha_pol=alpha_pol,
+            field_l0=field_l0,
+            field_b0=field_b0,
+        )
+        beta = _smooth_param(nside, rng, beta_mean, beta_rms)
+        temp = np.maximum(_smooth_param(nside, rng, temp_mean, temp_rms), 5.0)
+        return cls(np.stack([amp, q, u]), beta=beta, temp=temp, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+class Synchrotron(Component):
+    """Synchrotron: ``T_RJ(nu) = A(nu0) (nu / nu0)^(beta + C ln(nu / nu0))`` for I, Q and U.
+
+    Parameters
+    ----------
+    iqu : array_like, shape (3, npix)
+        Stokes I, Q, U at ``freq_ref_ghz`` in ``unit``.
+    beta : float or ndarray (npix,)
+        Spectral index in RJ temperature (about -3).
+    curvature : float or ndarray (npix,)
+        Curvature C (0: pure power law).
+    freq_ref_ghz : float
+    unit : str
+    """
+
+    def __init__(self, iqu, *, beta=-3.0, curvature=0.0, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
+        self.freq_ref_ghz = float(freq_ref_ghz)
+        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "synchrotron")
+        self.nside = sht.nside_of(self.iqu)
+        npix = self.iqu.shape[-1]
+        self.beta = _param(beta, npix, "beta")
+        self.curvature = _param(curvature, npix, "curvature")
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        r = np.log(_ghz(freq) / self.freq_ref_ghz)
+        return np.exp((self.beta + self.curvature * r) * r)
+
+    def emission(self, freq):
+        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
+        return _iqu_quantity(self.iqu * self.sed(freq))
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        high: float = 31.0,
+        plane: float = 180.0,
+        freq_ref_ghz: float = 30.0,
+        plane_width: float = 0.1,
+        lon_contrast: float = 0.7,
+        sigma: float = 0.5,
+        alpha: float = 2.9,
+        ell_flat: float = 12.0,
+        beta_mean: float = -3.0,
+        beta_rms: float = 0.1,
+        curvature: float = 0.0,
+        pol_frac: float = 0.2,
+        pol_frac_max: float = 0.7,
+        pol_sigma: float = 0.4,
+        turbulence: float = 0.6,
+        eb_ratio: float = 0.5,
+        alpha_pol: float = 2.7,
+        field_l0: float = 70.0,
+        field_b0: float = 0.0,
+        structure: np.ndarray | None = None,
+    ) -> Synchrotron:
+        """Draw a synthetic synchrotron sky; parameters as :meth:`ThermalDust.random` (``high``/``plane`` in
+        uK_CMB at ``freq_ref_ghz``), with the spectral index ``beta_mean + beta_rms G`` and a constant
+        ``curvature``."""
+        nside = sht.check_nside(nside)
+        amp = _intensity(
+            nside,
+            rng,
+            structure,
+            high=high,
+            plane=plane,
+            plane_width=plane_width,
+            lon_contrast=lon_contrast,
+            sigma=sigma,
+            alpha=alpha,
+            ell_flat=ell_flat,
+        )
+        q, u = _polarisation(
+            amp,
+            nside,
+            rng,
+            pol_frac=pol_frac,
+            pol_frac_max=pol_frac_max,
+            pol_sigma=pol_sigma,
+            turbulence=turbulence,
+            eb_ratio=eb_ratio,
+            alpha_pol=alpha_pol,
+            field_l0=field_l0,
+            field_b0=field_b0,
+        )
+        beta = _smooth_param(nside, rng, beta_mean, beta_rms)
+        return cls(np.stack([amp, q, u]), beta=beta, curvature=curvature, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+class _IntensityOnly(Component):
+    """A component with emission in Stokes I only (Q = U = 0)."""
+
+    def __init__(self, i, freq_ref_ghz: float, unit: str, name: str):
+        self.freq_ref_ghz = float(freq_ref_ghz)
+        self.i = _template(i, 1, self.freq_ref_ghz, unit, name)[0]
+        self.nside = sht.nside_of(self.i)
+
+    def sed(self, freq) -> np.ndarray:
+        raise NotImplementedError
+
+    def emission(self, freq):
+        """Stokes I, Q, U at ``freq`` (Q = U = 0), shape (3, npix), uK_RJ."""
+        out = np.zeros((3, self.i.shape[-1]))
+        out[0] = self.i * self.sed(freq)
+        return _iqu_quantity(out)
+
+
+class FreeFree(_IntensityOnly):
+    """Free-free: ``T_RJ(nu) = A(nu0) (nu / nu0)^beta`` in intensity.
+
+    Parameters
+    ----------
+    i : array_like, shape (npix,)
+        Intensity at ``freq_ref_ghz`` in ``unit``.
+    beta : float or ndarray (npix,)
+        Spectral index in RJ temperature (-2.14 as PySM's f1).
+    freq_ref_ghz : float
+    unit : str
+    """
+
+    def __init__(self, i, *, beta=-2.14, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
+        super().__init__(i, freq_ref_ghz, unit, "free-free")
+        self.beta = _param(beta, self.i.shape[-1], "beta")
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        return np.exp(self.beta * np.log(_ghz(freq) / self.freq_ref_ghz))
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        high: float = 4.0,
+        plane: float = 500.0,
+        freq_ref_ghz: float = 30.0,
+        plane_width: float = 0.01,
+        lon_contrast: float = 1.5,
+        sigma: float = 0.9,
+        alpha: float = 2.4,
+        ell_flat: float = 12.0,
+        beta_mean: float = -2.14,
+        beta_rms: float = 0.0,
+        structure: np.ndarray | None = None,
+    ) -> FreeFree:
+        """Draw a synthetic free-free sky (clumpier and narrower than dust); ``high``/``plane`` in uK_CMB at
+        ``freq_ref_ghz``, spectral index ``beta_mean + beta_rms G``."""
+        nside = sht.check_nside(nside)
+        amp = _intensity(
+            nside,
+            rng,
+            structure,
+            high=high,
+            plane=plane,
+            plane_width=plane_width,
+            lon_contrast=lon_contrast,
+            sigma=sigma,
+            alpha=alpha,
+            ell_flat=ell_flat,
+        )
+        beta = _smooth_param(nside, rng, beta_mean, beta_rms)
+        return cls(amp, beta=beta, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+class AME(_IntensityOnly):
+    """Anomalous microwave emission (spinning dust) as a log-normal spectrum in specific intensity.
+
+    ``I_nu(nu) / I_nu(nu0) = exp(-[ln^2(nu / nu_p) - ln^2(nu0 / nu_p)] / (2 W^2))``, so
+    ``T_RJ(nu) = A(nu0) (nu0 / nu)^2 I_nu(nu) / I_nu(nu0)``: a phenomenological stand-in for the spdust2
+    spectra of PySM's a1, peaking at ``nu_p`` in I_nu.
+
+    Parameters
+    ----------
+    i : array_like, shape (npix,)
+        Intensity at ``freq_ref_ghz`` in ``unit``.
+    freq_peak_ghz : float or ndarray (npix,)
+        Peak frequency of I_nu, GHz.
+    width : float
+        W, width in ln(nu).
+    freq_ref_ghz : float
+    unit : str
+    """
+
+    def __init__(self, i, *, freq_peak_ghz=28.0, width: float = 0.5, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
+        super().__init__(i, freq_ref_ghz, unit, "AME")
+        self.freq_peak_ghz = _param(freq_peak_ghz, self.i.shape[-1], "freq_peak_ghz")
+        if np.any(self.freq_peak_ghz <= 0) or not width > 0:
+            raise ValueError("AME peak frequency and width must be positive")
+        self.width = float(width)
+        self._log_peak = np.log(self.freq_peak_ghz)
+        self._log_ref = (np.log(self.freq_ref_ghz) - self._log_peak) ** 2
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        nu = _ghz(freq)
+        arg = (np.log(nu) - self._log_peak) ** 2
+        arg -= self._log_ref
+        arg *= -0.5 / self.width**2
+        return (self.freq_ref_ghz / nu) ** 2 * np.exp(arg)
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        high: float = 14.0,
+        plane: float = 440.0,
+        freq_ref_ghz: float = 30.0,
+        plane_width: float = 0.02,
+        lon_contrast: float = 1.2,
+        sigma: float = 0.5,
+        alpha: float = 2.8,
+        ell_flat: float = 12.0,
+        freq_peak_mean: float = 28.0,
+        freq_peak_rms: float = 2.0,
+        width: float = 0.5,
+        structure: np.ndarray | None = None,
+    ) -> AME:
+        """Draw a synthetic AME sky; ``high``/``plane`` in uK_CMB at ``freq_ref_ghz``, peak-frequency map
+        ``freq_peak_mean + freq_peak_rms G`` (GHz). Pass the dust ``structure`` to correlate AME with dust."""
+        nside = sht.check_nside(nside)
+        amp = _intensity(
+            nside,
+            rng,
+            structure,
+            high=high,
+            plane=plane,
+            plane_width=plane_width,
+            lon_contrast=lon_contrast,
+            sigma=sigma,
+            alpha=alpha,
+            ell_flat=ell_flat,
+        )
+        peak = np.maximum(_smooth_param(nside, rng, freq_peak_mean, freq_peak_rms), 5.0)
+        return cls(amp, freq_peak_ghz=peak, width=width, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+# --------------------------------------------------------------------------------------------- factories
+
+_CLASSES = {"dust": ThermalDust, "synchrotron": Synchrotron, "freefree": FreeFree, "ame": AME}
+
+
+def _structure(nside: int, rng: np.random.Generator, cls: type, opts: dict) -> np.ndarray:
+    """The structure field G that ``cls.random`` would draw with options ``opts``."""
+    defaults = inspect.signature(cls.random).parameters
+    alpha = opts.get("alpha", defaults["alpha"].default)
+    return gaussian_field(nside, rng, alpha=alpha, ell_flat=opts.get("ell_flat", defaults["ell_flat"].default))
+
+
+def synthetic_foregrounds(
+    nside: int,
+    rng: np.random.Generator,
+    *,
+    components: Sequence[str] = SYNTHETIC_COMPONENTS,
+    dust: dict | None = None,
+    synchrotron: dict | None = None,
+    freefree: dict | None = None,
+    ame: dict | None = None,
+    ame_dust_correlation: float = 0.8,
+) -> list[Component]:
+    """A new synthetic foreground sky.
+
+    Each component draws from its own child stream of ``rng`` (spawned in the fixed order dust, synchrotron,
+    free-free, AME, plus one for the dust structure shared with AME), so a component's realisation does not
+    depend on which others are requested.
+
+    Parameters
+    ----------
+    nside : int
+    rng : numpy.random.Generator
+        Source of randomness (e.g. :func:`foreground_rng`).
+    components : sequence of str
+        Any of "dust", "synchrotron", "freefree", "ame"; returned in this order.
+    dust, synchrotron, freefree, ame : dict, optional
+        Keyword arguments of each class's ``random`` (e.g. ``dust={"beta_rms": 0.2}``).
+    ame_dust_correlation : float
+        Correlation coefficient between the AME and dust structure fields, in [-1, 1].
+
+    Returns
+    -------
+    list of Component
+    """
+    nside = sht.check_nside(nside)
+    names = list(components)
+    unknown = [c for c in names if c not in _CLASSES]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"components must be distinct names from {list(SYNTHETIC_COMPONENTS)}, got {names}")
+    if not -1 <= ame_dust_correlation <= 1:
+        raise ValueError(f"ame_dust_correlation must be in [-1, 1], got {ame_dust_correlation}")
+    options = {"dust": dust, "synchrotron": synchrotron, "freefree": freefree, "ame": ame}
+    for name, opts in options.items():
+        if opts and name not in names:
+            raise ValueError(f"options given for {name!r}, which is not among the components {names}")
+    streams = dict(zip(("shared", *SYNTHETIC_COMPONENTS), rng.spawn(1 + len(SYNTHETIC_COMPONENTS))))
+    shared = None
+    if "dust" in names or "ame" in names:
+        shared = _structure(nside, streams["shared"], ThermalDust, dust or {})
+    out = []
+    for name in names:
+        opts = dict(options[name] or {})
+        if "structure" in opts:
+            raise ValueError("'structure' is set by synthetic_foregrounds; call the class's random() to pass one")
+        if name == "dust":
+            opts["structure"] = shared
+        elif name == "ame":
+            rho = ame_dust_correlation
+            own = _structure(nside, streams["ame"], AME, opts)
+            opts["structure"] = rho * shared + np.sqrt(1 - rho**2) * own
+        out.append(_CLASSES[name].random(nside, streams[name], **opts))
+    return out
+
+
+def foreground_rng(seed: int, *key: int | str, frozen: bool = False) -> np.random.Generator:
+    """The foreground stream of one simulation: ``rng(seed, *key, "foregrounds")``.
+
+    With ``frozen=True`` every simulation gets the same stream ``rng(seed, "frozen", "foregrounds")``, hence
+    the same foreground sky (CMB-ML's choice; not recommended for training, see docs/foregrounds.md).
+    """
+    from ..core.seeds import rng
+
+    return rng(seed, "frozen", "foregrounds") if frozen else rng(seed, *key, "foregrounds")
+
+
+def make_foregrounds(
+    backend: str,
+    nside: int,
+    rng: np.random.Generator | None,
+    *,
+    components: Sequence[str] | None = None,
+    presets: Sequence[str] | None = None,
+    **params,
+) -> list[Component]:
+    """Foreground components from either backend.
+
+    Parameters
+    ----------
+    backend : {"synthetic", "pysm3"}
+    nside : int
+    rng : numpy.random.Generator or None
+        Needed by "synthetic"; "pysm3" skies are fixed templates and ignore it.
+    components : sequence of str, optional
+        Synthetic component names (default all four). For "pysm3" without ``presets`` they map to
+        d1, s1, f1, a1.
+    presets : sequence of str, optional
+        PySM3 preset strings (e.g. ``["d9", "s4", "f1", "a1", "co1"]``); only for "pysm3".
+    **params
+        "synthetic": keyword arguments of :func:`synthetic_foregrounds`; "pysm3": none.
+
+    Returns
+    -------
+    list of Component
+        Synthetic: one per component; pysm3: one :class:`~cosmobench.sky.pysm_backend.PySMComponent` per preset.
+    """
+    if backend not in FOREGROUND_BACKENDS:
+        raise ValueError(f"unknown foreground backend {backend!r}; expected one of {list(FOREGROUND_BACKENDS)}")
+    if backend == "synthetic":
+        if presets:
+            raise ValueError(f"presets {list(presets)} apply to the 'pysm3' backend; use components= for 'synthetic'")
+        if rng is None:
+            raise ValueError("the synthetic backend needs a random generator, e.g. foreground_rng(seed, split, index)")
+        comps = SYNTHETIC_COMPONENTS if components is None else components
+        return synthetic_foregrounds(nside, rng, components=comps, **params)
+    if params:
+        raise ValueError(f"the pysm3 backend takes no extra parameters, got {sorted(params)}")
+    if not presets:
+        names = list(SYNTHETIC_COMPONENTS if components is None else components)
+        unknown = [c for c in names if c not in PYSM_DEFAULT_PRESETS]
+        if unknown:
+            raise ValueError(f"unknown components {unknown}; expected names from {list(PYSM_DEFAULT_PRESETS)}")
+        presets = [PYSM_DEFAULT_PRESETS[c] for c in names]
+    from .pysm_backend import PySMComponent, check_pysm_templates
+
+    check_pysm_templates(presets, nside)
+    return [PySMComponent([p], nside, check=False) for p in presets]

@@ -1,0 +1,104 @@
+"""Exact spectrum likelihood for r: unbiased ML, Fisher bound, clean-spectrum posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosmobench.bmodes.infer import REFERENCE_FISHER, score_estimates
+from cosmobench.bmodes.likelihood import (
+    clean_r_hat,
+    clean_r_posterior_draws,
+    fisher_sigma_r,
+    fit_r,
+    neg2_loglike,
+)
+
+ELL = np.arange(2, 32)
+
+
+def _templates():
+    """Smooth stand-ins with the shapes of the real ones: a reionisation bump plus a rising tensor spectrum."""
+    d = ELL * (ELL + 1) / (2 * np.pi)
+    tensor = (0.015 * np.exp(-(((ELL - 2) / 3.0) ** 2)) + 0.003 + 0.02 * (ELL / 31.0) ** 2) / d
+    other = (2e-6 * ELL**1.6) / d + (11.9 * np.pi / 10800) ** 2
+    return tensor, other
+
+
+def _spectra(r0, n, seed, fsky=1.0):
+    tensor, other = _templates()
+    nu = np.round((2 * ELL + 1) * fsky)
+    rng = np.random.default_rng(seed)
+    return (r0 * tensor + other) * rng.chisquare(nu, size=(n, len(ELL))) / nu, tensor, other
+
+
+@pytest.mark.parametrize("r0", [0.0, 0.001, 0.01])
+def test_ml_is_unbiased_and_reaches_the_fisher_bound(r0):
+    n = 4000
+    cl, tensor, other = _spectra(r0, n, seed=int(r0 * 1e4))
+    fit = fit_r(cl, tensor, other, ELL, n_grid=801)
+    sigma = fisher_sigma_r(r0, tensor, other, ELL)
+    sc = score_estimates(fit["r_hat"], r0, sigma, fit["lo"], fit["hi"])
+    assert abs(sc["bias"]) < 5 * sc["bias_se"]
+    assert 0.9 < sc["std_over_fisher"] < 1.15  # ML reaches the Cramer-Rao bound up to small-sample terms
+    assert abs(sc["coverage_68"] - 0.683) < 5 * np.sqrt(0.683 * 0.317 / n)
+    assert np.nanmedian(fit["sigma"]) == pytest.approx(sigma, rel=0.15)
+
+
+def test_ml_is_the_grid_minimum_and_can_be_negative():
+    cl, tensor, other = _spectra(0.0, 50, seed=3)
+    fit = fit_r(cl, tensor, other, ELL)
+    grid = np.linspace(-np.min(other / tensor) * (1 - 1e-6), 0.02, 40001)
+    chi = neg2_loglike(grid, cl, tensor, other, ELL)
+    np.testing.assert_allclose(fit["r_hat"], grid[np.argmin(chi, 1)], atol=2e-6)
+    assert (fit["r_hat"] < 0).any()
+    assert fit_r(cl, tensor, other, ELL, r_min=0.0)["r_hat"].min() >= 0
+    assert np.isinf(neg2_loglike(-1.0, cl[0], tensor, other, ELL))
+
+
+def test_clean_ml_is_closed_form():
+    tensor, _ = _templates()
+    nu = 2 * ELL + 1
+    cl = 0.004 * tensor * np.random.default_rng(4).chisquare(nu, size=(3, len(ELL))) / nu
+    grid = np.linspace(1e-4, 0.01, 99001)
+    chi = neg2_loglike(grid, cl, tensor, np.zeros_like(tensor), ELL)
+    np.testing.assert_allclose(clean_r_hat(cl, tensor, ELL), grid[np.argmin(chi, 1)], atol=2e-7)
+
+
+def test_clean_posterior_draws_follow_the_truncated_inverse_gamma():
+    from scipy.stats import invgamma, kstest
+
+    tensor, _ = _templates()
+    cl = 0.003 * tensor
+    draws = clean_r_posterior_draws(
+        cl[None, None], tensor, ELL, r_max=0.02, n_per_draw=4000, rng=np.random.default_rng(5)
+    )[0]
+    w = np.sum(2 * ELL + 1)
+    dist = invgamma(a=w / 2 - 1, scale=w * 0.003 / 2)
+    assert kstest(draws, lambda r: dist.cdf(r) / dist.cdf(0.02)).pvalue > 1e-3
+    assert draws.max() <= 0.02
+    # near the edge of the prior the truncation matters
+    edge = clean_r_posterior_draws(
+        (0.0199 * tensor)[None, None], tensor, ELL, r_max=0.02, n_per_draw=2000, rng=np.random.default_rng(6)
+    )
+    assert edge.max() <= 0.02 and np.median(edge) < 0.0199
+
+
+def test_fisher_scales_with_sky_fraction():
+    tensor, other = _templates()
+    assert fisher_sigma_r(0.01, tensor, other, ELL, fsky=0.25) == pytest.approx(
+        2 * fisher_sigma_r(0.01, tensor, other, ELL), rel=1e-12
+    )
+
+
+@pytest.mark.slow
+def test_reference_fisher_table_from_camb(tmp_path):
+    """With CAMB templates (prototype cosmology, n_t = 0), w = 11.9 uK', full sky, no foreground residual, the Fisher
+    sigma(r) reproduces the reference table to 3 %."""
+    from cosmobench.bmodes.dataset import BModeSimulator, bb_templates
+
+    tpl = bb_templates(47, cache=tmp_path / "templates.npz")
+    sim = BModeSimulator(cl_tensor=tpl["cl_tensor"], cl_lens=tpl["cl_lens"], fg_fraction=0.0)
+    m = sim.model()
+    for r0, ref in REFERENCE_FISHER.items():
+        assert fisher_sigma_r(r0, m["cl_tensor_obs"], m["cl_other"], m["ell"]) == pytest.approx(ref, rel=0.03)

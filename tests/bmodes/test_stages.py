@@ -1,0 +1,156 @@
+"""The bmodes stages end to end on a tiny problem, their config section and their rerun behaviour."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from cosmobench.bmodes import stages
+from cosmobench.bmodes.train import SpectrumTransform, load_score_model
+
+
+def _fake_templates(lmax, cosmology=None, cache=None):
+    ell = np.arange(lmax + 1, dtype=float)
+    tensor, lens = np.zeros(lmax + 1), np.zeros(lmax + 1)
+    tensor[2:] = 0.1 / (ell[2:] * (ell[2:] + 1))
+    lens[2:] = 2e-6 * 2 * np.pi / ell[2:] ** 0.5 / (ell[2:] + 1)
+    return {"cl_tensor": tensor, "cl_lens": lens, "cosmology": {"fake": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr("cosmobench.bmodes.dataset.bb_templates", _fake_templates)  # no CAMB in the fast tier
+    out = str(tmp_path_factory.mktemp("bmodes"))
+    config = {
+        "simulate": {
+            "out_dir": out,
+            "r_test": [0.0, 0.01],
+            "n_test": 8,
+            "n_train": 256,
+            "n_val": 64,
+            "n_train_per_r": 5,
+            "fg_fraction": 0.0,
+            "n_fg_mc": 0,
+            "chunk": 64,
+            "progress": False,
+        },
+        # a small network, trained just enough that its reverse process does not blow up
+        "train": {
+            "out_dir": out,
+            "sde": {"name": "vp"},
+            "hidden_dim": 64,
+            "embed_dim": 16,
+            "num_layers": 3,
+            "epochs": 60,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "warmup_steps": 2,
+            "progress": False,
+        },
+        "sample": {
+            "out_dir": out,
+            "modes": ["conditional", "unconditional", "prototype"],
+            "n_steps": 50,
+            "n_draws": 3,
+            "n_prior_check": 40,
+            "trajectory_every": 5,
+            "progress": False,
+        },
+        "infer": {"out_dir": out, "n_per_draw": 2},
+    }
+    result = stages.run(config)
+    yield out, config, result
+    mp.undo()
+
+
+def test_pipeline_writes_everything(tiny_run):
+    from pathlib import Path
+
+    out, _, result = tiny_run
+    root = Path(out)
+    for name in (
+        "dl_gt_train.npy",
+        "dl_noisy_val.npy",
+        "r_train.npy",
+        "dl_gt_r0.01.npy",
+        "dl_noisy_r0.npy",
+        "dl_train_r0.01.npy",
+        "metadata.json",
+        "model_spectra.json",
+    ):
+        assert (root / "data" / name).exists(), name
+    assert np.load(root / "data" / "dl_gt_train.npy").shape == (256, 30)
+    assert np.load(root / "data" / "dl_train_r0.01.npy").shape == (5, 30)
+    r = np.load(root / "data" / "r_train.npy")
+    assert r.min() >= 0 and r.max() <= 0.02
+    for name in ("model.pth", "training_loss.npy", "history.csv", "loss.png"):
+        assert (root / "model" / name).exists(), name
+    sub = root / "samples" / "conditional" / "r0.01"
+    assert np.load(sub / "denoised.npy").shape == (8, 30)
+    assert np.load(sub / "draws.npy").shape == (8, 3, 30)
+    for name in ("spectra.png", "trajectories.png", "trajectory.npz", "metrics.json"):
+        assert (sub / name).exists(), name
+    assert (root / "samples" / "prototype" / "r0" / "denoised.npy").exists()
+    assert (root / "infer" / "r_table.md").exists() and (root / "report.md").exists()
+    metrics = result["sample"]["results"]["conditional/r0.01"]
+    for est in ("observed", "observed_minus_expected_contamination", "posterior_mean", "single_draw"):
+        assert {f"mse_{est}", f"mse_r_units_{est}"} <= set(metrics)
+    assert np.isfinite(np.load(sub / "draws.npy")).all()  # this tiny network is not accurate; quality: slow tests
+    table = result["infer"]["table"]
+    for name in ("exact", "exact_bayes_median", "diffusion_mean", "diffusion_median", "oracle"):
+        assert f"| 0.01 | {name} |" in table
+
+
+def test_rerun_skips_finished_work(tiny_run):
+    out, config, _ = tiny_run
+    assert stages.train(**config["train"])["skipped"]
+    again = stages.sample(**config["sample"])
+    assert set(again["results"]) == {
+        f"{m}/r{r}" for m in ("conditional", "unconditional", "prototype") for r in ("0", "0.01")
+    }
+    with pytest.raises(ValueError, match="other settings"):
+        stages.simulate(**{**config["simulate"], "noise_depth": 5.0})
+
+
+def test_checkpoint_rebuilds_the_model(tiny_run):
+    from pathlib import Path
+
+    model, tx, ty, meta = load_score_model(Path(tiny_run[0]) / "model" / "model.pth")
+    assert model.conditional and meta["sde"]["name"] == "vp" and meta["p_uncond"] == 0.2
+    x = np.load(Path(tiny_run[0]) / "data" / "dl_gt_val.npy")
+    np.testing.assert_allclose(tx.inverse(tx.forward(x)), x, rtol=1e-8, atol=1e-12)
+    z = tx.forward(np.load(Path(tiny_run[0]) / "data" / "dl_gt_train.npy"))
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-8)
+    np.testing.assert_allclose(z.std(0), 1, rtol=1e-8)
+
+
+def test_transform_global_and_errors():
+    dl = np.abs(np.random.default_rng(0).standard_normal((50, 4))) + 0.1
+    t = SpectrumTransform.fit(dl, normalization="global")
+    assert np.all(t.mean == t.mean[0]) and np.all(t.std == t.std[0])
+    np.testing.assert_allclose(t.inverse(t.forward(dl)), dl, rtol=1e-10)
+    with pytest.raises(ValueError, match="normalization"):
+        SpectrumTransform.fit(dl, normalization="minmax")
+    with pytest.raises(ValueError, match="offset"):
+        SpectrumTransform.fit(dl - 1.0)
+
+
+def test_config_sections_match_the_stage_signatures():
+    from importlib.resources import files
+
+    import yaml
+
+    cfg = yaml.safe_load((files("cosmobench.conf") / "bmodes.yaml").read_text())
+    for stage in ("simulate", "train", "sample", "infer"):
+        params = set(inspect.signature(getattr(stages, stage)).parameters)
+        assert set(cfg[stage]) == params, stage
+
+
+def test_missing_inputs_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="simulate"):
+        stages.train(str(tmp_path))
+    with pytest.raises(ValueError, match="r_max"):
+        stages.simulate(str(tmp_path), r_max=0.0)

@@ -1,0 +1,227 @@
+"""Synthetic foregrounds: analytic SEDs per pixel, calibration against PySM levels, seeding, factory errors."""
+
+from __future__ import annotations
+
+import astropy.units as u
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import constants
+
+from cosmobench.sky import sht
+from cosmobench.sky.foregrounds import (
+    AME,
+    FOREGROUND_BACKENDS,
+    FreeFree,
+    Synchrotron,
+    ThermalDust,
+    foreground_rng,
+    latitude_profile,
+    make_foregrounds,
+    synthetic_foregrounds,
+)
+from cosmobench.sky.units import unit_factor
+
+NSIDE = 16
+
+
+def _b_deg(nside):
+    import healpy as hp
+
+    theta, _ = hp.pix2ang(nside, np.arange(sht.npix(nside)))
+    return 90 - np.degrees(theta)
+
+
+def _planck_bnu(nu_ghz, temp):
+    nu = nu_ghz * 1e9
+    return 2 * constants.h * nu**3 / constants.c**2 / np.expm1(constants.h * nu / (constants.k * temp))
+
+
+def _rj_from_bnu(nu_ghz, inu):
+    return inu * constants.c**2 / (2 * constants.k * (nu_ghz * 1e9) ** 2)
+
+
+@pytest.fixture(scope="module")
+def fgs():
+    return dict(zip(["dust", "synchrotron", "freefree", "ame"], synthetic_foregrounds(NSIDE, np.random.default_rng(1))))
+
+
+# ------------------------------------------------------------------------------------------ SEDs
+
+
+def test_dust_sed_is_a_modified_black_body_per_pixel(fgs):
+    dust = fgs["dust"]
+    assert dust.beta.shape == dust.temp.shape == (sht.npix(NSIDE),)
+    assert dust.beta.std() > 0.03 and dust.temp.std() > 0.5  # spectral parameters vary across the sky
+    nu1, nu2 = 100.0, 545.0
+    ratio = dust.emission(nu1 * u.GHz).value / dust.emission(nu2 * u.GHz).value
+    # I_nu ~ nu^beta B_nu(T), converted to RJ temperature
+    law = [_rj_from_bnu(nu, nu**dust.beta * _planck_bnu(nu, dust.temp)) for nu in (nu1, nu2)]
+    for k in range(3):
+        assert_allclose(ratio[k], law[0] / law[1], rtol=1e-10)
+    assert_allclose(dust.emission(353 * u.GHz).value, dust.iqu, rtol=1e-13)
+
+
+def test_synchrotron_sed_is_a_power_law_per_pixel(fgs):
+    sync = fgs["synchrotron"]
+    assert sync.beta.std() > 0.03
+    ratio = sync.emission(70 * u.GHz).value / sync.emission(23 * u.GHz).value
+    for k in range(3):
+        assert_allclose(ratio[k], (70 / 23) ** sync.beta, rtol=1e-10)
+
+
+def test_synchrotron_curvature():
+    iqu = np.ones((3, sht.npix(NSIDE)))
+    s = Synchrotron(iqu, beta=-3.0, curvature=-0.1, freq_ref_ghz=23.0)
+    r = np.log(100 / 23)
+    assert_allclose(s.emission(100 * u.GHz).value, np.exp((-3.0 - 0.1 * r) * r), rtol=1e-12)
+
+
+def test_freefree_and_ame_laws_intensity_only(fgs):
+    ff, ame = fgs["freefree"], fgs["ame"]
+    e_ff = ff.emission(100 * u.GHz).value
+    assert_allclose(e_ff[0] / ff.emission(30 * u.GHz).value[0], (100 / 30) ** -2.14, rtol=1e-12)
+    assert np.all(e_ff[1:] == 0)
+    assert ame.freq_peak_ghz.std() > 0.5
+    nu1, nu2, w, nup = 22.0, 41.0, ame.width, ame.freq_peak_ghz
+    inu = [np.exp(-(np.log(nu / nup) ** 2) / (2 * w**2)) for nu in (nu1, nu2)]  # log-normal in I_nu
+    expected = _rj_from_bnu(nu1, inu[0]) / _rj_from_bnu(nu2, inu[1])
+    e1, e2 = ame.emission(nu1 * u.GHz).value, ame.emission(nu2 * u.GHz).value
+    assert_allclose(e1[0] / e2[0], expected, rtol=1e-10)
+    assert np.all(e1[1:] == 0)
+
+
+def test_explicit_templates_and_units():
+    npix = sht.npix(NSIDE)
+    iqu = np.vstack([np.full(npix, 100.0), np.full(npix, 5.0), np.zeros(npix)])
+    dust = ThermalDust(iqu, beta=1.6, temp=np.full(npix, 18.0), unit="uK_CMB")
+    assert_allclose(dust.emission(353 * u.GHz).value, iqu * unit_factor(353, "uK_CMB", "uK_RJ"), rtol=1e-12)
+    assert dust.emission(353 * u.GHz).unit.to_string() == "uK_RJ"
+    ff = FreeFree(np.ones(npix), beta=-2.0, freq_ref_ghz=10.0)
+    assert_allclose(ff.emission(20 * u.GHz).value[0], 0.25, rtol=1e-12)
+    assert_allclose(ff.emission(20.0).value[0], 0.25, rtol=1e-12)  # plain numbers are GHz
+    with pytest.raises(ValueError, match="template"):
+        ThermalDust(np.ones(npix))
+    with pytest.raises(ValueError, match="beta"):
+        Synchrotron(iqu, beta=np.ones(7))
+    with pytest.raises(ValueError, match="temperature"):
+        ThermalDust(iqu, temp=0.0)
+    with pytest.raises(ValueError, match="one frequency"):
+        ff.emission([20, 30] * u.GHz)
+    with pytest.raises(ValueError, match="positive"):
+        AME(np.ones(npix), freq_peak_ghz=-1.0)
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+
+TARGETS = {  # PySM d1/s1/f1/a1 at nside 64: (freq GHz, median |b|>30, median |b|<5 in uK_CMB, P/I, C_ell slope)
+    "dust": (353.0, 290.0, 1.2e4, 0.09, -2.6),
+    "synchrotron": (30.0, 31.0, 180.0, 0.2, -2.9),
+    "freefree": (30.0, 4.0, 500.0, None, None),
+    "ame": (30.0, 14.0, 440.0, None, None),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibrated_to_pysm_levels(seed):
+    """Medians within a factor 1.5, P/I within 1.5, slope of C_ell^TT over ell 20-100 within 0.5 (nside 64)."""
+    nside = 64
+    b = _b_deg(nside)
+    comps = synthetic_foregrounds(nside, np.random.default_rng(seed))
+    ell = np.arange(3 * nside)
+    sel = (ell >= 20) & (ell <= 100)
+    for (name, (freq, high, plane, pol_frac, slope)), comp in zip(TARGETS.items(), comps):
+        maps = comp.emission(freq * u.GHz).value * unit_factor(freq, "uK_RJ", "uK_CMB")
+        for region, target in [(np.abs(b) > 30, high), (np.abs(b) < 5, plane)]:
+            assert 1 / 1.5 < np.median(maps[0, region]) / target < 1.5, name
+        if pol_frac is not None:
+            assert 1 / 1.5 < np.median(np.hypot(maps[1], maps[2]) / maps[0]) / pol_frac < 1.5, name
+            cl = sht.alm2cl(sht.map2alm(maps[0], iter=3))
+            fitted = np.polyfit(np.log(ell[sel]), np.log(cl[sel]), 1)[0]
+            assert abs(fitted - slope) < 0.5, (name, fitted)
+
+
+def test_latitude_profile_medians_exact():
+    b = _b_deg(32)
+    prof = latitude_profile(32, 10.0, 700.0, plane_width=0.03, lon_contrast=1.0)
+    assert_allclose(np.median(prof[np.abs(b) > 30]), 10.0, rtol=1e-6)
+    assert_allclose(np.median(prof[np.abs(b) < 5]), 700.0, rtol=0.02)  # solved on the same grid up to nside 128
+
+
+def test_dust_polarisation_perpendicular_to_the_plane(fgs):
+    """The ordered field lies in the plane, so dust polarisation is mostly Q > 0 (HEALPix convention) there."""
+    dust = fgs["dust"]
+    plane = np.abs(_b_deg(NSIDE)) < 10
+    assert np.median(dust.iqu[1, plane]) > 0
+    assert np.mean(dust.iqu[1, plane] > 0) > 0.6
+    p = np.hypot(dust.iqu[1], dust.iqu[2]) / dust.iqu[0]
+    assert p.max() <= 0.25 + 1e-12
+
+
+def test_ame_correlates_with_dust(fgs):
+    r = np.corrcoef(np.log(fgs["dust"].iqu[0]), np.log(fgs["ame"].i))[0, 1]
+    assert r > 0.8
+    loose = synthetic_foregrounds(NSIDE, np.random.default_rng(1), components=["dust", "ame"], ame_dust_correlation=0)
+    assert np.corrcoef(np.log(loose[0].iqu[0]), np.log(loose[1].i))[0, 1] < r
+
+
+# ------------------------------------------------------------------------------------------ seeding
+
+
+def _all_maps(comps):
+    return np.concatenate([c.emission(100 * u.GHz).value for c in comps])
+
+
+def test_same_seed_same_sky_different_seed_different_sky():
+    a = _all_maps(synthetic_foregrounds(NSIDE, np.random.default_rng(5)))
+    b = _all_maps(synthetic_foregrounds(NSIDE, np.random.default_rng(5)))
+    c = _all_maps(synthetic_foregrounds(NSIDE, np.random.default_rng(6)))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c, rtol=1e-3)
+
+
+def test_component_realisation_independent_of_the_others():
+    alone = synthetic_foregrounds(NSIDE, np.random.default_rng(5), components=["synchrotron"])[0]
+    full = synthetic_foregrounds(NSIDE, np.random.default_rng(5), components=["ame", "synchrotron"])[1]
+    assert np.array_equal(alone.iqu, full.iqu)
+
+
+def test_frozen_sky_is_shared_by_all_simulations():
+    def sky(i, frozen):
+        return _all_maps(make_foregrounds("synthetic", NSIDE, foreground_rng(7, "Train", i, frozen=frozen)))
+
+    assert np.array_equal(sky(0, True), sky(1, True))
+    assert not np.allclose(sky(0, False), sky(1, False), rtol=1e-3)
+    assert np.array_equal(sky(3, False), sky(3, False))
+
+
+def test_options_reach_the_component():
+    comps = synthetic_foregrounds(
+        NSIDE, np.random.default_rng(0), components=["dust"], dust={"beta_rms": 0.0, "beta_mean": 1.7}
+    )
+    assert comps[0].beta.ndim == 0 and float(comps[0].beta) == 1.7
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_unknown_component_lists_valid_names():
+    with pytest.raises(ValueError, match=r"dust.*synchrotron.*freefree.*ame"):
+        synthetic_foregrounds(NSIDE, np.random.default_rng(0), components=["dust", "cib"])
+    with pytest.raises(ValueError, match="not among the components"):
+        synthetic_foregrounds(NSIDE, np.random.default_rng(0), components=["dust"], ame={"width": 0.4})
+    with pytest.raises(TypeError):
+        synthetic_foregrounds(NSIDE, np.random.default_rng(0), components=["dust"], dust={"betta": 1.0})
+
+
+def test_make_foregrounds_errors():
+    assert FOREGROUND_BACKENDS == ("synthetic", "pysm3")
+    with pytest.raises(ValueError, match=r"synthetic.*pysm3"):
+        make_foregrounds("camb", NSIDE, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="random generator"):
+        make_foregrounds("synthetic", NSIDE, None)
+    with pytest.raises(ValueError, match="pysm3"):
+        make_foregrounds("synthetic", NSIDE, np.random.default_rng(0), presets=["d1"])
+    comps = make_foregrounds("synthetic", NSIDE, np.random.default_rng(0), components=["freefree"], presets=[])
+    assert len(comps) == 1 and isinstance(comps[0], FreeFree)
