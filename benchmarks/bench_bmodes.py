@@ -89,6 +89,24 @@ def bench_sampler(
     }
 
 
+def bench_gemm(device: torch.device, repeats: int) -> float:
+    """GFLOP/s of a 4096 x 256 x 256 matrix product: the machine's reference speed for this network's layers
+    (on a shared machine it tells how much of it the benchmark actually had)."""
+    a, w = torch.randn(4096, 256, device=device), torch.randn(256, 256, device=device)
+    b, out = torch.randn(256, device=device), torch.empty(4096, 256, device=device)
+    for _ in range(3):
+        torch.addmm(b, a, w, out=out)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            torch.addmm(b, a, w, out=out)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 50 * 2 * 4096 * 256 * 256 / statistics.median(times) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -109,10 +127,12 @@ def main() -> None:
     torch.manual_seed(0)
     net = ScoreNet1D(30, hidden_dim=256, embed_dim=128, num_layers=5, cond_dim=30)
     model = ScoreModel(net, VESDE(0.01, 30.0)).to(device)
+    gemm = bench_gemm(device, args.repeats)
     out = {
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "gemm_gflops": gemm,
         "network": net.arch,
         "training": bench_training(model, device, args.batch_size, args.train_steps, args.repeats),
         "sampling": [],
@@ -123,6 +143,11 @@ def main() -> None:
             out["sampling"].append(
                 bench_sampler(model, name, device, args.n_spectra, args.n_steps, args.repeats, graph)
             )
+    # matrix-product FLOPs of one score evaluation per spectrum (the time embedding is one row per step)
+    flops = 2 * (30 * 256 + 3 * 256 * 256 + 256 * 30)
+    for rec in out["sampling"]:
+        rec["network_gflops"] = rec["spectra_steps_per_s"] * rec["nfe_per_step"] * flops / 1e9
+        rec["fraction_of_gemm"] = rec["network_gflops"] / gemm
     print(json.dumps(out, indent=2))
 
 

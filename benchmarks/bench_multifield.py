@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
@@ -158,9 +157,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("COSMOBENCH_THREADS", 2)))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: see train.set_threads)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    from cosmobench.multifield.train import set_threads
+
+    torch.set_num_threads(set_threads(args.threads))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     steps = 3 if args.quick else 7
     result = {

@@ -103,8 +103,9 @@ def learned_method_throughput(nside: int) -> dict:
 
     device = resolve_device("auto")
     with tempfile.TemporaryDirectory() as tmp:
-        return bench_one("tiny", nside, n_maps=8, epochs=2, device=device, amp=device.type == "cuda",
-                         folder=Path(tmp)) | {"device": str(device), "torch_threads": torch.get_num_threads()}
+        return bench_one(
+            "tiny", nside, n_maps=8, epochs=2, device=device, amp=device.type == "cuda", folder=Path(tmp)
+        ) | {"device": str(device), "torch_threads": torch.get_num_threads()}
 
 
 def bench(nside: int, n_channels: int, repeats: int, cl_tt: np.ndarray, no_fg: bool) -> dict:

@@ -31,21 +31,43 @@ def one_nside(nside: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         from dataclasses import asdict
 
-        spec = _Spec(root=tmp, nside=nside, channels=tuple(asdict(c) for c in channels), seed=0, dtype="float32",
-                     physics=tuple(sorted({"cosmology": None, "r": 0.0, "spectra_method": "fast", "cache_dir": None,
-                                           "foreground_backend": "synthetic",
-                                           "foreground_components": ["dust", "synchrotron", "freefree", "ame"],
-                                           "pysm_presets": [], "freeze_foregrounds": False, "fg_iter": 0,
-                                           "noise": True}.items())))
+        spec = _Spec(
+            root=tmp,
+            nside=nside,
+            channels=tuple(asdict(c) for c in channels),
+            seed=0,
+            dtype="float32",
+            physics=tuple(
+                sorted(
+                    {
+                        "cosmology": None,
+                        "r": 0.0,
+                        "spectra_method": "fast",
+                        "cache_dir": None,
+                        "foreground_backend": "synthetic",
+                        "foreground_components": ["dust", "synchrotron", "freefree", "ame"],
+                        "pysm_presets": [],
+                        "freeze_foregrounds": False,
+                        "fg_iter": 0,
+                        "noise": True,
+                    }.items()
+                )
+            ),
+        )
         for i in range(repeats):
             t = time.perf_counter()
             parts = _write_simulation(spec, ("Train", i))
             parts["total"] = time.perf_counter() - t
             rows.append(parts)
     med = {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in rows[0]}
-    return {"nside": nside, "channels": len(channels), "repeats": repeats, "seconds_median": med,
-            "emulator_load_seconds": warm,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "nside": nside,
+        "channels": len(channels),
+        "repeats": repeats,
+        "seconds_median": med,
+        "emulator_load_seconds": warm,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -59,8 +81,12 @@ def main() -> None:
         return
     results = []
     for nside in args.nsides:
-        out = subprocess.run([sys.executable, __file__, "--child", str(nside), "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(nside), "--repeats", str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     import os
 

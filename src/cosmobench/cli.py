@@ -97,11 +97,14 @@ def load_config(task: str, overrides: Sequence[str] = ()) -> dict:
 
 def _explain(task: str, message: str) -> str:
     first = message.strip().splitlines()[0]
-    unknown = re.search(r"Could not override '([^']+)'", message) or re.search(r"Key '([^']+)' is not in struct",
-                                                                              message)
+    unknown = re.search(r"Could not override '([^']+)'", message) or re.search(
+        r"Key '([^']+)' is not in struct", message
+    )
     if unknown:
-        return (f"unknown configuration key {unknown.group(1)!r} for task {task!r}. See the valid keys with "
-                f"`cosmobench {task} config`.")
+        return (
+            f"unknown configuration key {unknown.group(1)!r} for task {task!r}. See the valid keys with "
+            f"`cosmobench {task} config`."
+        )
     if "Could not find" in message and "preset" in message:
         return f"{first}\nUnknown preset; available presets: {', '.join(_presets(task))}"
     return first
@@ -145,7 +148,8 @@ def _task_help(task: str) -> str:
 
 def _main_help() -> str:
     lines = [USAGE, "tasks:"]
-    lines += [f"  {t:<11} {DESCRIPTIONS[t]}   stages: {', '.join([*TASKS[t], 'config'])}" for t in TASKS]
+    for t in TASKS:
+        lines += [f"  {t:<11} {DESCRIPTIONS[t]}", f"  {'':<11} stages: {', '.join([*TASKS[t], 'config'])}"]
     lines += ["", "Start with: cosmobench cmb run"]
     return "\n".join(lines)
 
@@ -153,8 +157,9 @@ def _main_help() -> str:
 def run_stage(task: str, stage: str, overrides: Sequence[str] = ()) -> object:
     """Compose the config and call one stage; returns what the stage function returns."""
     if stage not in TASKS[task]:
-        raise ConfigError(f"unknown stage {stage!r} for task {task!r}; expected one of "
-                          f"{sorted([*TASKS[task], 'config'])}")
+        raise ConfigError(
+            f"unknown stage {stage!r} for task {task!r}; expected one of {sorted([*TASKS[task], 'config'])}"
+        )
     cfg = load_config(task, overrides)
     fn = _stage_function(task, stage)
     if stage == "run":

@@ -52,7 +52,7 @@ def tiny_run(tmp_path_factory):
         },
         "sample": {
             "out_dir": out,
-            "modes": ["conditional", "unconditional", "prototype"],
+            "modes": ["conditional", "prototype"],
             "n_steps": 50,
             "n_draws": 3,
             "n_prior_check": 40,
@@ -108,9 +108,7 @@ def test_rerun_skips_finished_work(tiny_run):
     out, config, _ = tiny_run
     assert stages.train(**config["train"])["skipped"]
     again = stages.sample(**config["sample"])
-    assert set(again["results"]) == {
-        f"{m}/r{r}" for m in ("conditional", "unconditional", "prototype") for r in ("0", "0.01")
-    }
+    assert set(again["results"]) == {f"{m}/r{r}" for m in ("conditional", "prototype") for r in ("0", "0.01")}
     with pytest.raises(ValueError, match="other settings"):
         stages.simulate(**{**config["simulate"], "noise_depth": 5.0})
 
@@ -154,3 +152,26 @@ def test_missing_inputs_name_the_fix(tmp_path):
         stages.train(str(tmp_path))
     with pytest.raises(ValueError, match="r_max"):
         stages.simulate(str(tmp_path), r_max=0.0)
+
+
+def test_denoise_modes(tiny_run):
+    """Conditional draws depend on y; unconditional ones do not; the prototype mode starts from the transformed
+    observation at t = 1."""
+    from pathlib import Path
+
+    from cosmobench.bmodes.conditional import denoise_spectra
+
+    out = Path(tiny_run[0])
+    model, tx, ty, _ = load_score_model(out / "model" / "model.pth")
+    obs = np.load(out / "data" / "dl_noisy_r0.01.npy")[:3]
+    kw = {"sampler": "em", "n_draws": 2, "sampler_options": {"n_steps": 10}, "seed": 1}
+    cond = denoise_spectra(model, tx, ty, obs, mode="conditional", **kw)
+    assert cond["draws"].shape == (3, 2, 30) and cond["nfe"] == 10
+    other = denoise_spectra(model, tx, ty, obs * 3.0, mode="conditional", **kw)
+    assert not np.allclose(other["x"], cond["x"])
+    unc = denoise_spectra(model, tx, ty, obs, mode="unconditional", **kw)
+    np.testing.assert_allclose(denoise_spectra(model, tx, ty, obs * 3.0, mode="unconditional", **kw)["x"], unc["x"])
+    proto = denoise_spectra(model, tx, ty, obs, mode="prototype", trajectory_every=5, n_trajectories=2, **kw)
+    np.testing.assert_allclose(proto["trajectory"][0], np.repeat(tx.forward(obs), 2, axis=0)[:2], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown mode"):
+        denoise_spectra(model, tx, ty, obs, mode="dps")

@@ -62,13 +62,18 @@ def test_rerun_skips_finished_simulations(tmp_path):
 def test_sigkill_then_rerun_gives_the_uninterrupted_bytes(tmp_path):
     """A run killed with SIGKILL mid-way, then rerun, writes exactly the files of an uninterrupted run."""
     args = [
-        "simulate.nside=16", "simulate.bands=[44,100,353,857]", "simulate.cosmology={H0:67.36}",
-        "simulate.spectra_method=camb", "simulate.splits={Train:6,Valid:0,Test:0}", "seed=2",
+        "simulate.nside=16",
+        "simulate.bands=[44,100,353,857]",
+        "simulate.cosmology={H0:67.36}",
+        "simulate.spectra_method=camb",
+        "simulate.splits={Train:6,Valid:0,Test:0}",
+        "seed=2",
     ]
     cmd = [sys.executable, "-m", "cosmobench.cli", "cmb", "simulate"]
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen([*cmd, *args, f"out_dir={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, *args, f"out_dir={killed}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 240
     while not layout.params_path(killed, "Train", 1).is_file():
         if time.time() > deadline or proc.poll() is not None:

@@ -54,3 +54,9 @@ def test_coverage_and_tarp_detect_overconfidence():
     assert np.all(np.abs(from_samples["per_map"] - 0.68) < 5 * np.sqrt(0.68 * 0.32 / n))
     t_bad = tarp(gaussian_samples(mu2, 0.5 * sd2, 300, seed=1), theta2)
     assert t_bad["atc"] < -0.02 and t_bad["max_dev"] > 0.1
+
+
+def test_median_chi2_of_calibrated_predictions():
+    theta, mu, sigma, sims = _calibrated()
+    m = metrics(theta, mu, sigma, sims, n_boot=0)
+    assert abs(m["Omega_m"]["chi2_median"] - 0.4549) < 0.06  # median of chi^2 with one degree of freedom

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 from cosmobench.multifield import stages
 from cosmobench.multifield.cmd import MAPS_PER_SIM, field_stats, sims_to_maps
-from cosmobench.multifield.train import load_model, settings_from
+from cosmobench.multifield.train import load_model, model_dir, settings_from
 
 TRAINING = {
     "params": [0, 1, 2, 3, 4, 5],
@@ -52,11 +55,20 @@ def test_train_stores_training_only_statistics_and_split(trained, tiny_data):
         out_dir=out, data_dir=tiny_data, suite="TNGlike", fields=["Mtot", "Mgas"], training=TRAINING, seed=0
     )
     assert again["model_path"] == summary["model_path"]  # finished work is skipped
-    with pytest.raises(ValueError, match="other settings"):
-        from cosmobench.multifield.train import prepare_data, train_model
+    other = model_dir(out, "TNGlike", ["Mtot", "Mgas"], settings_from(TRAINING, hidden=2))
+    assert other != model_dir(out, "TNGlike", ["Mtot", "Mgas"], settings_from(TRAINING, progress=True))
+    assert model_dir(out, "TNGlike", ["Mtot", "Mgas"], settings_from(TRAINING)) / "model.pt" == Path(
+        summary["model_path"]
+    )
 
-        s = settings_from(TRAINING, hidden=2)
-        train_model(prepare_data(tiny_data, "TNGlike", ["Mtot", "Mgas"], s), out / "train" / "TNGlike_Mtot_Mgas", s)
+
+def test_device_data_holds_the_same_standardised_maps(tiny_data):
+    from cosmobench.multifield.train import prepare_data
+
+    host = prepare_data(tiny_data, "TNGlike", ["Mtot", "T"], settings_from(TRAINING))
+    dev = prepare_data(tiny_data, "TNGlike", ["Mtot", "T"], settings_from(TRAINING, device_data=True, device="cpu"))
+    assert isinstance(dev.train[0], torch.Tensor)
+    np.testing.assert_allclose(dev.train[0].numpy(), host.train[0][np.arange(len(host.train[0]))])
 
 
 def test_unknown_training_key_is_an_error():
@@ -66,8 +78,10 @@ def test_unknown_training_key_is_an_error():
 
 def test_test_stage_writes_reference_outputs(trained, tiny_data):
     out, _ = trained
-    res = stages.test(out_dir=out, data_dir=tiny_data, suite="TNGlike", fields=["Mtot", "Mgas"], batch_size=64)
-    folder = out / "test" / "train_TNGlike_Mtot_Mgas_on_TNGlike"
+    res = stages.test(
+        out_dir=out, data_dir=tiny_data, suite="TNGlike", fields=["Mtot", "Mgas"], training=TRAINING, batch_size=64
+    )
+    folder = out / "test" / f"{model_dir(out, 'TNGlike', ['Mtot', 'Mgas'], settings_from(TRAINING)).name}_on_TNGlike"
     table = np.loadtxt(folder / "predictions.txt")
     assert table.shape == (3 * 15, 18)
     assert np.all(table[:, 12:] >= 0)
@@ -77,7 +91,13 @@ def test_test_stage_writes_reference_outputs(trained, tiny_data):
     assert set(res["metrics"]) >= {"Omega_m", "sigma_8", "A_SN1"}
     assert {"r2", "rel_err", "chi2", "coverage68", "sim_r2"} <= set(res["metrics"]["Omega_m"])
     cross = stages.test(
-        out_dir=out, data_dir=tiny_data, suite="TNGlike", fields=["Mtot", "Mgas"], test_suite="SIMBAlike", batch_size=64
+        out_dir=out,
+        data_dir=tiny_data,
+        suite="TNGlike",
+        fields=["Mtot", "Mgas"],
+        training=TRAINING,
+        test_suite="SIMBAlike",
+        batch_size=64,
     )
     assert cross["tested_on"] == "SIMBAlike" and cross["metrics"]["n_sims"] == 3
 
@@ -114,6 +134,7 @@ def test_search_uses_rdb_storage_and_keeps_every_trial(tiny_data, tmp_path):
     assert again["n_complete"] + again["n_pruned"] == 2  # rerun adds no trial
 
 
+@pytest.mark.filterwarnings("ignore:Maximum number of epochs")
 def test_robustness_fields_and_calibration(trained, tiny_data, capsys):
     out, _ = trained
     rob = stages.robustness(
@@ -131,11 +152,14 @@ def test_robustness_fields_and_calibration(trained, tiny_data, capsys):
     assert set(fld["fractions"]) == {"Mtot", "Mgas", "Mtot+Mgas"}
     assert fld["fractions"]["Mtot+Mgas"] == pytest.approx(1.0)
     assert (out / "fields" / "fields_TNGlike_Mtot_Mgas.png").exists()
+    # robustness and fields share the Mtot model of TNGlike (same settings): three models in all, not four
+    assert len([p for p in (out / "models").iterdir() if re.fullmatch(r"TNGlike_Mtot_[0-9a-f]{10}", p.name)]) == 1
     cal = stages.calibrate(
         out_dir=out,
         data_dir=tiny_data,
         suite="TNGlike",
         fields=["Mtot", "Mgas"],
+        training=TRAINING,
         npe=True,
         npe_epochs=20,
         n_samples=50,
@@ -143,5 +167,6 @@ def test_robustness_fields_and_calibration(trained, tiny_data, capsys):
     )
     assert 0 <= cal["gaussian"]["Omega_m"]["coverage68_per_sim"] <= 1
     assert (
-        "tarp_per_map" in cal["npe"] and (out / "calibration" / "train_TNGlike_Mtot_Mgas" / "calibration.png").exists()
+        "tarp_per_map" in cal["npe"]
+        and (out / "calibration" / model_dir(out, "TNGlike", ["Mtot", "Mgas"], settings_from(TRAINING)).name).exists()
     )

@@ -100,27 +100,28 @@ def denoise_spectra(
     out = np.empty((total, n_ell), dtype=np.float64)
     traj, times, nfe = None, None, 0
     sde = model.sde
-    for c, start in enumerate(range(0, total, int(chunk_size))):
-        rows = np.arange(start, min(total, start + int(chunk_size)))
-        spec = torch.as_tensor(rows // n_draws)
-        gen = torch.Generator(device=device).manual_seed(torch_seed(seed, "bmodes-sample", mode, tag, c))
-        if mode == "conditional":
-            score = model.score_fn(y_all[spec].to(device), keep=1.0)
-        else:
-            score = model.score_fn(None, keep=0.0)
-        if mode == "prototype":
-            x_T = x0_proto[spec].to(device)
-        else:
-            x_T = sde.prior_sampling((len(rows), n_ell), generator=gen, device=device)
-        samp = make_sampler(sampler, sde, score, **(sampler_options or {}))
-        keep = int(trajectory_every) if c == 0 else 0
-        res = samp(x_T, generator=gen, trajectory_every=keep)
-        out[rows] = res.x.double().cpu().numpy()
-        nfe = res.nfe
-        if res.trajectory is not None:
-            traj, times = res.trajectory[:, : int(n_trajectories)].double().numpy(), res.times
-        if progress is not None:
-            progress(len(rows))
+    with torch.inference_mode():
+        for c, start in enumerate(range(0, total, int(chunk_size))):
+            rows = np.arange(start, min(total, start + int(chunk_size)))
+            spec = torch.as_tensor(rows // n_draws)
+            gen = torch.Generator(device=device).manual_seed(torch_seed(seed, "bmodes-sample", mode, tag, c))
+            if mode == "conditional":
+                score = model.score_fn(y_all[spec].to(device), keep=1.0)
+            else:
+                score = model.score_fn(None, keep=0.0)
+            if mode == "prototype":
+                x_T = x0_proto[spec].to(device)
+            else:
+                x_T = sde.prior_sampling((len(rows), n_ell), generator=gen, device=device)
+            samp = make_sampler(sampler, sde, score, **(sampler_options or {}))
+            keep = int(trajectory_every) if c == 0 else 0
+            res = samp(x_T, generator=gen, trajectory_every=keep)
+            out[rows] = res.x.double().cpu().numpy()
+            nfe = res.nfe
+            if res.trajectory is not None:
+                traj, times = res.trajectory[:, : int(n_trajectories)].double().numpy(), res.times
+            if progress is not None:
+                progress(len(rows))
     x = out.reshape(n, n_draws, n_ell)
     result = {"draws": transform_x.inverse(x), "x": x, "nfe": nfe}
     if traj is not None:

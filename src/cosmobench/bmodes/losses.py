@@ -1,6 +1,7 @@
 """Denoising score matching for :func:`cosmobench.core.train.fit`.
 
-For x_0 from the data, t ~ U(eps, T), z ~ N(0, I) and x_t = m(t) x_0 + s(t) z, the score model is trained on
+For x_0 from the data, t ~ U(eps, T) (stratified over the batch), z ~ N(0, I) and x_t = m(t) x_0 + s(t) z, the
+score model is trained on
 
 - ``weighting="sigma2"`` (default, lambda(t) = s(t)^2): || s(t) score(x_t, t) + z ||^2,
 - ``weighting="likelihood"`` (lambda(t) = g(t)^2, Song et al. 2021b): g(t)^2 || score(x_t, t) + z / s(t) ||^2,
@@ -60,7 +61,10 @@ def dsm_loss(
     def loss_fn(model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         x0 = batch[0]
         n = len(x0)
-        t = torch.rand(n, device=x0.device, dtype=x0.dtype) * (sde.T - eps) + eps
+        # stratified times: sample i gets U((k_i + u_i) / n) with k a random permutation: each t is still U(eps, T)
+        # but the batch covers [eps, T] evenly, which cuts the variance of the loss (and of validation scores)
+        strata = torch.randperm(n, device=x0.device).to(x0.dtype)
+        t = (strata + torch.rand(n, device=x0.device, dtype=x0.dtype)) / n * (sde.T - eps) + eps
         z = torch.randn_like(x0)
         mean, std = sde.marginal_prob(x0, t)
         xt = mean + std * z

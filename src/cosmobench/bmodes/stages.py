@@ -40,21 +40,14 @@ def _simulate_chunk(item: tuple) -> np.ndarray:
     return sim.simulate_many(r_values, seed, split, start)
 
 
-def _clean_chunk(item: tuple) -> np.ndarray:
-    from .dataset import BModeSimulator
-
-    settings, cl_tensor, cl_lens, seed, split, r, n = item
-    return BModeSimulator(cl_tensor=cl_tensor, cl_lens=cl_lens, **settings).clean_many(r, seed, split, n)
-
-
 def simulate(
     out_dir: str,
     seed: int = 0,
     nside: int = 16,
     r_test: list[float] = DEFAULT_R_TEST,
-    n_test: int = 200,
+    n_test: int = 100,
     n_train: int = 4000,
-    n_val: int = 500,
+    n_val: int = 300,
     r_max: float = 0.02,
     n_train_per_r: int = 0,
     ell_min: int = 2,
@@ -149,6 +142,8 @@ def simulate(
         old = read_json(meta_path)
         if {k: old.get(k) for k in meta} != _jsonable(meta):
             raise ValueError(f"{data} holds a dataset made with other settings; use another out_dir or delete it")
+    else:  # written first, so that an interrupted run is never resumed with other settings
+        write_json(meta_path, meta)
     from ..sky import sht
 
     tpl = bb_templates(sht.default_lmax(nside), cosmology, cache=data / "templates.npz")
@@ -173,18 +168,7 @@ def simulate(
         if n_train_per_r:
             path = data / f"dl_train_r{r_label(r)}.npy"
             if not path.exists():
-                items = [
-                    (
-                        sim.settings(),
-                        tpl["cl_tensor"],
-                        tpl["cl_lens"],
-                        seed,
-                        f"train_r{r_label(r)}",
-                        float(r),
-                        int(n_train_per_r),
-                    )
-                ]
-                write_npy(path, map_tasks(_clean_chunk, items, executor="serial", progress=False)[0])
+                write_npy(path, sim.clean_many(float(r), seed, f"train_r{r_label(r)}", int(n_train_per_r)))
             files.append(path.name)
     ell, ct, co = np.asarray(model["ell"]), np.asarray(model["cl_tensor_obs"]), np.asarray(model["cl_other"])
     fisher = {r_label(r): fisher_sigma_r(r, ct, co, ell, model["fsky"]) for r in r_test}
@@ -212,7 +196,7 @@ def simulate(
     }
 
 
-_PLOTTED = {"exact": "exact", "oracle": "oracle", "diffusion_median": "diffusion"}
+_PLOTTED = {"exact": "exact", "diffusion_median": "diffusion"}
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -284,9 +268,9 @@ def train(
     normalization: str = "per_ell",
     log_offset_r: float = 1e-4,
     weighting: str = "sigma2",
-    epochs: int = 40,
-    batch_size: int = 128,
-    lr: float = 1e-3,
+    epochs: int = 60,
+    batch_size: int = 256,
+    lr: float = 2e-3,
     warmup_steps: int = 200,
     grad_clip: float | None = 1.0,
     ema_decay: float | None = 0.999,
@@ -372,7 +356,7 @@ def sample(
     seed: int = 0,
     modes: list[str] = ("conditional", "prototype"),
     sampler: str = "pc",
-    n_steps: int = 1000,
+    n_steps: int = 500,
     sampler_options: dict | None = None,
     n_draws: int = 16,
     r_values: list[float] | None = None,
@@ -418,9 +402,9 @@ def sample(
     dict
         Per mode and r: MSE of the denoised spectra and of the baselines; the prior check; throughput.
     """
-    import torch
     from tqdm.auto import tqdm
 
+    from ..core.train import default_device
     from .conditional import MODES, denoise_spectra
     from .dataset import dl_factor, r_label
     from .figures import plot_prior_check, plot_spectra, plot_trajectories
@@ -430,7 +414,7 @@ def sample(
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; expected some of {list(MODES)}")
-    model, tx, ty, ckpt = load_score_model(Path(out_dir) / "model" / "model.pth", device or "cpu")
+    model, tx, ty, ckpt = load_score_model(Path(out_dir) / "model" / "model.pth", device or default_device())
     if "conditional" in modes and not ckpt["conditional"]:
         raise ValueError(
             "the trained model is unconditional; drop 'conditional' from modes or retrain with conditional=true"
@@ -443,7 +427,6 @@ def sample(
     template_dl = np.asarray(model_spectra["cl_tensor_obs"]) * dl_factor(ell)
     contamination_dl = np.asarray(model_spectra["cl_other"]) * dl_factor(ell)
     summary: dict = {"sampler": sampler, "options": opts, "n_draws": int(n_draws), "results": {}}
-    torch.set_grad_enabled(False)
     for r in r_values:
         gt_all = np.load(data / f"dl_gt_r{r_label(r)}.npy")
         obs_all = np.load(data / f"dl_noisy_r{r_label(r)}.npy")

@@ -143,8 +143,9 @@ class CMBDataset:
             first = next(sims_root(self.root).glob("*/sim*/"), None)
             if first is None:
                 raise FileNotFoundError(f"no simNNNN folders under {sims_root(self.root)}")
-            found = sorted((m.group(1) for p in first.glob("obs_*_map.fits") if (m := _OBS_RE.match(p.name))),
-                           key=float)
+            found = sorted(
+                (m.group(1) for p in first.glob("obs_*_map.fits") if (m := _OBS_RE.match(p.name))), key=float
+            )
             self.channels = load_channels(bands=found)
             self.bands = [c.band for c in self.channels]
             self.nside = nside_of(np.empty(_fits_npix(first / f"obs_{self.bands[0]}_map.fits")))
@@ -204,8 +205,13 @@ class CMBDataset:
 
     def describe(self) -> dict:
         """A short summary: nside, bands, splits."""
-        return {"root": str(self.root), "nside": self.nside, "bands": self.bands, "splits": self.splits,
-                "channels": [asdict(c) for c in self.channels]}
+        return {
+            "root": str(self.root),
+            "nside": self.nside,
+            "bands": self.bands,
+            "splits": self.splits,
+            "channels": [asdict(c) for c in self.channels],
+        }
 
 
 def _fits_npix(path: Path) -> int:

@@ -36,8 +36,10 @@ def run(config: Mapping) -> dict:
     methods = list(config["run"]["methods"])
     unknown = sorted(set(methods) - set(config["methods"]))
     if unknown:
-        raise ValueError(f"run.methods names {unknown}, which have no section under `methods:`; "
-                         f"configured methods: {sorted(config['methods'])}")
+        raise ValueError(
+            f"run.methods names {unknown}, which have no section under `methods:`; "
+            f"configured methods: {sorted(config['methods'])}"
+        )
     steps: dict[str, float] = {}
     t0 = time.perf_counter()
     _say("simulating the dataset")
@@ -63,11 +65,15 @@ def run(config: Mapping) -> dict:
     steps["total"] = time.perf_counter() - t0
     table = (report.parent / "leaderboard.md").read_text().split("\n\n")[0]
     _say(f"leaderboard (Test split):\n\n{table}\n\nreport: {report}")
-    return {"report": str(report), "seconds": {k: round(v, 1) for k, v in steps.items()},
-            "trained": {name: {k: facts[k] for k in ("epochs", "seconds", "train_maps_per_s") if k in facts}
-                        for name, facts in trained.items()}}
+    return {
+        "report": str(report),
+        "seconds": {k: round(v, 1) for k, v in steps.items()},
+        "trained": {
+            name: {k: facts[k] for k in ("epochs", "seconds", "train_maps_per_s") if k in facts}
+            for name, facts in trained.items()
+        },
+    }
 
 
 def _say(message: str) -> None:
     print(f"cosmobench: {message}", file=sys.stderr, flush=True)
-

@@ -34,8 +34,14 @@ def _model_dir(root: Path, method: str) -> Path:
     return Path(root) / method / "model"
 
 
-def train(root: str | Path, *, method: str, settings: Mapping | None = None, train_split: str = "Train",
-          val_split: str = "Valid") -> dict:
+def train(
+    root: str | Path,
+    *,
+    method: str,
+    settings: Mapping | None = None,
+    train_split: str = "Train",
+    val_split: str = "Valid",
+) -> dict:
     """Train a learned method on a dataset (resumes from its checkpoint; a no-op for classical methods).
 
     Parameters
@@ -57,8 +63,9 @@ def train(root: str | Path, *, method: str, settings: Mapping | None = None, tra
     dataset = CMBDataset(root)
     model = _build(method, settings)
     t0 = time.perf_counter()
-    facts = dict(model.fit(dataset, _model_dir(dataset.root, method), train_split=train_split,
-                           val_split=val_split) or {})
+    facts = dict(
+        model.fit(dataset, _model_dir(dataset.root, method), train_split=train_split, val_split=val_split) or {}
+    )
     facts.setdefault("seconds", time.perf_counter() - t0)
     facts["method"] = method
     write_json(Path(root) / method / "train.json", facts)
@@ -78,8 +85,10 @@ def _predict_one(root: str, method: str, settings: dict, split: str, bands: list
     pred = np.asarray(model.predict(obs, channels), dtype=np.float64)
     seconds = time.perf_counter() - t0
     if pred.shape != (obs[channels[0].band].shape[-1],):
-        raise RuntimeError(f"method {method!r} returned shape {pred.shape}, expected one map of "
-                           f"{obs[channels[0].band].shape[-1]} pixels")
+        raise RuntimeError(
+            f"method {method!r} returned shape {pred.shape}, expected one map of "
+            f"{obs[channels[0].band].shape[-1]} pixels"
+        )
     write_healpix(out, pred, unit="uK_CMB", column_names=["TEMPERATURE"])
     return seconds
 
@@ -106,9 +115,17 @@ def _load(method: str, settings: dict, dataset: CMBDataset):
     return _LOADED[key]
 
 
-def separate(root: str | Path, *, method: str, settings: Mapping | None = None, split: str = "Test",
-             executor: str = "serial", workers: int = 1, scheduler_address: str | None = None,
-             progress: bool = True) -> dict:
+def separate(
+    root: str | Path,
+    *,
+    method: str,
+    settings: Mapping | None = None,
+    split: str = "Test",
+    executor: str = "serial",
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Predict the CMB of every simulation of ``split`` with ``method`` (resumable).
 
     Parameters
@@ -135,21 +152,37 @@ def separate(root: str | Path, *, method: str, settings: Mapping | None = None, 
     settings = dict(settings or {})
     model = _build(method, settings)
     if _is_learned(method) and not _model_dir(dataset.root, method).exists():
-        raise FileNotFoundError(f"method {method!r} is not trained for {root}; run `cosmobench cmb train "
-                                f"method={method}` first")
+        raise FileNotFoundError(
+            f"method {method!r} is not trained for {root}; run `cosmobench cmb train method={method}` first"
+        )
     info_path = method_info_path(dataset.root, method)
     info = {"method": method, "settings": settings, "output_beam_arcmin": model.output_beam_arcmin}
     if info_path.is_file() and read_json(info_path) != info:
-        raise ValueError(f"{info_path.parent} holds predictions made with other settings; delete that folder "
-                         "to predict again with the new settings")
+        raise ValueError(
+            f"{info_path.parent} holds predictions made with other settings; delete that folder "
+            "to predict again with the new settings"
+        )
     write_json(info_path, info)
     indices = dataset.sim_indices(split)
     if not indices:
         raise ValueError(f"split {split!r} of {root} has no finished simulations")
     bands = list(getattr(model, "bands", None) or dataset.bands)
     fn = partial(_predict_one, str(dataset.root), method, settings, split, bands)
-    seconds = map_tasks(fn, indices, executor=executor, workers=workers, scheduler_address=scheduler_address,
-                        desc=f"separate {method}", unit="map", progress=progress)
+    seconds = map_tasks(
+        fn,
+        indices,
+        executor=executor,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        desc=f"separate {method}",
+        unit="map",
+        progress=progress,
+    )
     done = [s for s in seconds if s > 0]
-    return {"method": method, "split": split, "predicted": len(done), "skipped": len(seconds) - len(done),
-            "seconds_per_map": float(np.median(done)) if done else 0.0}
+    return {
+        "method": method,
+        "split": split,
+        "predicted": len(done),
+        "skipped": len(seconds) - len(done),
+        "seconds_per_map": float(np.median(done)) if done else 0.0,
+    }

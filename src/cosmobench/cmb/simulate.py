@@ -71,7 +71,7 @@ def simulate_observation(
     key: tuple = (),
     cosmology: Mapping | None = None,
     r: float = 0.0,
-    spectra_method: str = "fast",
+    spectra_method: str = "camb",
     cache_dir: str | None = None,
     foreground_backend: str = "synthetic",
     foreground_components: Sequence[str] = ("dust", "synchrotron", "freefree", "ame"),
@@ -97,8 +97,9 @@ def simulate_observation(
         Fixed cosmological parameters (``Cosmology`` fields); drawn from the Planck 2018 prior if omitted.
     r : float
         Tensor-to-scalar ratio (with a drawn cosmology).
-    spectra_method : {"fast", "camb"}
-        The emulator or direct CAMB for the lensed C_ell.
+    spectra_method : {"camb", "fast"}
+        Direct CAMB (one call, the cheapest for one sky) or the cached emulator (built once from 117 CAMB
+        runs; the choice for datasets) for the lensed C_ell.
     cache_dir : str, optional
         Folder of the emulator cache.
     foreground_backend : {"synthetic", "pysm3"}
@@ -147,8 +148,9 @@ def simulate_observation(
     t3 = time.perf_counter()
     timings.update(spectra=t1 - t0, cmb=t2 - t1, foregrounds=t3 - t2)
     instrument = Instrument(channels)
-    obs = instrument.observe(Sky([cmb, *foregrounds]), seed=seed, key=key, noise=noise, lmax=lmax, fg_iter=fg_iter,
-                             timings=timings)
+    obs = instrument.observe(
+        Sky([cmb, *foregrounds]), seed=seed, key=key, noise=noise, lmax=lmax, fg_iter=fg_iter, timings=timings
+    )
     pol_bands = [c for c in instrument.channels if c.fields == "IQU"] or list(instrument.channels)
     fg_bands = [pol_bands[0], pol_bands[-1]]
     fg_intensity = np.zeros((2, sht.npix(nside)))
@@ -172,8 +174,15 @@ def simulate_observation(
         "stream": list(key),
         "noise": bool(noise),
     }
-    return Observation(obs=obs, cmb=cmb.map(), foreground_intensity=fg_intensity,
-                       foreground_bands=[c.band for c in fg_bands], cls=cls, params=params, timings=timings)
+    return Observation(
+        obs=obs,
+        cmb=cmb.map(),
+        foreground_intensity=fg_intensity,
+        foreground_bands=[c.band for c in fg_bands],
+        cls=cls,
+        params=params,
+        timings=timings,
+    )
 
 
 @dataclass(frozen=True)
@@ -205,21 +214,36 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
     files = {}
     for ch in channels:
         path = layout.obs_path(root, split, i, ch.band)
-        write_healpix(path, sim.obs[ch.band], unit="uK_CMB", dtype=dtype,
-                      extra_header={"FREQ": ch.center_ghz, "FWHM": ch.fwhm_arcmin, "BAND": ch.band})
+        write_healpix(
+            path,
+            sim.obs[ch.band],
+            unit="uK_CMB",
+            dtype=dtype,
+            extra_header={"FREQ": ch.center_ghz, "FWHM": ch.fwhm_arcmin, "BAND": ch.band},
+        )
         files[path.name] = path
     path = layout.target_path(root, split, i)
     write_healpix(path, sim.cmb, unit="uK_CMB", dtype=dtype, extra_header={"FWHM": 0.0})
     files[path.name] = path
     path = layout.foreground_path(root, split, i)
-    write_healpix(path, sim.foreground_intensity, unit="uK_CMB", dtype=dtype,
-                  column_names=[f"FG_{b}" for b in sim.foreground_bands])
+    write_healpix(
+        path,
+        sim.foreground_intensity,
+        unit="uK_CMB",
+        dtype=dtype,
+        column_names=[f"FG_{b}" for b in sim.foreground_bands],
+    )
     files[path.name] = path
     path = layout.theory_path(root, split, i)
     write_npy(path, sim.cls)
     files[path.name] = path
-    params = dict(sim.params, split=split, index=int(i), foreground_bands=sim.foreground_bands,
-                  files={name: {"sha256": sha256(p), "bytes": p.stat().st_size} for name, p in files.items()})
+    params = dict(
+        sim.params,
+        split=split,
+        index=int(i),
+        foreground_bands=sim.foreground_bands,
+        files={name: {"sha256": sha256(p), "bytes": p.stat().st_size} for name, p in files.items()},
+    )
     write_json(layout.params_path(root, split, i), params)
     sim.timings["io"] = time.perf_counter() - t0
     return sim.timings
@@ -347,26 +371,46 @@ def simulate_dataset(
         "fg_iter": int(fg_iter),
         "noise": bool(noise),
     }
-    settings = {"nside": nside, "seed": int(seed), "dtype": dtype, "channels": [asdict(c) for c in channels],
-                **{k: v for k, v in physics.items() if k != "cache_dir"}}
+    settings = {
+        "nside": nside,
+        "seed": int(seed),
+        "dtype": dtype,
+        "channels": [asdict(c) for c in channels],
+        **{k: v for k, v in physics.items() if k != "cache_dir"},
+    }
     manifest = _open_manifest(root, settings, splits)
 
     items = [(s, i) for s, n in splits.items() for i in range(n)]
     pending = _check_completed(root, items)
     need = dataset_disk_bytes(nside, channels, len(pending), dtype)
     if progress:
-        print(f"cosmobench: {len(items)} simulations at nside {nside} ({len(items) - len(pending)} already done); "
-              f"about {need / 1e9:.2f} GB to write under {root}", file=sys.stderr)
-    spec = _Spec(root=str(root), nside=nside, channels=tuple(asdict(c) for c in channels), seed=int(seed),
-                 dtype=dtype, physics=tuple(sorted(physics.items())))
+        print(
+            f"cosmobench: {len(items)} simulations at nside {nside} ({len(items) - len(pending)} already done); "
+            f"about {need / 1e9:.2f} GB to write under {root}",
+            file=sys.stderr,
+        )
+    spec = _Spec(
+        root=str(root),
+        nside=nside,
+        channels=tuple(asdict(c) for c in channels),
+        seed=int(seed),
+        dtype=dtype,
+        physics=tuple(sorted(physics.items())),
+    )
     t0 = time.perf_counter()
-    timings = map_tasks(partial(_write_simulation, spec), pending, executor=executor, workers=workers,
-                        scheduler_address=scheduler_address, desc="simulate", unit="sim", progress=progress)
+    timings = map_tasks(
+        partial(_write_simulation, spec),
+        pending,
+        executor=executor,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        desc="simulate",
+        unit="sim",
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
 
-    manifest["checksums"] = {
-        f"{s}/sim{i:04d}": read_json(layout.params_path(root, s, i))["files"] for s, i in items
-    }
+    manifest["checksums"] = {f"{s}/sim{i:04d}": read_json(layout.params_path(root, s, i))["files"] for s, i in items}
     write_json(layout.manifest_path(root), manifest)
     done = [t for t in timings if t]
     parts = sorted({k for t in done for k in t})
@@ -387,8 +431,9 @@ def _open_manifest(root: Path, settings: dict, splits: dict) -> dict:
     path = layout.manifest_path(root)
     if path.is_file():
         old = read_json(path)
-        differ = sorted(k for k in set(settings) | set(old.get("settings", {}))
-                        if old.get("settings", {}).get(k) != settings.get(k))
+        differ = sorted(
+            k for k in set(settings) | set(old.get("settings", {})) if old.get("settings", {}).get(k) != settings.get(k)
+        )
         if differ:
             raise ValueError(
                 f"{root} already holds a dataset made with different settings ({', '.join(differ)}); "

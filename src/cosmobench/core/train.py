@@ -63,12 +63,26 @@ def _batch_len(batch) -> int:
     return len(first)
 
 
-def _run_epoch(model, data, loss_fn, batch_size, device, *, optimizer=None, scheduler=None, generator=None,
-               grad_clip=None, ema=None, ema_decay=0.0, amp_dtype=None, num_workers=0) -> float:
+def _run_epoch(
+    model,
+    data,
+    loss_fn,
+    batch_size,
+    device,
+    *,
+    optimizer=None,
+    scheduler=None,
+    generator=None,
+    grad_clip=None,
+    ema=None,
+    ema_decay=0.0,
+    amp_dtype=None,
+    num_workers=0,
+) -> float:
     """One pass over ``data``; returns the sample-weighted mean loss. Trains when ``optimizer`` is given."""
     training = optimizer is not None
     model.train(training)
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.set_grad_enabled(training):
         for batch in iterate_batches(data, batch_size, shuffle=training, generator=generator, num_workers=num_workers):
             batch = tuple(b.to(device, non_blocking=True) for b in batch)
@@ -90,10 +104,10 @@ def _run_epoch(model, data, loss_fn, batch_size, device, *, optimizer=None, sche
                             else:
                                 e.copy_(p)
             n = _batch_len(batch)
-            total += float(loss.detach()) * n
+            total += loss.detach().double() * n  # summed on the device: no host sync per batch
             count += n
     model.train(True)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 def fit(
@@ -204,17 +218,36 @@ def fit(
         torch.manual_seed(torch_seed(seed, "epoch", epoch))
         gen = torch.Generator().manual_seed(torch_seed(seed, "shuffle", epoch))
         t0 = time.perf_counter()
-        train_loss = _run_epoch(model, train_data, loss_fn, batch_size, device, optimizer=opt, scheduler=sched,
-                                generator=gen, grad_clip=grad_clip, ema=ema, ema_decay=ema_decay or 0.0,
-                                amp_dtype=amp_dtype, num_workers=num_workers)
+        train_loss = _run_epoch(
+            model,
+            train_data,
+            loss_fn,
+            batch_size,
+            device,
+            optimizer=opt,
+            scheduler=sched,
+            generator=gen,
+            grad_clip=grad_clip,
+            ema=ema,
+            ema_decay=ema_decay or 0.0,
+            amp_dtype=amp_dtype,
+            num_workers=num_workers,
+        )
         seconds = time.perf_counter() - t0
         val_loss = math.nan
         if val_data is not None:
             eval_model = _with_weights(model, ema) if ema is not None else model
-            val_loss = _run_epoch(eval_model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype,
-                                  num_workers=num_workers)
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                  "lr": opt.param_groups[0]["lr"], "seconds": seconds, "samples_per_s": n_train / seconds}
+            val_loss = _run_epoch(
+                eval_model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers
+            )
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": seconds,
+            "samples_per_s": n_train / seconds,
+        }
         for k in keys:
             history[k].append(record[k])
         score = val_loss if val_data is not None else train_loss
@@ -224,9 +257,19 @@ def fit(
             if ckpt is not None:
                 _save(ckpt.with_name("best.pt"), {"model": best_state, "epoch": epoch, "config": config})
         if ckpt is not None:
-            _save(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict() if sched is not None else None, "ema": ema,
-                         "epoch": epoch, "history": history, "best_val_loss": best_val, "config": config})
+            _save(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "ema": ema,
+                    "epoch": epoch,
+                    "history": history,
+                    "best_val_loss": best_val,
+                    "config": config,
+                },
+            )
         if log_csv is not None:
             _write_csv(Path(log_csv), history)
         bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")

@@ -208,19 +208,37 @@ def fit_npe(
         )
         theta_t = torch.as_tensor(np.clip(theta_norm, 1e-6, 1 - 1e-6), dtype=torch.float32)
         inference.append_simulations(theta_t, torch.as_tensor(summaries, dtype=torch.float32))
-        with contextlib.redirect_stdout(io.StringIO()):  # sbi prints a convergence line
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # sbi's convergence chatter
+            warnings.filterwarnings("ignore", message="Maximum number of epochs")
             inference.train(training_batch_size=batch_size, max_num_epochs=max_epochs, show_train_summary=False)
         return inference.build_posterior()
 
 
-def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 0) -> np.ndarray:
-    """Posterior samples for each row of ``summaries``, shape (n_samples, n, d), normalised units."""
+def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Posterior samples for each row of ``summaries``, shape (n_samples, n, d), normalised units.
+
+    Samples are drawn from the flow without rejection outside the prior box: rejection can loop for ever when a
+    poorly trained flow puts most of its mass outside [0, 1]^d. The fraction of samples outside the box is returned
+    as a diagnostic (0 for a well-trained NPE); coverage and TARP are computed on the flow's samples as they are.
+
+    Returns
+    -------
+    samples : ndarray, shape (n_samples, n, d)
+    leakage : float
+        Fraction of samples outside [0, 1]^d.
+    """
     import torch
 
     with torch.random.fork_rng(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Capping max_sampling_batch_size")
+        warnings.filterwarnings("ignore", message=".*reject_outside_prior=False")  # reported as `leakage`
         torch.manual_seed(torch_seed(seed, "npe_sample"))
         out = posterior.sample_batched(
-            (n_samples,), x=torch.as_tensor(summaries, dtype=torch.float32), show_progress_bars=False
+            (n_samples,),
+            x=torch.as_tensor(summaries, dtype=torch.float32),
+            show_progress_bars=False,
+            reject_outside_prior=False,
         )
-    return out.numpy().astype(np.float64)
+    samples = out.detach().numpy().astype(np.float64)
+    leakage = float(np.mean(np.any((samples < 0) | (samples > 1), axis=-1)))
+    return samples, leakage

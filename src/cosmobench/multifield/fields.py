@@ -29,8 +29,8 @@ import numpy as np
 from ..core.io import write_json
 from ..core.seeds import rng
 from .cmd import PARAM_NAMES, sims_to_maps
-from .evaluate import predict
-from .train import TrainSettings, fields_tag, load_model, prepare_data, train_model
+from .evaluate import metrics, predict
+from .train import TrainSettings, fields_tag, load_model, model_dir, prepare_data, train_model
 
 __all__ = ["information", "field_importance", "smallest_sets"]
 
@@ -69,7 +69,7 @@ def _bootstrap(theta, mu, sigma, sim_index, params, width, kind, seed, n_boot=20
 
 def field_importance(
     data_dir: Path | str,
-    folder: Path | str,
+    out_dir: Path | str,
     suite: str,
     fields: Sequence[str],
     settings: TrainSettings,
@@ -85,13 +85,16 @@ def field_importance(
 ) -> dict:
     """Train models on field subsets and find the smallest sets reaching ``thresholds`` of the full set's information.
 
+    Models go to ``out_dir/models`` (shared with the other stages), results to ``out_dir/fields``.
+
     Returns
     -------
     dict
         ``subsets`` (per evaluated subset: fields, information and fraction on the selection and test splits, with
-        bootstrap intervals), ``full``, ``smallest`` (threshold -> fields), ``definition``.
+        bootstrap intervals, and the test split's R^2, relative error and chi^2 per parameter), ``full``,
+        ``smallest`` (threshold -> fields), ``definition``.
     """
-    data_dir, folder = Path(data_dir), Path(folder)
+    data_dir, folder = Path(data_dir), Path(out_dir) / "fields"
     fields = tuple(fields)
     if strategy == "auto":
         strategy = "exhaustive" if len(fields) <= 4 else "greedy"
@@ -104,7 +107,7 @@ def field_importance(
     def evaluate(subset: tuple[str, ...]) -> dict:
         if subset in results:
             return results[subset]
-        run_dir = folder / "models" / f"{suite}_{fields_tag(subset)}"
+        run_dir = model_dir(out_dir, suite, subset, settings, seed)
         data = prepare_data(data_dir, suite, subset, settings)
         train_model(data, run_dir, settings, seed=seed)
         model, meta = load_model(run_dir, device=settings.device)
@@ -127,6 +130,14 @@ def field_importance(
                 "information": information(theta_n, mu_n, sig_n, params, ones, kind),
                 "ci": _bootstrap(theta_n, mu_n, sig_n, pred["sim_index"], params, ones, kind, seed),
             }
+            if split == "test":
+                full_metrics = metrics(
+                    pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=tuple(params), n_boot=0
+                )
+                entry["test"]["metrics"] = {
+                    PARAM_NAMES[p]: {k: full_metrics[PARAM_NAMES[p]][k] for k in ("r2", "rel_err", "chi2", "sim_r2")}
+                    for p in params
+                }
         results[subset] = entry
         return entry
 

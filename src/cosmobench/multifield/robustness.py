@@ -14,14 +14,14 @@ from pathlib import Path
 from ..core.io import write_json
 from .cmd import PARAM_NAMES, available_fields, load_params, sims_to_maps, split_sims
 from .evaluate import metrics, predict
-from .train import TrainSettings, fields_tag, load_model, prepare_data, train_model
+from .train import TrainSettings, fields_tag, load_model, model_dir, prepare_data, train_model
 
 __all__ = ["cross_suite", "format_matrix"]
 
 
 def cross_suite(
     data_dir: Path | str,
-    folder: Path | str,
+    out_dir: Path | str,
     suites: Sequence[str],
     fields: Sequence[str],
     settings: TrainSettings,
@@ -31,14 +31,15 @@ def cross_suite(
     tta: bool = True,
     batch_size: int = 128,
 ) -> dict:
-    """Train one model per suite (skipped when done) and evaluate it on every suite's test split.
+    """Train one model per suite (in ``out_dir/models``, shared with other stages; skipped when done) and
+    evaluate it on every suite's test split; the matrix goes to ``out_dir/robustness``.
 
     Returns
     -------
     dict
         ``matrix[train_suite][test_suite][param] -> metrics dict``, ``fields``, ``suites``, ``table`` (text).
     """
-    data_dir, folder = Path(data_dir), Path(folder)
+    data_dir, folder = Path(data_dir), Path(out_dir) / "robustness"
     fields = tuple(fields)
     if len(suites) < 2:
         raise ValueError(f"robustness needs at least two suites, got {list(suites)}")
@@ -51,7 +52,7 @@ def cross_suite(
             )
     models = {}
     for suite in suites:
-        run_dir = folder / "models" / f"{suite}_{fields_tag(fields)}"
+        run_dir = model_dir(out_dir, suite, fields, settings, seed)
         if not (run_dir / "model.pt").exists():
             train_model(prepare_data(data_dir, suite, fields, settings), run_dir, settings, seed=seed)
         models[suite] = run_dir

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import check_writable, read_json, write_json
-from .cmd import PARAM_NAMES, load_params, sims_to_maps, split_sims
+from .cmd import PARAM_NAMES, LabelScaler, load_params, sims_to_maps, split_sims
 from .search import SEARCH_SPACE, STUDY_NAME
 from .train import fields_tag, set_threads, settings_from
 
@@ -106,12 +106,35 @@ def train(
     training: dict | None = None,
     seed: int = 0,
 ) -> dict:
-    """Train one o3_err on ``fields`` of ``suite`` (settings: ``training``, see ``TrainSettings``)."""
-    from .train import prepare_data, train_model
+    """Train one o3_err on ``fields`` of ``suite`` (settings: ``training``, see ``TrainSettings``).
+
+    The model goes to ``out_dir/models/{suite}_{fields}_{settings hash}/`` (see ``train.model_dir``), where the
+    robustness, fields, test and calibrate stages find it.
+
+    Parameters
+    ----------
+    out_dir, data_dir : path
+        Output root and CMD-format data folder (simulated, or the real CMD ``2D_maps/data``).
+    suite : str
+        Suite name in the file names (``IllustrisTNG``, ``TNGlike``...).
+    fields : list of str
+        Fields stacked as input channels, in order.
+    training : dict
+        ``TrainSettings`` keys (unknown keys raise ``TypeError``).
+    seed : int
+        Weights initialisation, shuffling and augmentation draws.
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``model_path``, ``best_val_loss``, ``epochs``, ``seconds``, ``train_maps_per_s``,
+        ``n_parameters``.
+    """
+    from .train import model_dir, prepare_data, train_model
 
     set_threads()
     settings = settings_from(training)
-    run_dir = Path(out_dir) / "train" / f"{suite}_{fields_tag(fields)}"
+    run_dir = model_dir(out_dir, suite, fields, settings, seed)
     check_writable(run_dir)
     if (run_dir / "model.pt").exists():
         summary = read_json(run_dir / "model.json")["summary"]
@@ -169,18 +192,26 @@ def search(
     return {"folder": str(folder), **{k: v for k, v in out.items() if k != "trials"}}
 
 
-def _model_path(out_dir: Path, suite: str, fields: Sequence[str], source: str, model_path: str | None) -> Path:
+def _model_path(
+    out_dir: Path, suite: str, fields: Sequence[str], source: str, model_path: str | None, training, seed: int
+) -> Path:
+    from .train import model_dir
+
     if model_path:
         return Path(model_path)
-    tag = f"{suite}_{fields_tag(fields)}"
     if source == "train":
-        return out_dir / "train" / tag / "model.pt"
+        return model_dir(out_dir, suite, fields, settings_from(training), seed) / "model.pt"
     if source == "search":
-        best = out_dir / "search" / tag / "best.json"
+        best = out_dir / "search" / f"{suite}_{fields_tag(fields)}" / "best.json"
         if not best.exists():
             raise FileNotFoundError(f"{best} does not exist; run `cosmobench multifield search` first")
         return Path(read_json(best)["best"]["model_path"])
     raise ValueError(f"source must be 'train' or 'search' (or give model_path), got {source!r}")
+
+
+def _model_tag(path: Path) -> str:
+    """Folder tag of a model: its folder name, with the search folder for trials."""
+    return "_".join(path.parent.parts[-2:]) if path.parent.name.startswith("trial_") else path.parent.name
 
 
 def test(
@@ -189,6 +220,7 @@ def test(
     data_dir: str | Path,
     suite: str,
     fields: Sequence[str],
+    training: dict | None = None,
     source: str = "train",
     model_path: str | None = None,
     test_suite: str | None = None,
@@ -200,10 +232,27 @@ def test(
 ) -> dict:
     """Write true parameters, posterior means and standard deviations of every map of a split, and the metrics.
 
-    Outputs in ``out_dir/test/<source>_<suite>_<fields>_on_<test_suite>/``: ``predictions.txt`` (the reference's 18
+    The model is the train stage's for ``training`` (``source="train"``), the best search trial
+    (``source="search"``), or ``model_path``. Outputs in ``out_dir/test/<model tag>_on_<test_suite>/``:
+    ``predictions.txt`` (the reference's 18
     columns), ``predictions.npz`` (with map/simulation indices and per-transform predictions), ``metrics.json``
     (R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations, and per-simulation
     aggregates), ``split.json`` (the simulation indices used) and ``predictions.png``.
+
+    Parameters
+    ----------
+    out_dir, data_dir : path
+    suite, fields, training, seed : the training suite, fields, settings and seed that identify the model.
+    source : {"train", "search"}
+    model_path : str, optional
+        An explicit ``model.pt`` (overrides ``source``).
+    test_suite : str, optional
+        Suite to predict (default ``suite``); normalised with the model's own statistics.
+    split : {"test", "valid", "train"}
+    tta : bool
+        Average over the 8 dihedral transforms.
+    batch_size : int
+    device : str, optional
     """
     from .evaluate import metrics, predict, write_predictions
     from .figures import predictions_figure
@@ -212,8 +261,8 @@ def test(
     set_threads()
     out_dir = Path(out_dir)
     test_suite = test_suite or suite
-    path = _model_path(out_dir, suite, fields, source, model_path)
-    folder = out_dir / "test" / f"{source if not model_path else 'model'}_{suite}_{fields_tag(fields)}_on_{test_suite}"
+    path = _model_path(out_dir, suite, fields, source, model_path, training, seed)
+    folder = out_dir / "test" / f"{_model_tag(path)}_on_{test_suite}"
     if (folder / "metrics.json").exists():
         return read_json(folder / "metrics.json")
     check_writable(folder)
@@ -271,7 +320,22 @@ def robustness(
     params: Sequence[int] = (0, 1),
     tta: bool = True,
 ) -> dict:
-    """Train on each suite, test on every suite; print and return the matrix of errors for Omega_m and sigma_8."""
+    """Train on each suite, test on every suite; print and return the matrix of errors for Omega_m and sigma_8.
+
+    Parameters
+    ----------
+    out_dir, data_dir : path
+    suites : list of str
+        At least two suites that all have ``fields`` (N-body suites: Mtot only).
+    fields : list of str
+    training : dict
+        ``TrainSettings`` keys; ``params`` is overridden by ``params``.
+    seed : int
+    params : list of int
+        Parameters trained and reported (cosmology only by default: astrophysical parameters differ between suites).
+    tta : bool
+        Average predictions over the 8 dihedral transforms.
+    """
     from .figures import robustness_figure
     from .robustness import cross_suite
 
@@ -279,7 +343,7 @@ def robustness(
     settings = settings_from(training, params=tuple(params))
     folder = Path(out_dir) / "robustness"
     check_writable(folder)
-    result = cross_suite(data_dir, folder, suites, fields, settings, seed=seed, params=params, tta=tta)
+    result = cross_suite(data_dir, out_dir, suites, fields, settings, seed=seed, params=params, tta=tta)
     robustness_figure(result, folder / f"robustness_{fields_tag(fields)}.png")
     print(result["table"])
     return {
@@ -309,7 +373,25 @@ def fields(
     select_split: str = "valid",
     thresholds: Sequence[float] = (0.9, 0.95),
 ) -> dict:
-    """Smallest field sets holding 90 % and 95 % of the full multifield model's information (see ``fields.py``)."""
+    """Smallest field sets holding 90 % and 95 % of the full multifield model's information (see ``fields.py``).
+
+    Parameters
+    ----------
+    out_dir, data_dir : path
+    suite : str
+    fields : list of str
+        Candidate fields; the full set is the reference (information fraction 1).
+    training : dict
+        ``TrainSettings`` keys; ``params`` is overridden by ``params``.
+    seed : int
+    params : list of int
+        Parameters whose information is measured (default Omega_m, sigma_8).
+    strategy : {"auto", "exhaustive", "greedy"}
+    kind : {"empirical", "posterior"}
+        Information from actual errors (inverse MSE) or from predicted posterior precision.
+    select_split : {"valid", "test"}
+    thresholds : list of float
+    """
     from .fields import field_importance
     from .figures import fields_figure
 
@@ -319,7 +401,7 @@ def fields(
     check_writable(folder)
     result = field_importance(
         data_dir,
-        folder,
+        out_dir,
         suite,
         fields,
         settings,
@@ -336,6 +418,7 @@ def fields(
         "smallest": result["smallest"],
         "definition": result["definition"],
         "fractions": {"+".join(e["fields"]): e[select_split]["fraction"] for e in result["subsets"]},
+        "test_metrics": {"+".join(e["fields"]): e["test"]["metrics"] for e in result["subsets"]},
     }
 
 
@@ -345,6 +428,7 @@ def calibrate(
     data_dir: str | Path,
     suite: str,
     fields: Sequence[str],
+    training: dict | None = None,
     source: str = "train",
     model_path: str | None = None,
     seed: int = 0,
@@ -360,6 +444,27 @@ def calibrate(
 
     The NPE (``sbi``) is trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, and
     evaluated on the test split like the Gaussian posteriors.
+
+    Parameters
+    ----------
+    out_dir, data_dir : path
+        Output root and CMD-format data folder.
+    suite, fields, training, seed : as for :func:`train`, to find the model (or ``source="search"``, ``model_path``).
+    npe : bool
+        Also train and evaluate the NPE posterior (needs ``sbi``).
+    npe_split : {"valid", "train"}
+        Simulations whose CNN summaries train the NPE (``train`` ones are over-fitted by the CNN: optimistic).
+    npe_epochs : int
+        Maximum NPE training epochs.
+    n_samples : int
+        Posterior samples per map for TARP and the NPE intervals.
+    tta, batch_size, device : prediction options (see :func:`cosmobench.multifield.evaluate.predict`).
+
+    Returns
+    -------
+    dict
+        Per parameter: coverage at 68 % and 95 % per map and per simulation (with bootstrap intervals); TARP
+        (ATC, largest deviation, KS p-value) per map and per simulation; the same for the NPE, with its leakage.
     """
     from .calibration import coverage_curve, coverage_from_samples, fit_npe, gaussian_samples, sample_npe, tarp
     from .evaluate import predict
@@ -368,8 +473,8 @@ def calibrate(
 
     set_threads()
     out_dir = Path(out_dir)
-    path = _model_path(out_dir, suite, fields, source, model_path)
-    folder = out_dir / "calibration" / f"{source if not model_path else 'model'}_{suite}_{fields_tag(fields)}"
+    path = _model_path(out_dir, suite, fields, source, model_path, training, seed)
+    folder = out_dir / "calibration" / _model_tag(path)
     if (folder / "calibration.json").exists():
         return read_json(folder / "calibration.json")
     check_writable(folder)
@@ -393,9 +498,7 @@ def calibrate(
         )
 
     test_pred = run_split("test")
-    theta, mu, sigma, sims = (test_pred[k] for k in ("theta", "mu", "sigma", "sim_index"))
-    from .cmd import LabelScaler
-
+    theta, sims = test_pred["theta"], test_pred["sim_index"]
     scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
     theta_n = scaler.normalise(theta)[:, params]
     mu_n, sd_n = test_pred["mu_norm"][:, params], test_pred["sigma_norm"][:, params]
@@ -414,6 +517,7 @@ def calibrate(
         "n_test_sims": int(len(first)),
         "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
     }
+    result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
     if npe:
         cal = run_split(npe_split)
 
@@ -422,7 +526,7 @@ def calibrate(
 
         theta_cal = scaler.normalise(cal["theta"])[:, params]
         posterior = fit_npe(summaries(cal), theta_cal, seed=seed, max_epochs=npe_epochs)
-        samples = sample_npe(posterior, summaries(test_pred), n_samples, seed=seed)
+        samples, leakage = sample_npe(posterior, summaries(test_pred), n_samples, seed=seed)
         npe_cov = coverage_from_samples(samples, theta_n, sims, levels, seed=seed)
         npe_tarp = tarp(samples, theta_n, seed=seed)
         npe_tarp_sim = tarp(samples[:, first], theta_n[first], seed=seed)
@@ -431,10 +535,10 @@ def calibrate(
         result["npe"] = {
             **_summarise(npe_cov, npe_tarp, npe_tarp_sim, names, levels),
             "trained_on": f"{npe_split} split, {len(theta_cal)} maps",
+            "leakage": leakage,
             "rmse_norm": dict(zip(names, np.sqrt(np.mean((npe_mu - theta_n) ** 2, 0)).tolist())),
             "mean_std_norm": dict(zip(names, npe_sd.mean(0).tolist())),
         }
-        result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
     coverage_figure(curves, folder / "calibration.png")
     write_json(folder / "calibration.json", result)
     return result

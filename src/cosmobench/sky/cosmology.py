@@ -39,6 +39,7 @@ __all__ = [
     "cmb_spectra",
     "SpectrumEmulator",
     "default_cache_dir",
+    "theta_and_zre",
 ]
 
 
@@ -208,6 +209,19 @@ def _camb_params(
     return p
 
 
+def _camb_results(params):
+    """``camb.get_results`` on one OpenMP thread.
+
+    CAMB's threaded sums change the last bits of the spectra with the thread count, and a dataset's bytes must
+    not depend on the executor or the number of workers (the emulator caches hide the cost).
+    """
+    import camb
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return camb.get_results(params)
+
+
 def theta_and_zre(cosmo: Cosmology) -> tuple[float, float]:
     """CosmoMC's theta_MC (approximate angular size of the sound horizon) and CAMB's mid-point redshift of
     hydrogen reionisation for ``cosmo``'s tau (CAMB background only, about 2 ms)."""
@@ -240,7 +254,6 @@ def camb_spectra(cosmo: Cosmology, lmax: int, *, kind: str = "total", lens_poten
         TT, EE, BB, TE for ell = 0..lmax (ell 0, 1 are zero). For ``kind="lens_potential"``, shape (3, lmax+1):
         C_ell^{phi phi} (dimensionless), C_ell^{phi T} and C_ell^{phi E} (uK_CMB).
     """
-    import camb
 
     if kind not in _CAMB_KINDS:
         raise ValueError(f"unknown spectrum kind {kind!r}; expected one of {list(_CAMB_KINDS)}")
@@ -254,7 +267,7 @@ def camb_spectra(cosmo: Cosmology, lmax: int, *, kind: str = "total", lens_poten
         cosmo, lmax, tensors=tensors, scalars=kind != "tensor", lens_potential_accuracy=lens_potential_accuracy
     )
     p.DoLensing = kind in ("total", "lensed_scalar", "lens_potential")
-    results = camb.get_results(p)
+    results = _camb_results(p)
     unit = {"CMB_unit": "muK", "raw_cl": True}
     if kind == "tensor":
         out = results.get_tensor_cls(lmax, **unit)
@@ -313,32 +326,37 @@ def cmb_spectra(
     return emu.predict(cosmo)
 
 
-_EMULATOR_FORMAT = 1
+_EMULATOR_FORMAT = 2
 _FIXED_FIELDS = ("nt", "mnu", "pivot_scalar", "pivot_tensor")
+# Parameters whose pair interactions depend on the reionisation variable (they set the background distances).
+_PAIR_COUPLED = ("H0", "ombh2", "omch2")
 _MEMO: dict[str, SpectrumEmulator] = {}
 
 
 class SpectrumEmulator:
     """Fast CMB spectra: an interpolation of CAMB's lensed-scalar and tensor spectra around a fiducial cosmology.
 
-    Variables. Each varied parameter p_i becomes x_i = (p_i - p_i^fid) / sigma_i with sigma_i its prior
-    standard deviation, except H0, which is replaced by CosmoMC's theta_MC (scaled by the sigma of theta_MC
-    that sigma_H0 induces): at fixed theta the acoustic peaks stay in place, so the spectra are much closer
-    to quadratic in the other parameters than at fixed H0.
+    Variables. Each varied parameter p becomes x = (p - p_fid) / sigma_p (sigma_p its prior standard
+    deviation), except that H0 is replaced by CosmoMC's theta_MC (at fixed theta the acoustic peaks stay in
+    place, so the high-ell spectra are close to quadratic in the other parameters) and tau by CAMB's
+    reionisation mid-point redshift z_re (which sets the shape of the low-ell E/B bump); theta is scaled by the
+    spread that H0, ombh2 and omch2 induce together, z_re by the spread that tau induces. Both come from CAMB's
+    background code (about 2 ms per prediction).
 
-    Model. With t the tau variable and j, k the others, every emulated quantity y is written as
+    Model. With t the z_re variable and j, k the other variables, every emulated quantity y is
 
-        y(x) = y(0) + A(t) + sum_j [x_j G_j(t) + x_j^2 H_j(t) / 2] + sum_{j<k} c_jk x_j x_k,
+        y(x) = y(0) + A(t) + sum_j [x_j G_j(t) + x_j^2 H_j(t) / 2] + sum_{j<k} c_jk(t) x_j x_k,
 
-    where A is a cubic spline of CAMB runs along the tau axis (node spacing ``tau_spacing``: the reionisation
-    bump of the low-ell E and B modes changes shape within the prior), G_j and H_j are the first and second
-    central differences (step ``step``) along axis j, taken at tau nodes of spacing ``coupling_spacing`` and
-    spline-interpolated in t (how the other parameters move the low-ell spectra depends strongly on tau), and
-    c_jk comes from one run at (+step, +step) per pair. The emulated quantities are log C_ell for TT, EE and BB
-    and the correlation TE / sqrt(TT EE) (TE crosses zero), for the lensed scalar spectra and for the tensor
-    spectra at r = 1. The tensor part enters linearly in r (``total = lensed_scalar + r * tensor(r=1)``), so the
-    emulator is exact in r; ``nt``, ``mnu`` and the pivots are fixed at the fiducial values (one emulator per
-    combination; :meth:`for_cosmology` picks it). :meth:`n_runs` gives the number of CAMB runs (117 by default).
+    where A is a cubic spline of CAMB runs along the t axis (spacing ``tau_spacing``), G_j and H_j are central
+    first and second differences (step ``step``) along axis j taken at t nodes every ``coupling_spacing`` and
+    spline-interpolated in t (how the other parameters move the low-ell E modes depends strongly on the
+    reionisation history), and c_jk comes from runs at (+step, +step): at every coupling node for pairs of the
+    background parameters (theta, ombh2, omch2), at t = 0 for the other pairs. It is exact for any function of
+    this form. The emulated quantities are log C_ell for TT, EE and BB and the correlation TE / sqrt(TT EE)
+    (TE crosses zero), for the lensed scalar spectra and for the tensor spectra at r = 1. The tensor part enters
+    linearly in r (``total = lensed_scalar + r * tensor(r=1)``), so the emulator is exact in r; ``nt``, ``mnu``
+    and the pivots are fixed at the fiducial values (one emulator per combination; :meth:`for_cosmology` picks
+    it). :meth:`n_runs` gives the number of CAMB runs.
 
     Parameters
     ----------
@@ -348,16 +366,16 @@ class SpectrumEmulator:
         Centre for the varied parameters (Planck 2018 means by default); its ``nt``, ``mnu`` and pivots are held
         fixed, its ``r`` is ignored.
     prior : dict
-        Name -> (mean, std): the varied parameters (a subset of :data:`VARIED_PARAMS` containing ``tau``) and
-        their scales; the means are not used (the centre is ``fiducial``).
+        Name -> (mean, std): the varied parameters (``tau`` and a subset of the others in
+        :data:`VARIED_PARAMS`) and their scales; the means are not used (the centre is ``fiducial``).
     step : float
-        Finite-difference step of the non-tau axes and of the pair runs, in prior standard deviations.
+        Finite-difference step of the non-tau axes and of the pair runs, in (scaled) standard deviations.
     max_sigma : float
-        Range: :meth:`predict` refuses cosmologies further than this from the centre in any varied parameter,
-        and :meth:`in_range` says so.
+        Range: :meth:`predict` refuses cosmologies further than this many prior sigmas from the centre in any
+        varied parameter, and :meth:`in_range` says so.
     tau_spacing, coupling_spacing : float
-        Spline node spacings along tau for A(t) and for G_j(t), H_j(t), in sigma_tau; ``coupling_spacing`` must
-        be a multiple of ``tau_spacing``.
+        Spline node spacings along t for A(t) and for G_j, H_j, c_jk, in units of the z_re scale;
+        ``coupling_spacing`` must be a whole multiple of ``tau_spacing``.
     lens_potential_accuracy : int
         CAMB lensing accuracy of the runs (and of the CAMB spectra the emulator reproduces).
     """
@@ -419,13 +437,20 @@ class SpectrumEmulator:
         """Centres and scales of theta_MC and z_re, the range of every variable, and the tau node grids."""
         fid = self.fiducial
         self._derived0 = np.array(theta_and_zre(fid))
+        # theta_MC is scaled by the spread that H0, ombh2 and omch2 together induce (so that the prior box maps to
+        # about +-max_sigma), z_re by the spread that tau induces (the spline grid covers the rest).
+        sources = (("H0", "ombh2", "omch2"), ("tau",))
         self._derived_sigma = np.ones(2)
         for k, name in enumerate(("H0", "tau")):
             if name in self.params:
-                s = self.sigma[self.params.index(name)]
-                up = theta_and_zre(dataclasses.replace(fid, **{name: getattr(fid, name) + s}))[k]
-                down = theta_and_zre(dataclasses.replace(fid, **{name: getattr(fid, name) - s}))[k]
-                self._derived_sigma[k] = (up - down) / 2
+                var = 0.0
+                for p in sources[k]:
+                    if p in self.params:
+                        s = self.sigma[self.params.index(p)]
+                        up = theta_and_zre(dataclasses.replace(fid, **{p: getattr(fid, p) + s}))[k]
+                        down = theta_and_zre(dataclasses.replace(fid, **{p: getattr(fid, p) - s}))[k]
+                        var += ((up - down) / 2) ** 2
+                self._derived_sigma[k] = np.sqrt(var)
         # theta and z_re are monotonic in H0, ombh2, omch2, tau: their extremes over the box lie at its corners
         movers = [i for i, p in enumerate(self.params) if p in ("H0", "ombh2", "omch2", "tau")]
         corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * len(movers))).reshape(len(movers), -1).T
@@ -437,10 +462,8 @@ class SpectrumEmulator:
         lo, hi = np.min(xs, axis=0)[self._it], np.max(xs, axis=0)[self._it]
         d = self.tau_spacing
         self._tau_nodes = np.arange(np.floor(lo / d), np.ceil(hi / d) + 1) * d
-        k = int(round(self.coupling_spacing / d))
-        index = np.round(self._tau_nodes / d).astype(int)
-        keep = (index % k == 0) | (index == index[0]) | (index == index[-1])
-        self._coupling_nodes = self._tau_nodes[keep]
+        dc = self.coupling_spacing
+        self._coupling_nodes = np.arange(np.ceil(lo / dc), np.floor(hi / dc) + 1) * dc
 
     def _x(self, cosmo: Cosmology) -> np.ndarray:
         """Interpolation variables of ``cosmo``, shape (nparams,): prior sigmas from the centre, with theta_MC
@@ -473,8 +496,17 @@ class SpectrumEmulator:
         """Number of CAMB runs of :meth:`build`."""
         return len(self._design())
 
+    def _pair_nodes(self, j: int, k: int) -> np.ndarray:
+        """t nodes of the pair coefficient c_jk(t): the coupling nodes for pairs of background parameters."""
+        coupled = self.params[j] in _PAIR_COUPLED and self.params[k] in _PAIR_COUPLED
+        return self._coupling_nodes if coupled else np.zeros(1)
+
+    def _pairs_index(self) -> list[tuple[int, int]]:
+        return [(j, k) for a, j in enumerate(self._others) for k in self._others[a + 1 :]]
+
     def _design(self) -> np.ndarray:
-        """Design points: centre; tau axis; (t, +-step) along each other axis at the coupling nodes; pairs."""
+        """Design points: centre; tau axis; (t, +-step) along each other axis at the coupling nodes; pairs
+        (+step, +step) at t = 0, or at every coupling node for pairs of background parameters."""
         n, h, it = len(self.params), self.step, self._it
         e = np.eye(n)
         points = [np.zeros(n)]
@@ -482,50 +514,39 @@ class SpectrumEmulator:
         for j in self._others:
             for t in self._coupling_nodes:
                 points += [e[it] * t + e[j] * h, e[it] * t - e[j] * h]
-        for a, j in enumerate(self._others):
-            for k in self._others[a + 1 :]:
-                points.append((e[j] + e[k]) * h)
+        for j, k in self._pairs_index():
+            points += [e[it] * t + (e[j] + e[k]) * h for t in self._pair_nodes(j, k)]
         return np.array(points)
 
     def _setup(self) -> None:
-        """Splines and pair coefficients from ``self.runs`` (in the order of :meth:`_design`)."""
-        from scipy.interpolate import CubicSpline
-
-        runs, h = self.runs, self.step
-        self._centre = runs[0]
-        nt = len(self._tau_nodes)
-        axis = np.insert(runs[1:nt], int(np.argmin(np.abs(self._tau_nodes))), runs[0], axis=0) - runs[0]
-        self._tau_axis = CubicSpline(self._tau_nodes, axis, axis=0)
-        on_axis = {round(t, 9): a for t, a in zip(self._tau_nodes, axis)}
-        k = nt
-        self._grad, self._curv = [], []
-        for _ in self._others:
-            plus, minus = (
-                runs[k : k + 2 * len(self._coupling_nodes) : 2],
-                runs[k + 1 : k + 2 * len(self._coupling_nodes) : 2],
-            )
-            k += 2 * len(self._coupling_nodes)
-            mid = np.array([on_axis[round(t, 9)] for t in self._coupling_nodes]) + runs[0]
-            grad, curv = (plus - minus) / (2 * h), (plus - 2 * mid + minus) / h**2
-            spline = len(self._coupling_nodes) > 1
-            self._grad.append(CubicSpline(self._coupling_nodes, grad, axis=0) if spline else (lambda t, g=grad[0]: g))
-            self._curv.append(CubicSpline(self._coupling_nodes, curv, axis=0) if spline else (lambda t, c=curv[0]: c))
+        """Splines of the model terms from ``self.runs`` (in the order of :meth:`_design`)."""
+        runs, h = iter(self.runs), self.step
+        self._centre = next(runs)
+        axis = np.array([next(runs) - self._centre if t != 0 else np.zeros_like(self._centre) for t in self._tau_nodes])
+        self._tau_axis = _spline(self._tau_nodes, axis)
+        nodes = self._coupling_nodes
+        mid = self._centre + self._tau_axis(nodes)
+        self._grad, self._curv, single = {}, {}, {}
+        for j in self._others:
+            plus, minus = np.array([[next(runs), next(runs)] for _ in nodes]).transpose(1, 0, 2, 3)
+            self._grad[j] = _spline(nodes, (plus - minus) / (2 * h))
+            self._curv[j] = _spline(nodes, (plus - 2 * mid + minus) / h**2)
         self._pairs = []
-        for a, j in enumerate(self._others):
-            for b in range(a + 1, len(self._others)):
-                single = [self._grad[i](0.0) * h + self._curv[i](0.0) * h**2 / 2 for i in (a, b)]
-                c = (runs[k] - runs[0] - single[0] - single[1]) / h**2
-                self._pairs.append((j, self._others[b], c))
-                k += 1
+        for j, k in self._pairs_index():
+            t = self._pair_nodes(j, k)
+            single = [self._grad[i](t) * h + self._curv[i](t) * h**2 / 2 for i in (j, k)]
+            values = np.array([next(runs) for _ in t])
+            c = (values - self._centre - self._tau_axis(t) - single[0] - single[1]) / h**2
+            self._pairs.append((j, k, _spline(t, c)))
 
     def _evaluate(self, x: np.ndarray) -> np.ndarray:
         """The emulated variables at ``x``, shape (8, lmax-1)."""
         t = x[self._it]
         y = self._centre + self._tau_axis(t)
-        for a, j in enumerate(self._others):
-            y = y + x[j] * self._grad[a](t) + 0.5 * x[j] ** 2 * self._curv[a](t)
+        for j in self._others:
+            y = y + x[j] * self._grad[j](t) + 0.5 * x[j] ** 2 * self._curv[j](t)
         for j, k, c in self._pairs:
-            y = y + c * (x[j] * x[k])
+            y = y + c(t) * (x[j] * x[k])
         return y
 
     @staticmethod
@@ -546,13 +567,12 @@ class SpectrumEmulator:
         return parts[0], parts[1]
 
     def _camb_run(self, x: np.ndarray) -> np.ndarray:
-        import camb
 
         cosmo, derived = self._run_at(x)
         p = _camb_params(
             cosmo, self.lmax, tensors=True, lens_potential_accuracy=self.lens_potential_accuracy, **derived
         )
-        res = camb.get_results(p)
+        res = _camb_results(p)
         unit = {"CMB_unit": "muK", "raw_cl": True}
         scalar = res.get_lensed_scalar_cls(self.lmax, **unit).T[:, 2:]
         tensor = res.get_tensor_cls(self.lmax, **unit).T[:, 2:]
@@ -683,14 +703,25 @@ class SpectrumEmulator:
     ) -> SpectrumEmulator:
         """The emulator (memoised in the process, cached on disk) for ``cosmo``'s fixed parameters at ``lmax``.
 
-        The centre is the prior mean (Planck 2018) with ``cosmo``'s ``nt``, ``mnu`` and pivots.
+        The centre is the prior mean (Planck 2018) with ``cosmo``'s ``nt``, ``mnu`` and pivots. A first build
+        shows a progress bar (144 CAMB runs by default).
         """
         fixed = {name: getattr(cosmo, name) for name in _FIXED_FIELDS}
         emu = cls(lmax, fiducial=Cosmology(**fixed), **kwargs)
         memo_key = f"{emu.cache_path(cache_dir)}"
         if memo_key not in _MEMO:
-            _MEMO[memo_key] = emu.load_or_build(cache_dir)
+            _MEMO[memo_key] = emu.load_or_build(cache_dir, progress=True)
         return _MEMO[memo_key]
+
+
+def _spline(nodes: np.ndarray, values: np.ndarray):
+    """Cubic spline (not-a-knot; a parabola through three nodes) of ``values`` over ``nodes`` along axis 0, or
+    the constant ``values[0]`` for a single node."""
+    from scipy.interpolate import CubicSpline
+
+    if len(nodes) == 1:
+        return lambda t, v=values[0]: v
+    return CubicSpline(nodes, values, axis=0)
 
 
 def _checksum(runs: np.ndarray, meta: str) -> str:

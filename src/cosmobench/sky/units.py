@@ -28,6 +28,8 @@ def __getattr__(name: str) -> u.UnitBase:
 
         return getattr(pysm3.units, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _PREFIX = {"": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
