@@ -165,16 +165,16 @@ def fields_tag(fields: Sequence[str]) -> str:
 def set_threads(n: int | None = None) -> int:
     """Cap torch's intra-op threads and return the cap.
 
-    ``n``, else ``$COSMOBENCH_THREADS``, else 2 -- or 1 when the load average already exceeds the cores: on a
-    busy shared machine two torch threads spin against other processes (measured on 2 shared cores: o3_err at 64^2
-    trains at 19 images/s with 2 threads, 347 with 1).
+    ``n``, else ``$COSMOBENCH_THREADS``, else ``min(2, cores)``. The cap never depends on the machine's load, so
+    a run's numbers do not either; on a machine shared with other jobs set ``COSMOBENCH_THREADS=1`` (measured on 2
+    busy shared cores: o3_err at 64^2 trains at 19 images/s with 2 threads, 347 with 1).
     """
     import os
 
     cores = len(os.sched_getaffinity(0))
     env = os.environ.get("COSMOBENCH_THREADS")
     if n is None:
-        n = int(env) if env else (1 if os.getloadavg()[0] > cores else min(2, cores))
+        n = int(env) if env else min(2, cores)
     if torch.get_num_threads() > n:
         torch.set_num_threads(n)
     return n
