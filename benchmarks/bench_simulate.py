@@ -17,7 +17,7 @@ import tempfile
 import time
 
 
-def one_nside(nside: int, repeats: int) -> dict:
+def one_nside(nside: int, repeats: int, spectra: str) -> dict:
     from cosmobench.cmb.simulate import _Spec, _write_simulation
     from cosmobench.sky.cosmology import Cosmology, cmb_spectra
     from cosmobench.sky.instrument import load_channels
@@ -25,7 +25,7 @@ def one_nside(nside: int, repeats: int) -> dict:
 
     channels = load_channels()
     t0 = time.perf_counter()
-    cmb_spectra(Cosmology(), default_lmax(nside), method="fast")  # builds or loads the emulator cache once
+    cmb_spectra(Cosmology(), default_lmax(nside), method=spectra)  # builds or loads the emulator cache once
     warm = time.perf_counter() - t0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,7 +42,7 @@ def one_nside(nside: int, repeats: int) -> dict:
                     {
                         "cosmology": None,
                         "r": 0.0,
-                        "spectra_method": "fast",
+                        "spectra_method": spectra,
                         "cache_dir": None,
                         "foreground_backend": "synthetic",
                         "foreground_components": ["dust", "synchrotron", "freefree", "ame"],
@@ -65,7 +65,8 @@ def one_nside(nside: int, repeats: int) -> dict:
         "channels": len(channels),
         "repeats": repeats,
         "seconds_median": med,
-        "emulator_load_seconds": warm,
+        "spectra_method": spectra,
+        "first_spectra_call_seconds": warm,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -74,10 +75,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nsides", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--spectra",
+        choices=["fast", "camb"],
+        default="fast",
+        help="emulator (its one-off build is timed separately) or direct CAMB per simulation",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(one_nside(args.child, args.repeats)))
+        print(json.dumps(one_nside(args.child, args.repeats, args.spectra)))
         return
     results = []
     for nside in args.nsides:

@@ -277,7 +277,9 @@ def train(
     device: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train the score model on the amortised pairs (see :func:`cosmobench.bmodes.train.train_score_model`).
+    """Train the (conditional) score model on the amortised pairs.
+
+    See :func:`cosmobench.bmodes.train.train_score_model` for the arguments.
 
     ``sde`` is ``{"name": "ve"|"vp"|"subvp", **arguments}`` (default VE, sigma_min 0.01, sigma_max from the data).
     Writes ``out_dir/model``; a finished model (``model.pth``) is not retrained.
