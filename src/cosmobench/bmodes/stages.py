@@ -268,7 +268,7 @@ def train(
     normalization: str = "per_ell",
     log_offset_r: float = 1e-4,
     weighting: str = "sigma2",
-    epochs: int = 60,
+    epochs: int = 100,
     batch_size: int = 256,
     lr: float = 2e-3,
     warmup_steps: int = 200,
