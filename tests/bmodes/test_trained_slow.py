@@ -82,7 +82,7 @@ def test_pipeline_quality(tmp_path):
     stages.simulate(
         out, r_test=[0.001, 0.01], n_test=60, n_train=6000, n_val=1000, fg_fraction=0.0, n_fg_mc=0, progress=False
     )
-    stages.train(out, epochs=60, batch_size=256, lr=2e-3, progress=False, device="cpu")
+    stages.train(out, epochs=150, batch_size=256, lr=2e-3, progress=False, device="cpu")
     res = stages.sample(
         out,
         modes=["conditional", "unconditional"],

@@ -9,7 +9,7 @@
   points, the fraction f of posterior samples closer to the reference than the truth is uniform for a calibrated
   posterior, so its empirical CDF (the expected coverage probability, ECP) follows the diagonal. :func:`tarp` is a
   small implementation of that test on samples (Gaussian draws N(mu, sigma^2) for the moment network).
-- **NPE.** :func:`fit_npe` trains a neural posterior estimator (``sbi``, optional dependency, imported lazily) on
+- **NPE.** :func:`fit_npe` trains a neural posterior estimator (``sbi``, imported lazily) on
   the CNN's summaries (normalised mu and log sigma) of simulations the CNN was not fitted on (the validation split),
   with the normalised prior, which is uniform on [0, 1]^d because the astrophysical labels are log-scaled. Its
   samples on the test maps get the same coverage and TARP diagnostics.
@@ -195,7 +195,7 @@ def fit_npe(
         from sbi.utils import BoxUniform
     except ImportError as err:
         raise ImportError(
-            "the NPE posterior needs the optional package sbi: pip install 'cosmobench[sbi]' (or set npe=false)"
+            "the NPE posterior needs the optional package sbi: pip install sbi (or set npe=false)"
         ) from err
     import torch
 
