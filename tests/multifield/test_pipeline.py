@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cosmobench.multifield import stages
-from cosmobench.multifield.cmd import MAPS_PER_SIM, field_stats, sims_to_maps
+from cosmobench.multifield.cmd import MAPS_PER_SIM, PARAM_NAMES, field_stats, sims_to_maps
+from cosmobench.multifield.evaluate import recalibrate_on_valid
 from cosmobench.multifield.train import load_model, model_dir, settings_from
 
 TRAINING = {
@@ -90,6 +91,15 @@ def test_test_stage_writes_reference_outputs(trained, tiny_data):
     np.testing.assert_allclose(table[:, :6], pred["theta"], rtol=1e-5)
     assert set(res["metrics"]) >= {"Omega_m", "sigma_8", "A_SN1"}
     assert {"r2", "rel_err", "chi2", "coverage68", "sim_r2"} <= set(res["metrics"]["Omega_m"])
+    assert {"chi2_cal", "coverage68_cal", "coverage95_cal", "mean_sigma_cal"} <= set(res["metrics"]["Omega_m"])
+    # the recalibration is fitted on the validation simulations, none of which is a test simulation
+    model, meta = load_model(res["model"])
+    recal, valid = recalibrate_on_valid(model, meta, tiny_data, batch_size=64)
+    assert set(np.unique(valid["sim_index"])) == set(meta["split"]["valid"])
+    assert not set(valid["sim_index"]) & set(pred["sim_index"])
+    assert res["recalibration"]["fitted_on"] == "valid split of TNGlike" and res["recalibration"]["n_sims"] == 3
+    for j, name in enumerate(PARAM_NAMES):
+        assert res["recalibration"][name]["scale68"] == pytest.approx(recal.scale[0, j])
     cross = stages.test(
         out_dir=out,
         data_dir=tiny_data,
@@ -148,6 +158,7 @@ def test_robustness_fields_and_calibration(trained, tiny_data, capsys):
     assert "trained on" in capsys.readouterr().out
     assert set(rob["rel_err"]) == {"TNGlike", "Nbody_TNGlike"}
     assert all(np.isfinite(rob["rel_err"][a][b]["Omega_m"]) for a in rob["rel_err"] for b in rob["rel_err"][a])
+    assert 0 <= rob["coverage95_cal"]["TNGlike"]["Nbody_TNGlike"]["sigma_8"] <= 1  # in-suite scale, other suite
     fld = stages.fields(out_dir=out, data_dir=tiny_data, suite="TNGlike", fields=["Mtot", "Mgas"], training=TRAINING)
     assert set(fld["fractions"]) == {"Mtot", "Mgas", "Mtot+Mgas"}
     assert fld["fractions"]["Mtot+Mgas"] == pytest.approx(1.0)
@@ -166,6 +177,9 @@ def test_robustness_fields_and_calibration(trained, tiny_data, capsys):
         tta=False,
     )
     assert 0 <= cal["gaussian"]["Omega_m"]["coverage68_per_sim"] <= 1
+    recal = cal["gaussian_recalibrated"]
+    assert 0 <= recal["Omega_m"]["coverage95_per_map"] <= 1 and recal["recalibration"]["n_sims"] == 3
+    assert set(recal["recalibration"]["sigma_8"]) == {"scale68", "scale95", "exponent"}
     assert (
         "tarp_per_map" in cal["npe"]
         and (out / "calibration" / model_dir(out, "TNGlike", ["Mtot", "Mgas"], settings_from(TRAINING)).name).exists()

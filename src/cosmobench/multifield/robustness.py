@@ -2,8 +2,11 @@
 
 Suite B is standardised with A's statistics (stored with A's model) and its predictions are read in A's label
 scaling, as the CMD protocol prescribes; metrics are computed against B's true parameters. The diagonal is the
-in-suite result. The matrix reports, for Omega_m and sigma_8, relative error, RMSE, bias (mean mu - theta), R^2
-and chi^2 -- bias is the signature of a suite mismatch and must be read next to the in-suite numbers.
+in-suite result. The matrix reports, for Omega_m and sigma_8, relative error, RMSE, bias (mean mu - theta), R^2,
+chi^2 and the coverage of the 68 % and 95 % intervals -- bias is the signature of a suite mismatch and must be read
+next to the in-suite numbers. Each model's sigma recalibration is fitted on its own suite's validation split and
+applied unchanged to every test suite (``*_cal`` entries): an in-suite calibration is not expected to hold on
+another suite, and the matrix shows by how much it fails.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.io import write_json
-from .cmd import PARAM_NAMES, available_fields, load_params, sims_to_maps, split_sims
-from .evaluate import metrics, predict
+from .cmd import PARAM_NAMES, available_fields
+from .evaluate import metrics, predict_split, recalibrate_on_valid
 from .train import TrainSettings, fields_tag, load_model, model_dir, prepare_data, train_model
 
 __all__ = ["cross_suite", "format_matrix"]
@@ -30,9 +33,13 @@ def cross_suite(
     params: Sequence[int] = (0, 1),
     tta: bool = True,
     batch_size: int = 128,
+    recalibration: str | None = "loglinear",
 ) -> dict:
     """Train one model per suite (in ``out_dir/models``, shared with other stages; skipped when done) and
     evaluate it on every suite's test split; the matrix goes to ``out_dir/robustness``.
+
+    ``recalibration`` (``loglinear``, ``conformal``, ``chi2`` or ``None``) is fitted on the training suite's
+    validation split (:func:`cosmobench.multifield.evaluate.recalibrate_on_valid`) and applied to every test suite.
 
     Returns
     -------
@@ -57,25 +64,23 @@ def cross_suite(
             train_model(prepare_data(data_dir, suite, fields, settings), run_dir, settings, seed=seed)
         models[suite] = run_dir
     matrix: dict = {}
+    options = {"tta": tta, "batch_size": batch_size, "device": settings.device}
     for a in suites:
         model, meta = load_model(models[a], device=settings.device)
+        recal = (
+            recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options)[0] if recalibration else None
+        )
         matrix[a] = {}
         for b in suites:
-            n_sims = len(load_params(data_dir, b, settings.set_name))
-            test = split_sims(n_sims, settings.split, settings.split_seed)["test"]
-            pred = predict(
-                model,
-                meta,
-                data_dir,
-                b,
-                sims_to_maps(test),
-                tta=tta,
-                batch_size=batch_size,
-                device=settings.device,
-                set_name=settings.set_name,
-            )
+            pred = predict_split(model, meta, data_dir, "test", suite=b, **options)
             matrix[a][b] = metrics(
-                pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=tuple(params), seed=seed
+                pred["theta"],
+                pred["mu"],
+                pred["sigma"],
+                pred["sim_index"],
+                params=tuple(params),
+                seed=seed,
+                recalibration=recal,
             )
     result = {
         "suites": list(suites),
@@ -88,9 +93,14 @@ def cross_suite(
     return result
 
 
-def format_matrix(result: dict, keys: Sequence[str] = ("rel_err", "bias", "r2", "chi2")) -> str:
-    """Plain-text matrices (rows: training suite, columns: test suite), one per parameter and metric."""
+TABLE_KEYS = ("rel_err", "bias", "r2", "chi2", "coverage68", "coverage95", "coverage68_cal", "coverage95_cal")
+
+
+def format_matrix(result: dict, keys: Sequence[str] = TABLE_KEYS) -> str:
+    """Plain-text matrices (rows: training suite, columns: test suite), one per parameter and metric present."""
     suites = result["suites"]
+    first = result["matrix"][suites[0]][suites[0]][result["params"][0]]
+    keys = [k for k in keys if k in first]
     width = max(12, *(len(s) + 2 for s in suites))
     lines = [f"fields: {', '.join(result['fields'])}  (rows: trained on, columns: tested on)"]
     for param in result["params"]:

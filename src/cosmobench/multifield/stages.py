@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import check_writable, read_json, write_json
-from .cmd import PARAM_NAMES, LabelScaler, load_params, sims_to_maps, split_sims
+from .cmd import PARAM_NAMES, LabelScaler
 from .search import SEARCH_SPACE, STUDY_NAME
 from .train import fields_tag, set_threads, settings_from
 
@@ -229,6 +229,7 @@ def test(
     batch_size: int = 128,
     device: str | None = None,
     seed: int = 0,
+    recalibration: str | None = "loglinear",
 ) -> dict:
     """Write true parameters, posterior means and standard deviations of every map of a split, and the metrics.
 
@@ -237,7 +238,8 @@ def test(
     ``predictions.txt`` (the reference's 18
     columns), ``predictions.npz`` (with map/simulation indices and per-transform predictions), ``metrics.json``
     (R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations, and per-simulation
-    aggregates), ``split.json`` (the simulation indices used) and ``predictions.png``.
+    aggregates; with ``recalibration``, chi^2, coverage and mean sigma of the recalibrated sigma's with the suffix
+    ``_cal`` and the fitted scales), ``split.json`` (the simulation indices used) and ``predictions.png``.
 
     Parameters
     ----------
@@ -253,8 +255,12 @@ def test(
         Average over the 8 dihedral transforms.
     batch_size : int
     device : str, optional
+    recalibration : {"loglinear", "conformal", "chi2"}, optional
+        Post-hoc sigma recalibration fitted on the validation split of the model's own suite (see
+        :func:`cosmobench.multifield.calibration.fit_recalibration`) and applied to ``test_suite`` as it is: on
+        another suite it shows what an in-suite calibration is worth there. ``None`` skips it.
     """
-    from .evaluate import metrics, predict, write_predictions
+    from .evaluate import metrics, predict_split, recalibrate_on_valid, split_indices, write_predictions
     from .figures import predictions_figure
     from .train import load_model
 
@@ -268,21 +274,9 @@ def test(
     check_writable(folder)
     model, meta = load_model(path, device=device)
     s = meta["settings"]
-    if test_suite == meta["suite"]:
-        sims = np.asarray(meta["split"][split])
-    else:
-        sims = split_sims(len(load_params(data_dir, test_suite, s["set_name"])), s["split"], s["split_seed"])[split]
-    pred = predict(
-        model,
-        meta,
-        data_dir,
-        test_suite,
-        sims_to_maps(sims),
-        tta=tta,
-        batch_size=batch_size,
-        device=device,
-        set_name=s["set_name"],
-    )
+    sims = split_indices(meta, data_dir, test_suite, split)
+    options = {"tta": tta, "batch_size": batch_size, "device": device}
+    pred = predict_split(model, meta, data_dir, split, suite=test_suite, **options)
     write_predictions(folder, pred)
     write_json(
         folder / "split.json",
@@ -294,6 +288,7 @@ def test(
             "split_seed": s["split_seed"],
         },
     )
+    recal = recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options)[0] if recalibration else None
     result = {
         "model": str(path),
         "trained_on": meta["suite"],
@@ -301,9 +296,17 @@ def test(
         "fields": list(fields),
         "tta": tta,
         "metrics": metrics(
-            pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=tuple(meta["params"]), seed=seed
+            pred["theta"],
+            pred["mu"],
+            pred["sigma"],
+            pred["sim_index"],
+            params=tuple(meta["params"]),
+            seed=seed,
+            recalibration=recal,
         ),
     }
+    if recal is not None:
+        result["recalibration"] = {**recal.as_dict(PARAM_NAMES), "fitted_on": f"valid split of {meta['suite']}"}
     predictions_figure(pred, folder / "predictions.png", params=[p for p in (0, 1) if p in meta["params"]])
     write_json(folder / "metrics.json", result)
     return result
@@ -319,6 +322,7 @@ def robustness(
     seed: int = 0,
     params: Sequence[int] = (0, 1),
     tta: bool = True,
+    recalibration: str | None = "loglinear",
 ) -> dict:
     """Train on each suite, test on every suite; print and return the matrix of errors for Omega_m and sigma_8.
 
@@ -335,6 +339,9 @@ def robustness(
         Parameters trained and reported (cosmology only by default: astrophysical parameters differ between suites).
     tta : bool
         Average predictions over the 8 dihedral transforms.
+    recalibration : {"loglinear", "conformal", "chi2"}, optional
+        Sigma recalibration fitted on each training suite's validation split and applied to every test suite
+        (coverage before and after is reported; ``None`` skips it).
     """
     from .figures import robustness_figure
     from .robustness import cross_suite
@@ -343,18 +350,21 @@ def robustness(
     settings = settings_from(training, params=tuple(params))
     folder = Path(out_dir) / "robustness"
     check_writable(folder)
-    result = cross_suite(data_dir, out_dir, suites, fields, settings, seed=seed, params=params, tta=tta)
+    result = cross_suite(
+        data_dir, out_dir, suites, fields, settings, seed=seed, params=params, tta=tta, recalibration=recalibration
+    )
     robustness_figure(result, folder / f"robustness_{fields_tag(fields)}.png")
     print(result["table"])
+    keys = ("rel_err", "bias", "coverage68", "coverage95") + (
+        ("coverage68_cal", "coverage95_cal") if recalibration else ()
+    )
     return {
         "folder": str(folder),
         "suites": result["suites"],
         "fields": result["fields"],
-        "rel_err": {
-            a: {b: {p: result["matrix"][a][b][p]["rel_err"] for p in result["params"]} for b in suites} for a in suites
-        },
-        "bias": {
-            a: {b: {p: result["matrix"][a][b][p]["bias"] for p in result["params"]} for b in suites} for a in suites
+        **{
+            key: {a: {b: {p: result["matrix"][a][b][p][key] for p in result["params"]} for b in suites} for a in suites}
+            for key in keys
         },
     }
 
@@ -432,6 +442,7 @@ def calibrate(
     source: str = "train",
     model_path: str | None = None,
     seed: int = 0,
+    recalibration: str | None = "loglinear",
     npe: bool = True,
     npe_split: str = "valid",
     npe_epochs: int = 200,
@@ -442,14 +453,18 @@ def calibrate(
 ) -> dict:
     """Coverage of the mean +- std intervals (per map and per simulation), TARP, and an NPE posterior on CNN summaries.
 
-    The NPE (``sbi``) is trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, and
-    evaluated on the test split like the Gaussian posteriors.
+    The raw moment-network intervals, the same intervals recalibrated on the validation split and the NPE (``sbi``)
+    trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, are all evaluated on the
+    test split.
 
     Parameters
     ----------
     out_dir, data_dir : path
         Output root and CMD-format data folder.
     suite, fields, training, seed : as for :func:`train`, to find the model (or ``source="search"``, ``model_path``).
+    recalibration : {"loglinear", "conformal", "chi2"}, optional
+        Sigma recalibration fitted on the validation split at every nominal level of the coverage curve
+        (:func:`cosmobench.multifield.calibration.fit_recalibration`); its TARP uses the 68 % scale. ``None`` skips it.
     npe : bool
         Also train and evaluate the NPE posterior (needs ``sbi``).
     npe_split : {"valid", "train"}
@@ -464,10 +479,20 @@ def calibrate(
     -------
     dict
         Per parameter: coverage at 68 % and 95 % per map and per simulation (with bootstrap intervals); TARP
-        (ATC, largest deviation, KS p-value) per map and per simulation; the same for the NPE, with its leakage.
+        (ATC, largest deviation, KS p-value) per map and per simulation; the same for the recalibrated intervals
+        (``gaussian_recalibrated``, with the scales) and for the NPE, with its leakage.
     """
-    from .calibration import coverage_curve, coverage_from_samples, fit_npe, gaussian_samples, sample_npe, tarp
-    from .evaluate import predict
+    from .calibration import (
+        coverage_curve,
+        coverage_from_samples,
+        default_levels,
+        fit_npe,
+        fit_recalibration,
+        gaussian_samples,
+        sample_npe,
+        tarp,
+    )
+    from .evaluate import predict_split
     from .figures import coverage_figure
     from .train import load_model
 
@@ -481,52 +506,66 @@ def calibrate(
     model, meta = load_model(path, device=device)
     params = list(meta["params"])
     names = [PARAM_NAMES[p] for p in params]
-    s = meta["settings"]
-
-    def run_split(name):
-        sims = np.asarray(meta["split"][name])
-        return predict(
-            model,
-            meta,
-            data_dir,
-            suite,
-            sims_to_maps(sims),
-            tta=tta,
-            batch_size=batch_size,
-            device=device,
-            set_name=s["set_name"],
-        )
-
-    test_pred = run_split("test")
-    theta, sims = test_pred["theta"], test_pred["sim_index"]
     scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
-    theta_n = scaler.normalise(theta)[:, params]
-    mu_n, sd_n = test_pred["mu_norm"][:, params], test_pred["sigma_norm"][:, params]
-    levels = np.unique(np.round(np.r_[np.arange(0.05, 0.951, 0.05), 0.68], 4))
-    gauss_cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, seed=seed)
-    gauss_tarp = tarp(gaussian_samples(mu_n, sd_n, n_samples, seed), theta_n, seed=seed)
+    options = {"tta": tta, "batch_size": batch_size, "device": device}
+    preds = {name: predict_split(model, meta, data_dir, name, **options) for name in {"test", "valid", npe_split}}
+
+    def normalised(pred):
+        """Normalised truths, means and standard deviations of the trained parameters."""
+        return scaler.normalise(pred["theta"])[:, params], pred["mu_norm"][:, params], pred["sigma_norm"][:, params]
+
+    theta_n, mu_n, sd_n = normalised(preds["test"])
+    sims = preds["test"]["sim_index"]
     first = np.unique(sims, return_index=True)[1]
-    gauss_tarp_sim = tarp(gaussian_samples(mu_n[first], sd_n[first], n_samples, seed), theta_n[first], seed=seed)
+    levels = default_levels()
+
+    def gaussian_diagnostics(recal=None):
+        """Coverage curve (raw or recalibrated intervals), TARP per map and per simulation of the Gaussians
+        N(mu_n, sd^2) on the test split (recalibrated: the 68 % sigma)."""
+        cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, recalibration=recal, seed=seed)
+        sd = sd_n if recal is None else recal.sigma(sd_n, 0.68)
+        per_map = tarp(gaussian_samples(mu_n, sd, n_samples, seed), theta_n, seed=seed)
+        per_sim = tarp(gaussian_samples(mu_n[first], sd[first], n_samples, seed), theta_n[first], seed=seed)
+        return cov, per_map, per_sim
+
+    gauss_cov, gauss_tarp, gauss_tarp_sim = gaussian_diagnostics()
     curves = {"moment network": {"coverage": gauss_cov, "tarp": gauss_tarp, "params": names}}
     result = {
         "model": str(path),
         "suite": suite,
         "fields": list(fields),
         "params": names,
-        "n_test_maps": int(len(theta)),
+        "n_test_maps": int(len(theta_n)),
         "n_test_sims": int(len(first)),
         "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
     }
     result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
+    if recalibration:
+        v_theta, v_mu, v_sd = normalised(preds["valid"])
+        recal = fit_recalibration(
+            v_theta,
+            v_mu,
+            v_sd,
+            preds["valid"]["sim_index"],
+            columns=range(len(params)),
+            levels=levels,
+            method=recalibration,
+        )
+        cal_cov, cal_tarp, cal_tarp_sim = gaussian_diagnostics(recal)
+        curves["recalibrated"] = {"coverage": cal_cov, "tarp": cal_tarp, "params": names}
+        result["gaussian_recalibrated"] = {
+            **_summarise(cal_cov, cal_tarp, cal_tarp_sim, names, levels),
+            "recalibration": {**recal.as_dict(names, levels=(0.68, 0.95)), "fitted_on": "valid split"},
+            "mean_std_norm": dict(zip(names, recal.sigma(sd_n, 0.68).mean(0).tolist())),
+        }
     if npe:
-        cal = run_split(npe_split)
 
         def summaries(pred):
             return np.concatenate([pred["mu_norm"][:, params], np.log(pred["sigma_norm"][:, params] + 1e-6)], axis=1)
 
-        theta_cal = scaler.normalise(cal["theta"])[:, params]
-        posterior = fit_npe(summaries(cal), theta_cal, seed=seed, max_epochs=npe_epochs)
-        samples, leakage = sample_npe(posterior, summaries(test_pred), n_samples, seed=seed)
+        theta_cal = normalised(preds[npe_split])[0]
+        posterior = fit_npe(summaries(preds[npe_split]), theta_cal, seed=seed, max_epochs=npe_epochs)
+        samples, leakage = sample_npe(posterior, summaries(preds["test"]), n_samples, seed=seed)
         npe_cov = coverage_from_samples(samples, theta_n, sims, levels, seed=seed)
         npe_tarp = tarp(samples, theta_n, seed=seed)
         npe_tarp_sim = tarp(samples[:, first], theta_n[first], seed=seed)
