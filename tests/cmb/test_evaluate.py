@@ -1,4 +1,8 @@
-"""The evaluation protocol and the report on a tiny dataset folder written here (nside 16, 3 simulations)."""
+"""The evaluation protocol and the report on a tiny dataset folder written here (nside 16, 3 simulations per split).
+
+Two splits: Test, and TestOOD recorded as the "alt" foreground model, whose "noisy" predictions carry twice the
+noise (a method that degrades out of distribution).
+"""
 
 from __future__ import annotations
 
@@ -35,15 +39,26 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds")
     write_json(
         root / "manifest.json",
-        {"nside": NSIDE, "channels": [_channel("100", 40.0), _channel("143", 30.0)], "splits": {"Test": NSIM}},
+        {
+            "nside": NSIDE,
+            "channels": [_channel("100", 40.0), _channel("143", 30.0)],
+            "splits": {"Test": NSIM, "TestOOD": NSIM},
+            "split_foregrounds": {"Test": {"model": "default"}, "TestOOD": {"model": "alt"}},
+        },
     )
     _, lat = hp.pix2ang(NSIDE, np.arange(sht.npix(NSIDE)), lonlat=True)
     beam = sht.gauss_beam(20.6, LMAX)
     for name, fwhm in (("perfect", None), ("beamed", 20.6), ("noisy", None)):
         write_json(root / name / "method.json", {"method": name, "settings": {}, "output_beam_arcmin": fwhm})
+    for split, seed, noise in (("Test", 1, NOISE), ("TestOOD", 2, 2 * NOISE)):
+        _write_split(root, split, seed, noise, lat, beam)
+    return root
+
+
+def _write_split(root, split, seed, noise, lat, beam):
     for i in range(NSIM):
-        sim = root / "Simulations" / "Test" / f"sim{i:04d}"
-        alm = sht.synalm(_cl(LMAX)[0], LMAX, rng(1, "cmb", i))
+        sim = root / "Simulations" / split / f"sim{i:04d}"
+        alm = sht.synalm(_cl(LMAX)[0], LMAX, rng(seed, "cmb", i))
         truth = sht.alm2map(alm, NSIDE)
         write_healpix(sim / "cmb_map_fid.fits", truth, dtype=np.float64, column_names=["TEMPERATURE"])
         fg = np.stack([np.exp(-np.abs(lat) / 15.0), 2 * np.exp(-np.abs(lat) / 10.0)]) * (1 + 0.1 * i)
@@ -53,11 +68,10 @@ def dataset(tmp_path_factory):
         preds = {
             "perfect": truth,
             "beamed": sht.alm2map(sht.almxfl(alm, beam), NSIDE),
-            "noisy": truth + NOISE * rng(1, "noise", i).standard_normal(truth.size),
+            "noisy": truth + noise * rng(seed, "noise", i).standard_normal(truth.size),
         }
         for name, m in preds.items():
-            write_healpix(root / name / "Test" / f"sim{i:04d}" / "cmb_pred.fits", m, dtype=np.float64)
-    return root
+            write_healpix(root / name / split / f"sim{i:04d}" / "cmb_pred.fits", m, dtype=np.float64)
 
 
 def test_evaluate_scores_known_cases(dataset):
@@ -149,15 +163,48 @@ def test_compare_writes_leaderboard_and_report(dataset):
     assert "| deconvolved | perfect | **0" in board  # best MAE in bold
     rows = read_json(folder / "leaderboard.json")["rows"]
     assert len(rows) == 9 and {"rmse_mean", "rmse_std", "rmse_se", "n"} <= set(rows[0])
-    assert (folder / "leaderboard.csv").read_text().startswith("beam,method,output_beam_arcmin,mae_mean")
+    assert (
+        (folder / "leaderboard.csv")
+        .read_text()
+        .startswith("split,foreground_model,beam,method,output_beam_arcmin,mae_mean")
+    )
     text = report.read_text()
     for png in [
-        "figures/spectra_20.6arcmin.png",
-        "figures/transfer_60arcmin.png",
-        "figures/maps_noisy_deconvolved.png",
+        "figures/Test/spectra_20.6arcmin.png",
+        "figures/Test/transfer_60arcmin.png",
+        "figures/Test/maps_noisy_deconvolved.png",
     ]:
         assert png in text
         assert (folder / png).stat().st_size > 10_000
-    assert not (folder / "figures" / "maps_noisy_60arcmin.png").exists()
+    assert not (folder / "figures" / "Test" / "maps_noisy_60arcmin.png").exists()
     with pytest.raises(ValueError, match="not evaluated"):
         compare(out, report_dir=dataset / "report", map_beams=[5.0])
+
+
+def test_ood_split_is_scored_and_shown_beside_test(dataset):
+    """Both test splits evaluated into results/<split>; the report shows them side by side with the ratio."""
+    results = dataset / "results_ood"
+    kwargs = {"methods": ["perfect", "noisy"], "beams": ["deconvolved", 60.0], "nbins": 4, "progress": False}
+    for split in ("TestOOD", "Test"):
+        summary = evaluate(dataset, split=split, out_dir=results / split, **kwargs)
+        assert summary["settings"]["split"] == split
+        assert summary["settings"]["foreground_model"] == {"Test": "default", "TestOOD": "alt"}[split]
+    report = compare(results, report_dir=dataset / "report_ood", map_beams=[])
+    folder = report.parent
+    rows = read_json(folder / "leaderboard.json")["rows"]
+    assert [r["split"] for r in rows] == ["Test"] * 4 + ["TestOOD"] * 4  # Test first, then the OOD split
+    assert {r["foreground_model"] for r in rows if r["split"] == "TestOOD"} == {"alt"}
+    rmse = {(r["split"], r["beam"], r["method"]): r["rmse_mean"] for r in rows}
+    ratio = rmse["TestOOD", "deconvolved", "noisy"] / rmse["Test", "deconvolved", "noisy"]
+    assert ratio == pytest.approx(2.0, rel=0.1)  # the OOD predictions carry twice the noise
+    board = (folder / "leaderboard.md").read_text()
+    assert "| Common beam | Method | RMSE Test (μK) | RMSE TestOOD (μK) | TestOOD / Test |" in board
+    assert "### TestOOD (foregrounds: alt)" in board and "### Test (foregrounds: default)" in board
+    line = next(x for x in board.splitlines() if x.startswith("| deconvolved | noisy |"))
+    assert float(line.rstrip(" |").split("|")[-1]) == pytest.approx(ratio, rel=1e-2)
+    text = report.read_text()
+    assert "**TestOOD** (3 simulations, foreground model alt" in text
+    assert (
+        "figures/TestOOD/spectra_60arcmin.png" in text and (folder / "figures/TestOOD/spectra_60arcmin.png").is_file()
+    )
+    assert not list((folder / "figures").rglob("maps_*"))

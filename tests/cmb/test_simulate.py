@@ -109,6 +109,9 @@ def test_corrupt_finished_file_is_reported_and_nothing_is_lost(tmp_path):
         ({"cosmology": {"omch": 0.12}}, TypeError, "omch"),
         ({"foreground_backend": "magic"}, ValueError, "synthetic"),
         ({"dtype": "float16"}, ValueError, "float32"),
+        ({"foreground_model": "nope"}, ValueError, "unknown foreground model"),
+        ({"split_foregrounds": {"Train": {"dusty": {}}}}, ValueError, "foreground-model options"),
+        ({"foreground_backend": "pysm3", "pysm_presets": ["d1"], "splits": {"TestOOD": 1}}, ValueError, "synthetic"),
     ],
 )
 def test_bad_inputs_fail_before_any_work(tmp_path, kwargs, error, match):
@@ -126,3 +129,47 @@ def test_unwritable_output_and_changed_settings(tmp_path):
     simulate_dataset(tmp_path / "d", splits={"Train": 1}, seed=1, **SMALL)
     with pytest.raises(ValueError, match="different settings.*seed"):
         simulate_dataset(tmp_path / "d", splits={"Train": 1}, seed=2, **SMALL)
+
+
+def test_ood_split_has_the_alt_foregrounds_and_its_own_streams(tmp_path):
+    """TestOOD (default split_foregrounds) is simulated with the "alt" model, from streams of its own."""
+    import json
+
+    simulate_dataset(tmp_path, splits={"Test": 1, "TestOOD": 1}, seed=4, **SMALL)
+    ds = CMBDataset(tmp_path)
+    manifest = ds.manifest
+    assert manifest["splits"] == {"Test": 1, "TestOOD": 1}
+    assert {s: r["model"] for s, r in manifest["split_foregrounds"].items()} == {"Test": "default", "TestOOD": "alt"}
+    assert manifest["split_foregrounds"]["TestOOD"]["options"]["dust_model"] == "two_mbb"
+    assert ds.foreground_model("Test") == "default" and ds.foreground_model("TestOOD") == "alt"
+    params = json.loads(layout.params_path(tmp_path, "TestOOD", 0).read_text())["foregrounds"]
+    assert params["model"] == "alt" and params["stream"] == ["TestOOD", 0, "foregrounds"]
+    # the stored foregrounds are the alt model's sky of this stream, not the default model's
+    physics = {k: v for k, v in SMALL.items() if k not in ("nside", "bands", "progress")}
+    channels = load_channels(bands=SMALL["bands"])
+    stored = ds.load_foreground("TestOOD", 0)
+    for model, same in (("alt", True), ("default", False)):
+        sim = simulate_observation(16, channels, seed=4, key=("TestOOD", 0), foreground_model=model, **physics)
+        assert np.allclose(stored, sim.foreground_intensity, rtol=1e-5) is same, model
+    # independent streams: the CMB (and noise) of TestOOD sim0 is not Test sim0's
+    cmb = [ds.load_target(s, 0)[0] for s in ("Test", "TestOOD")]
+    assert abs(np.corrcoef(*cmb)[0, 1]) < 0.3
+
+
+def test_a_split_keeps_its_foreground_model(tmp_path):
+    import json
+
+    simulate_dataset(tmp_path, splits={"Test": 1}, seed=1, **SMALL)
+    with pytest.raises(ValueError, match="other foreground models.*Test: default -> alt"):
+        simulate_dataset(tmp_path, splits={"Test": 1}, seed=1, split_foregrounds={"Test": "alt"}, **SMALL)
+    # a manifest from before per-split models counts as "default"; a new OOD split can join it
+    mpath = layout.manifest_path(tmp_path)
+    old = json.loads(mpath.read_text())
+    del old["split_foregrounds"]
+    mpath.write_text(json.dumps(old))
+    simulate_dataset(tmp_path, splits={"TestOOD": 1}, seed=1, **SMALL)
+    manifest = CMBDataset(tmp_path).manifest
+    assert manifest["splits"] == {"Test": 1, "TestOOD": 1}
+    assert {s: r["model"] for s, r in manifest["split_foregrounds"].items()} == {"Test": "default", "TestOOD": "alt"}
+    with pytest.raises(ValueError, match="TestOOD: alt -> default"):
+        simulate_dataset(tmp_path, splits={"TestOOD": 1}, seed=1, split_foregrounds={}, **SMALL)

@@ -12,9 +12,12 @@ from cosmobench.sky import sht
 from cosmobench.sky.foregrounds import (
     AME,
     FOREGROUND_BACKENDS,
+    FOREGROUND_MODELS,
     FreeFree,
     Synchrotron,
     ThermalDust,
+    TwoComponentDust,
+    foreground_model,
     foreground_rng,
     latitude_profile,
     make_foregrounds,
@@ -23,6 +26,7 @@ from cosmobench.sky.foregrounds import (
 from cosmobench.sky.units import unit_factor
 
 NSIDE = 16
+SYNTHETIC = ["dust", "synchrotron", "freefree", "ame"]
 
 
 def _b_deg(nside):
@@ -123,12 +127,16 @@ TARGETS = {  # PySM d1/s1/f1/a1 at nside 64: (freq GHz, median |b|>30, median |b
 }
 
 
+@pytest.mark.parametrize("model", ["default", "alt"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_calibrated_to_pysm_levels(seed):
-    """Medians within a factor 1.5, P/I within 1.5, slope of C_ell^TT over ell 20-100 within 0.5 (nside 64)."""
+def test_calibrated_to_pysm_levels(seed, model):
+    """Medians within a factor 1.5, P/I within 1.5, slope of C_ell^TT over ell 20-100 within 0.5 (nside 64).
+
+    The "alt" model is a different sky, but its levels stay within these bounds (sane, not a toy).
+    """
     nside = 64
     b = _b_deg(nside)
-    comps = synthetic_foregrounds(nside, np.random.default_rng(seed))
+    comps = make_foregrounds("synthetic", nside, np.random.default_rng(seed), model=model)
     ell = np.arange(3 * nside)
     sel = (ell >= 20) & (ell <= 100)
     for (name, (freq, high, plane, pol_frac, slope)), comp in zip(TARGETS.items(), comps):
@@ -164,6 +172,99 @@ def test_ame_correlates_with_dust(fgs):
     assert r > 0.8
     loose = synthetic_foregrounds(NSIDE, np.random.default_rng(1), components=["dust", "ame"], ame_dust_correlation=0)
     assert np.corrcoef(np.log(loose[0].iqu[0]), np.log(loose[1].i))[0, 1] < r
+
+
+# ------------------------------------------------------------------------------------------ alt model
+
+
+def test_two_component_dust_sed_is_a_sum_of_two_modified_black_bodies():
+    npix = sht.npix(NSIDE)
+    rng = np.random.default_rng(3)
+    iqu = np.vstack([np.full(npix, 50.0), rng.normal(size=npix), rng.normal(size=npix)])
+    frac, t_hot = rng.uniform(0.3, 0.9, npix), rng.uniform(12.0, 20.0, npix)
+    dust = TwoComponentDust(iqu, frac_cold=frac, beta_cold=1.6, temp_cold=0.6 * t_hot, beta_hot=2.8, temp_hot=t_hot)
+    nu0 = 353.0
+
+    def mbb(nu, beta, temp):  # RJ temperature of I_nu ~ nu^beta B_nu(T), relative to nu0
+        return _rj_from_bnu(nu, nu**beta * _planck_bnu(nu, temp)) / _rj_from_bnu(
+            nu0, nu0**beta * _planck_bnu(nu0, temp)
+        )
+
+    for nu in (30.0, 143.0, 857.0):
+        law = frac * mbb(nu, 1.6, 0.6 * t_hot) + (1 - frac) * mbb(nu, 2.8, t_hot)
+        assert_allclose(dust.emission(nu * u.GHz).value, iqu * law, rtol=1e-10)
+    assert_allclose(dust.emission(nu0 * u.GHz).value, iqu, rtol=1e-13)
+    with pytest.raises(ValueError, match="frac_cold"):
+        TwoComponentDust(iqu, frac_cold=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        TwoComponentDust(iqu, temp_cold=0.0)
+    with pytest.raises(ValueError, match="single-MBB"):
+        TwoComponentDust.random(NSIDE, rng, beta_mean=1.5)
+
+
+def _log_slope(m, nside):
+    """Slope of log C_ell over ell 20-100 of a map."""
+    ell = np.arange(3 * nside)
+    sel = (ell >= 20) & (ell <= 100)
+    return np.polyfit(np.log(ell[sel]), np.log(sht.alm2cl(sht.map2alm(m, iter=3))[sel]), 1)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_alt_model_is_a_different_sky(seed):
+    """The "alt" model differs from the default in measurable physics, not just in its random numbers."""
+    nside = 64
+    default, alt = (
+        dict(zip(SYNTHETIC, make_foregrounds("synthetic", nside, np.random.default_rng(seed), model=m)))
+        for m in ("default", "alt")
+    )
+    assert isinstance(alt["dust"], TwoComponentDust) and isinstance(default["dust"], ThermalDust)
+
+    def rj(comp, nu):
+        return comp.emission(nu * u.GHz).value[0]
+
+    # dust cools with column density in "alt": its 100/353 GHz ratio follows the intensity; not in "default"
+    corr = {}
+    for name, fg in (("default", default), ("alt", alt)):
+        ratio = np.log(rj(fg["dust"], 100.0) / rj(fg["dust"], 353.0))
+        corr[name] = np.corrcoef(ratio, np.log(fg["dust"].iqu[0]))[0, 1]
+    assert corr["alt"] > 0.5 and abs(corr["default"]) < 0.3, corr
+    # more small-scale dust structure: the spectrum of log I is shallower by ~0.45 (alpha 2.3 vs 2.8)
+    slopes = [_log_slope(np.log(fg["dust"].iqu[0]), nside) for fg in (default, alt)]
+    assert slopes[1] - slopes[0] > 0.3, slopes
+    # curved, steeper synchrotron: effective RJ index 30 -> 100 GHz about -3.16 against -3.0
+    index = [
+        np.mean(np.log(rj(fg["synchrotron"], 100.0) / rj(fg["synchrotron"], 30.0))) / np.log(100 / 30)
+        for fg in (default, alt)
+    ]
+    assert index[1] < index[0] - 0.1, index
+    # AME peaks lower (22 against 28 GHz): relatively fainter at 44 GHz
+    ame = [np.median(rj(fg["ame"], 44.0) / rj(fg["ame"], 30.0)) for fg in (default, alt)]
+    assert ame[1] < 0.95 * ame[0], ame
+    # higher dust polarisation fraction
+    p = [np.median(np.hypot(*fg["dust"].iqu[1:]) / fg["dust"].iqu[0]) for fg in (default, alt)]
+    assert_allclose(p, [0.09, 0.12], rtol=1e-6)
+
+
+def test_foreground_models_by_name_or_options():
+    assert set(FOREGROUND_MODELS) >= {"default", "alt"}
+    rng = np.random.default_rng
+    plain = _all_maps(make_foregrounds("synthetic", NSIDE, rng(4)))
+    assert np.array_equal(plain, _all_maps(make_foregrounds("synthetic", NSIDE, rng(4), model="default")))
+    # a caller's component options update the model's, and the model is not mutated
+    comps = make_foregrounds("synthetic", NSIDE, rng(4), model="alt", components=["dust"], dust={"pol_frac": 0.05})
+    assert len(comps) == 1 and isinstance(comps[0], TwoComponentDust)
+    assert_allclose(np.median(np.hypot(*comps[0].iqu[1:]) / comps[0].iqu[0]), 0.05, rtol=1e-6)
+    assert foreground_model("alt")["dust"]["pol_frac"] == 0.12
+    custom = {"synchrotron": {"curvature": -0.1}}
+    assert foreground_model(custom) == custom and foreground_model(custom) is not custom
+    with pytest.raises(ValueError, match="unknown foreground model 'nope'.*default.*alt"):
+        foreground_model("nope")
+    with pytest.raises(ValueError, match="unknown foreground-model options"):
+        foreground_model({"dusty": {}})
+    with pytest.raises(ValueError, match="dust_model"):
+        synthetic_foregrounds(NSIDE, rng(0), dust_model="three_mbb")
+    with pytest.raises(ValueError, match="synthetic"):
+        make_foregrounds("pysm3", NSIDE, None, presets=["d1"], model="alt")
 
 
 # ------------------------------------------------------------------------------------------ seeding

@@ -1,15 +1,18 @@
 """``cosmobench cmb compare``: leaderboard and report from the results of :func:`~cosmobench.cmb.evaluate.evaluate`.
 
-Writes into ``report_dir``: ``leaderboard.md`` (methods x common beams, mean +- std across simulations, in the
-style of CMB-ML's README), ``leaderboard.csv`` and ``leaderboard.json`` (mean, std, standard error, count of
-every metric), figures under ``figures/`` and ``report.md`` tying them together.
+Reads every evaluated split under ``results_dir`` (``<split>/summary.json``: Test, and TestOOD whose
+foregrounds come from another model) and writes into ``report_dir``: ``leaderboard.md`` (the splits side by
+side with the out-of-distribution / in-distribution ratio, then per split methods x common beams, mean +- std
+across simulations, in the style of CMB-ML's README), ``leaderboard.csv`` and ``leaderboard.json`` (mean, std,
+standard error, count of every metric, one row per split, beam and method), figures under
+``figures/<split>/`` and ``report.md`` tying them together.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from cosmobench.cmb import figures
 from cosmobench.cmb.evaluate import METRIC_COLUMNS, beam_tag
 from cosmobench.core.io import atomic_path, read_json, write_json
 
-__all__ = ["compare", "leaderboard_markdown"]
+__all__ = ["compare", "find_results", "leaderboard_markdown", "leaderboard_text", "ood_markdown"]
 
 # metric -> (table header, unit, higher is better)
 HEADLINE = {
@@ -39,17 +42,18 @@ SPLITS = {
 def compare(
     results_dir: str | Path, *, report_dir: str | Path | None = None, map_beams: Sequence[str | float] | None = None
 ) -> Path:
-    """Write the leaderboard (Markdown, CSV, JSON), figures and ``report.md``.
+    """Write the leaderboard (Markdown, CSV, JSON), figures and ``report.md`` for every evaluated split.
 
     Parameters
     ----------
     results_dir : path
-        ``out_dir`` of :func:`~cosmobench.cmb.evaluate.evaluate` (holding ``summary.json``).
+        Folder of :func:`~cosmobench.cmb.evaluate.evaluate`'s per-split results (``<results_dir>/<split>/
+        summary.json``, e.g. Test and the out-of-distribution TestOOD), or one such split folder.
     report_dir : path, optional
         Report folder; ``<results_dir>/../report`` by default.
     map_beams : sequence of str or float, optional
-        Common beams at which to draw the map figures (one per method); all evaluated beams by default,
-        ``[]`` for none.
+        Common beams at which to draw the map figures (one per method and split); all evaluated beams by
+        default, ``[]`` for none.
 
     Returns
     -------
@@ -57,56 +61,76 @@ def compare(
         ``report.md``.
     """
     results = Path(results_dir)
-    summary_path = results / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"{summary_path} is missing; run `cosmobench cmb evaluate` first")
-    summary = read_json(summary_path)
+    folders = find_results(results)
+    summaries = {split: read_json(folder / "summary.json") for split, folder in folders.items()}
     report = Path(report_dir) if report_dir is not None else results.parent / "report"
-    settings = summary["settings"]
-    methods = list(settings["methods"])
-    beams = list(settings["beams"])
-    map_tags = beams if map_beams is None else [beam_tag(b) for b in map_beams]
-    unknown = sorted(set(map_tags) - set(beams))
-    if unknown:
-        raise ValueError(f"map_beams {unknown} were not evaluated; evaluated beams: {beams}")
+    for split, summary in summaries.items():
+        beams = list(summary["settings"]["beams"])
+        unknown = sorted({beam_tag(b) for b in (beams if map_beams is None else map_beams)} - set(beams))
+        if unknown:
+            raise ValueError(f"map_beams {unknown} were not evaluated on {split}; evaluated beams: {beams}")
 
-    rows = _rows(summary)
+    rows = [row for summary in summaries.values() for row in _rows(summary)]
     with atomic_path(report / "leaderboard.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    write_json(report / "leaderboard.json", {"settings": settings, "rows": rows})
-    table = leaderboard_markdown(summary)
+    first = next(iter(summaries.values()))
+    write_json(
+        report / "leaderboard.json",
+        {"settings": first["settings"], "splits": {s: v["settings"] for s, v in summaries.items()}, "rows": rows},
+    )
+    table = leaderboard_text(summaries)
     with atomic_path(report / "leaderboard.md") as tmp:
         tmp.write_text(table)
 
     figs: dict[str, list[tuple[str, str]]] = {}
-    for tag in beams:
+    for split, summary in summaries.items():
+        settings = summary["settings"]
+        beams = list(settings["beams"])
+        map_tags = beams if map_beams is None else [beam_tag(b) for b in map_beams]
+        figs.update(_split_figures(folders[split], report, split, settings, map_tags))
+    text = _report_text(summaries, table, figs)
+    with atomic_path(report / "report.md") as tmp:
+        tmp.write_text(text)
+    return report / "report.md"
+
+
+def find_results(results_dir: str | Path) -> dict[str, Path]:
+    """The per-split results folders under ``results_dir``: {split: folder}, Test first, then by name.
+
+    ``results_dir`` may itself be one split's folder (holding ``summary.json``).
+    """
+    results = Path(results_dir)
+    if (results / "summary.json").is_file():
+        folders = [results]
+    else:
+        folders = sorted(p for p in results.glob("*") if (p / "summary.json").is_file())
+    if not folders:
+        raise FileNotFoundError(
+            f"no summary.json in {results} or its split folders; run `cosmobench cmb evaluate` first"
+        )
+    found = {read_json(f / "summary.json")["settings"]["split"]: f for f in folders}
+    return {s: found[s] for s in sorted(found, key=lambda s: (s != "Test", s))}
+
+
+def _split_figures(
+    results: Path, report: Path, split: str, settings: dict, map_tags: list[str]
+) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Spectra, transfer and map figures of one split: {(split, kind): [(label, path relative to report)]}."""
+    figs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    folder = report / "figures" / split
+    methods = list(settings["methods"])
+    for tag in settings["beams"]:
         spectra = {m: dict(np.load(results / m / tag / "spectra.npz")) for m in methods}
-        figs.setdefault("spectra", []).append(
-            (
-                tag,
-                _rel(
-                    figures.plot_spectra(
-                        spectra, report / "figures" / f"spectra_{tag}.png", title=f"Spectra, common beam: {tag}"
-                    ),
-                    report,
-                ),
-            )
+        path = figures.plot_spectra(
+            spectra, folder / f"spectra_{tag}.png", title=f"{split}: spectra, common beam {tag}"
         )
-        figs.setdefault("transfer", []).append(
-            (
-                tag,
-                _rel(
-                    figures.plot_transfer(
-                        spectra,
-                        report / "figures" / f"transfer_{tag}.png",
-                        title=f"Transfer function, common beam: {tag}",
-                    ),
-                    report,
-                ),
-            )
+        figs.setdefault((split, "spectra"), []).append((tag, _rel(path, report)))
+        path = figures.plot_transfer(
+            spectra, folder / f"transfer_{tag}.png", title=f"{split}: transfer function, common beam {tag}"
         )
+        figs.setdefault((split, "transfer"), []).append((tag, _rel(path, report)))
         if tag in map_tags:
             for m in methods:
                 ex = np.load(results / m / tag / "example_maps.npz")
@@ -114,14 +138,11 @@ def compare(
                     ex["truth"],
                     ex["pred"],
                     ex["mask"],
-                    report / "figures" / f"maps_{m}_{tag}.png",
-                    title=f"{m}, {tag}, {settings['split']} sim{int(ex['sim']):04d}",
+                    folder / f"maps_{m}_{tag}.png",
+                    title=f"{m}, {tag}, {split} sim{int(ex['sim']):04d}",
                 )
-                figs.setdefault("maps", []).append((f"{m}, {tag}", _rel(path, report)))
-    text = _report_text(summary, table, figs)
-    with atomic_path(report / "report.md") as tmp:
-        tmp.write_text(text)
-    return report / "report.md"
+                figs.setdefault((split, "maps"), []).append((f"{m}, {tag}", _rel(path, report)))
+    return figs
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -130,11 +151,18 @@ def _rel(path: Path, base: Path) -> str:
 
 def _rows(summary: dict) -> list[dict[str, Any]]:
     rows = []
-    for tag in summary["settings"]["beams"]:
-        for m in summary["settings"]["methods"]:
+    settings = summary["settings"]
+    for tag in settings["beams"]:
+        for m in settings["methods"]:
             info = summary["methods"][m]
             stats = info["beams"][tag]
-            row: dict[str, Any] = {"beam": tag, "method": m, "output_beam_arcmin": info["output_beam_arcmin"]}
+            row: dict[str, Any] = {
+                "split": settings["split"],
+                "foreground_model": settings.get("foreground_model"),
+                "beam": tag,
+                "method": m,
+                "output_beam_arcmin": info["output_beam_arcmin"],
+            }
             for k in METRIC_COLUMNS:
                 for q in ("mean", "std", "se"):
                     row[f"{k}_{q}"] = stats[k][q]
@@ -199,28 +227,95 @@ def leaderboard_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _report_text(summary: dict, table: str, figs: dict) -> str:
-    s = summary["settings"]
+def _split_title(settings: dict) -> str:
+    model = settings.get("foreground_model")
+    return settings["split"] + ("" if model is None else f" (foregrounds: {model})")
+
+
+def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
+    """Markdown table of one metric on every split side by side, with each later split's ratio to the first.
+
+    The first split is the in-distribution reference (Test); the others are usually out of distribution
+    (TestOOD: foregrounds from another model). The best mean of each split column within a beam is bold.
+
+    Parameters
+    ----------
+    summaries : mapping of str to dict
+        Split -> ``summary.json`` content of :func:`~cosmobench.cmb.evaluate.evaluate`, reference first.
+    metric : str
+        A key of :data:`HEADLINE`.
+    """
+    splits = list(summaries)
+    ref = splits[0]
+    name, unit, higher = HEADLINE[metric]
+    first = summaries[ref]["settings"]
+    methods = [m for m in first["methods"] if all(m in summaries[s]["methods"] for s in splits)]
+    beams = [b for b in first["beams"] if all(b in summaries[s]["settings"]["beams"] for s in splits)]
+    unit = f" ({unit})" if unit else ""
+    head = [f"{name} {s}{unit}" for s in splits] + [f"{s} / {ref}" for s in splits[1:]]
+    lines = ["| Common beam | Method | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for tag in beams:
+        stats = {s: {m: summaries[s]["methods"][m]["beams"][tag][metric] for m in methods} for s in splits}
+        best = {}
+        for s in splits:
+            vals = {m: v["mean"] for m, v in stats[s].items() if v["mean"] is not None}
+            if vals:
+                best[s] = (max if higher else min)(vals, key=vals.get)
+        for m in methods:
+            cells = [_cell(stats[s][m], best.get(s) == m) for s in splits]
+            r = stats[ref][m]["mean"]
+            cells += [
+                _fmt(stats[s][m]["mean"] / r, 3) if r and stats[s][m]["mean"] is not None else "—" for s in splits[1:]
+            ]
+            lines.append(f"| {tag} | {m} | " + " | ".join(cells) + " |")
+    models = "; ".join(_split_title(summaries[s]["settings"]) for s in splits)
+    lines += [
+        "",
+        f"{name} mean ± standard deviation across the simulations of each split: {models}. "
+        f"The ratio columns divide a split's mean by the {ref} mean (1 = no loss on foregrounds the methods were "
+        "not trained on; docs/foregrounds.md describes the models).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_text(summaries: Mapping[str, dict]) -> str:
+    """The content of ``leaderboard.md``: the cross-split table (several splits), then each split's tables."""
+    if len(summaries) == 1:
+        return leaderboard_markdown(next(iter(summaries.values())))
+    parts = ["### Test splits side by side", "", ood_markdown(summaries)]
+    for summary in summaries.values():
+        parts += [f"### {_split_title(summary['settings'])}", "", leaderboard_markdown(summary)]
+    return "\n".join(parts)
+
+
+def _report_text(summaries: Mapping[str, dict], table: str, figs: dict) -> str:
+    first = next(iter(summaries.values()))
+    s = first["settings"]
     mask = (
         f"user mask `{s['mask_path']}`"
         if s["mask_path"]
         else (
             f"foreground-threshold mask keeping the faintest {s['fsky_requested']:.0%} of the sky "
-            f"(mean foreground intensity of the split, smoothed {s['mask_smooth_deg']:g}°)"
+            f"(mean foreground intensity of each split, smoothed {s['mask_smooth_deg']:g}°)"
         )
     )
     beams = ", ".join(
         f"{m}: {'none' if i['output_beam_arcmin'] is None else str(i['output_beam_arcmin']) + '′'}"
-        for m, i in summary["methods"].items()
+        for m, i in first["methods"].items()
+    )
+    splits = ", ".join(
+        f"**{v['settings']['split']}** ({len(v['settings']['sims'])} simulations, foreground model "
+        f"{v['settings'].get('foreground_model') or 'not recorded'}, scored sky fraction {v['settings']['fsky']:.3f})"
+        for v in summaries.values()
     )
     out = [
         "# CMB component separation: report",
         "",
-        f"Dataset `{s['root']}`, split **{s['split']}** ({len(s['sims'])} simulations), nside {s['nside']}.",
+        f"Dataset `{s['root']}`, nside {s['nside']}; splits {splits}.",
         "",
         "## Protocol",
         "",
-        f"- Mask: {mask}; scored sky fraction {s['fsky']:.3f}.",
+        f"- Mask: {mask}.",
         f"- Common beam: every map goes to alm up to ℓ_max = {s['lmax']}, is multiplied by b_target/b_source "
         f"and synthesised again (methods' output beams — {beams}).",
         "- Monopole and dipole fitted on unmasked pixels and removed from truth and prediction.",
@@ -235,9 +330,10 @@ def _report_text(summary: dict, table: str, figs: dict) -> str:
         table,
     ]
     titles = {"spectra": "Power spectra", "transfer": "Transfer functions", "maps": "Maps (first simulation)"}
-    for key, title in titles.items():
-        if key in figs:
-            out += ["", f"## {title}", ""]
-            out += [f"**{label}**\n\n![{label}]({path})\n" for label, path in figs[key]]
-    out += ["", "Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`, `figures/`.", ""]
+    for split in summaries:
+        for key, title in titles.items():
+            if (split, key) in figs:
+                out += ["", f"## {title}, {split}", ""]
+                out += [f"**{label}**\n\n![{label}]({path})\n" for label, path in figs[split, key]]
+    out += ["", "Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`, `figures/<split>/`.", ""]
     return "\n".join(out)

@@ -150,6 +150,17 @@ class CMBDataset:
             self.bands = [c.band for c in self.channels]
             self.nside = nside_of(np.empty(_fits_npix(first / f"obs_{self.bands[0]}_map.fits")))
 
+    def foreground_model(self, split: str) -> str | None:
+        """Foreground model ``split`` was simulated with ("default", "alt", "custom"); None if not recorded.
+
+        Manifests written before per-split models existed count as "default" with the synthetic backend; PySM
+        skies and CMB-ML's release give None.
+        """
+        record = self.manifest.get("split_foregrounds", {}).get(split)
+        if record is not None:
+            return record.get("model")
+        return "default" if self.manifest.get("settings", {}).get("foreground_backend") == "synthetic" else None
+
     @property
     def splits(self) -> dict[str, int]:
         """Number of complete simulations per split."""

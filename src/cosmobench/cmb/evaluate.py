@@ -14,8 +14,9 @@ Protocol (docs/cmb_evaluation.md), the same for the truth and every prediction:
 5. **Spectra**: binned MASTER D_b of truth, prediction, residual and truth x prediction with one apodised mask,
    the common beam deconvolved, and the MASTER expectation of each simulation's theory spectrum.
 
-Outputs under ``out_dir`` (all written atomically): ``summary.json``, ``mask.fits``,
-``<method>/<beam>/metrics.csv``, ``<method>/<beam>/spectra.npz``, ``<method>/<beam>/example_maps.npz``.
+Outputs under ``out_dir`` (default ``<root>/results/<split>``; all written atomically): ``summary.json``,
+``mask.fits``, ``<method>/<beam>/metrics.csv``, ``<method>/<beam>/spectra.npz``,
+``<method>/<beam>/example_maps.npz``.
 A method whose predictions, settings and protocol are unchanged since the last run is not scored again.
 """
 
@@ -110,7 +111,8 @@ def evaluate(
     lat_cut_deg : float
         The residual RMS is also reported at abs(b) > lat_cut_deg (monopole and dipole removed there).
     out_dir : path, optional
-        Results folder; ``<root>/results`` by default.
+        Results folder; ``<root>/results/<split>`` by default (one folder per split, which
+        :func:`~cosmobench.cmb.compare.compare` finds).
     executor, workers
         See :func:`cosmobench.core.executor.map_tasks` (one task per simulation).
     progress : bool
@@ -119,13 +121,13 @@ def evaluate(
     Returns
     -------
     dict
-        The content of ``summary.json``: settings, and per method and beam the mean, std, standard error and
-        count of each metric.
+        The content of ``summary.json``: settings (including the split's ``foreground_model``), and per method
+        and beam the mean, std, standard error and count of each metric.
     """
     from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
 
     ds = CMBDataset(root)
-    out = Path(out_dir) if out_dir is not None else ds.root / "results"
+    out = Path(out_dir) if out_dir is not None else ds.root / "results" / split
     nside = ds.nside
     lmax = 2 * nside if lmax is None else int(lmax)
     if not 2 <= lmax <= 3 * nside - 1:
@@ -154,6 +156,7 @@ def evaluate(
     settings = {
         "root": str(ds.root),
         "split": split,
+        "foreground_model": ds.foreground_model(split),
         "methods": list(methods),
         "nside": nside,
         "lmax": lmax,

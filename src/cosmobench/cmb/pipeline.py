@@ -1,7 +1,8 @@
 """``cosmobench cmb run``: the whole CMB separation benchmark in one call.
 
-simulate -> (train) + separate for every method -> evaluate -> compare. Each step is resumable, so an
-interrupted run continues where it stopped. The steps receive the plain sections of the configuration.
+simulate -> (train) + separate for every method and every split of ``run.splits`` (Test and the
+out-of-distribution TestOOD) -> evaluate each split -> compare. Each step is resumable, so an interrupted run
+continues where it stopped. The steps receive the plain sections of the configuration.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
-from .compare import compare
+from .compare import compare, leaderboard_markdown, ood_markdown
+from .dataset import CMBDataset
 from .evaluate import evaluate
 from .separate import separate, train
 from .simulate import simulate_dataset
@@ -20,6 +23,10 @@ __all__ = ["run"]
 
 def run(config: Mapping) -> dict:
     """Simulate, separate with every method of ``config["run"]["methods"]``, evaluate and write the report.
+
+    Every split of ``config["run"]["splits"]`` that the dataset holds (default Test and TestOOD, whose
+    foregrounds come from another model than the training foregrounds) is separated and evaluated, into
+    ``<compare.results_dir>/<split>``; splits with no simulation are skipped with a message.
 
     Parameters
     ----------
@@ -43,8 +50,15 @@ def run(config: Mapping) -> dict:
     steps: dict[str, float] = {}
     t0 = time.perf_counter()
     _say("simulating the dataset")
-    simulate_dataset(**config["simulate"])
+    root = simulate_dataset(**config["simulate"])["root"]
     steps["simulate"] = time.perf_counter() - t0
+    wanted = list(config["run"].get("splits") or [config["evaluate"]["split"]])
+    simulated = {s: n for s, n in CMBDataset(root).splits.items() if n > 0}
+    splits = [s for s in wanted if s in simulated]
+    if not splits:
+        raise ValueError(f"run.splits {wanted} names no simulated split; the dataset holds {simulated}")
+    if len(splits) < len(wanted):
+        _say(f"run.splits {sorted(set(wanted) - set(splits))} have no simulations in the dataset; skipped")
     trained = {}
     for name in methods:
         t = time.perf_counter()
@@ -53,18 +67,25 @@ def run(config: Mapping) -> dict:
         facts = train(**{**config["train"], "method": name, "settings": settings})
         if facts.get("epochs"):
             trained[name] = facts
-        separate(**{**config["separate"], "method": name, "settings": settings})
+        for split in splits:
+            separate(**{**config["separate"], "method": name, "settings": settings, "split": split})
         steps[name] = time.perf_counter() - t
     t = time.perf_counter()
-    _say("evaluating")
-    evaluate(**{**config["evaluate"], "methods": methods})
+    summaries = {}
+    for split in splits:
+        _say(f"evaluating {split}")
+        out_dir = Path(config["compare"]["results_dir"]) / split
+        summaries[split] = evaluate(**{**config["evaluate"], "methods": methods, "split": split, "out_dir": out_dir})
     steps["evaluate"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare(**config["compare"])
     steps["compare"] = time.perf_counter() - t
     steps["total"] = time.perf_counter() - t0
-    table = (report.parent / "leaderboard.md").read_text().split("\n\n")[0]
-    _say(f"leaderboard (Test split):\n\n{table}\n\nreport: {report}")
+    table = leaderboard_markdown(summaries[splits[0]]).split("\n\n")[0]
+    _say(f"leaderboard ({splits[0]} split):\n\n{table}\n")
+    if len(splits) > 1:
+        _say(f"in-distribution vs out-of-distribution foregrounds:\n\n{ood_markdown(summaries)}")
+    _say(f"report: {report}")
     return {
         "report": str(report),
         "seconds": {k: round(v, 1) for k, v in steps.items()},

@@ -27,9 +27,17 @@ from ..core.seeds import rng
 from ..sky import sht
 from . import dataset as layout
 
-__all__ = ["Observation", "simulate_observation", "simulate_dataset", "dataset_disk_bytes", "DEFAULT_SPLITS"]
+__all__ = [
+    "Observation",
+    "simulate_observation",
+    "simulate_dataset",
+    "dataset_disk_bytes",
+    "DEFAULT_SPLITS",
+    "DEFAULT_SPLIT_FOREGROUNDS",
+]
 
 DEFAULT_SPLITS = {"Train": 8, "Valid": 2, "Test": 2}
+DEFAULT_SPLIT_FOREGROUNDS = {"TestOOD": "alt"}  # the out-of-distribution test split, when simulated
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -77,6 +85,7 @@ def simulate_observation(
     foreground_components: Sequence[str] = ("dust", "synchrotron", "freefree", "ame"),
     pysm_presets: Sequence[str] = (),
     freeze_foregrounds: bool = False,
+    foreground_model: str | Mapping | None = None,
     fg_iter: int = 0,
     noise: bool = True,
 ) -> Observation:
@@ -108,7 +117,12 @@ def simulate_observation(
     pysm_presets : sequence of str
         PySM3 preset strings for the ``pysm3`` backend.
     freeze_foregrounds : bool
-        Use one foreground sky (stream ``(seed, "frozen", "foregrounds")``) for every simulation, as CMB-ML did.
+        Use one foreground sky (stream ``(seed, "frozen", "foregrounds")``, or ``(seed, "frozen", model,
+        "foregrounds")`` for a model other than "default") for every simulation, as CMB-ML did.
+    foreground_model : str or mapping, optional
+        Synthetic foreground model: a name of :data:`cosmobench.sky.foregrounds.FOREGROUND_MODELS`
+        ("default", "alt") or a mapping of :func:`~cosmobench.sky.foregrounds.synthetic_foregrounds` options;
+        only "default" (or None) with the ``pysm3`` backend.
     fg_iter : int
         Jacobi iterations of the foreground map analysis.
     noise : bool
@@ -121,6 +135,7 @@ def simulate_observation(
     from ..sky.cmb import CMB
     from ..sky.components import Sky
     from ..sky.cosmology import Cosmology, cmb_spectra, draw_cosmology
+    from ..sky.foregrounds import foreground_model as resolve_model
     from ..sky.foregrounds import make_foregrounds
     from ..sky.instrument import Instrument
     from ..sky.units import uK_RJ, unit_factor
@@ -137,13 +152,16 @@ def simulate_observation(
     t1 = time.perf_counter()
     cmb = CMB.from_spectra(cls, nside, rng(seed, *key, "cmb"))
     t2 = time.perf_counter()
-    fg_key = ("frozen", "foregrounds") if freeze_foregrounds else (*key, "foregrounds")
+    label = _model_label(foreground_backend, foreground_model)
+    frozen_key = ("frozen", "foregrounds") if label in ("default", None) else ("frozen", label, "foregrounds")
+    fg_key = frozen_key if freeze_foregrounds else (*key, "foregrounds")
     foregrounds = make_foregrounds(
         foreground_backend,
         nside,
         rng(seed, *fg_key),
         components=list(foreground_components),
         presets=list(pysm_presets),
+        model=foreground_model,
     )
     t3 = time.perf_counter()
     timings.update(spectra=t1 - t0, cmb=t2 - t1, foregrounds=t3 - t2)
@@ -169,6 +187,8 @@ def simulate_observation(
             "pysm_presets": list(pysm_presets),
             "frozen": bool(freeze_foregrounds),
             "stream": list(fg_key),
+            "model": label,
+            "options": resolve_model(foreground_model) if label is not None else {},
         },
         "seed": int(seed),
         "stream": list(key),
@@ -185,6 +205,23 @@ def simulate_observation(
     )
 
 
+def _model_label(backend: str, model: str | Mapping | None) -> str | None:
+    """Name of a foreground model as recorded: the model's name, "custom" for a mapping, None for pysm3."""
+    if backend != "synthetic":
+        if model not in (None, "default"):
+            raise ValueError(f"foreground model {model!r} applies to the 'synthetic' backend, not {backend!r}")
+        return None
+    return "default" if model is None else (model if isinstance(model, str) else "custom")
+
+
+def _model_record(backend: str, model: str | Mapping | None) -> dict:
+    """The manifest entry of a split's foregrounds: ``{"model": label, "options": resolved options}``."""
+    from ..sky.foregrounds import foreground_model as resolve_model
+
+    label = _model_label(backend, model)
+    return {"model": label, "options": resolve_model(model) if label is not None else {}}
+
+
 @dataclass(frozen=True)
 class _Spec:
     """Everything a worker needs to write one simulation (small and picklable)."""
@@ -195,6 +232,7 @@ class _Spec:
     seed: int
     dtype: str
     physics: tuple  # sorted (name, value) pairs for simulate_observation
+    foreground_models: tuple = ()  # (split, foreground model) pairs
 
 
 def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
@@ -208,7 +246,8 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
     for stale in layout.sim_dir(root, split, i).glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     channels = [Channel(**c) for c in spec.channels]
-    sim = simulate_observation(spec.nside, channels, seed=spec.seed, key=(split, i), **dict(spec.physics))
+    physics = dict(spec.physics, foreground_model=dict(spec.foreground_models).get(split))
+    sim = simulate_observation(spec.nside, channels, seed=spec.seed, key=(split, i), **physics)
     t0 = time.perf_counter()
     dtype = _DTYPES[spec.dtype]
     files = {}
@@ -293,6 +332,8 @@ def simulate_dataset(
     foreground_components: Sequence[str] = ("dust", "synchrotron", "freefree", "ame"),
     pysm_presets: Sequence[str] = (),
     freeze_foregrounds: bool = False,
+    foreground_model: str | Mapping | None = "default",
+    split_foregrounds: Mapping[str, str | Mapping] | None = None,
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
@@ -319,6 +360,13 @@ def simulate_dataset(
     cosmology, r, spectra_method, cache_dir, foreground_backend, foreground_components, pysm_presets,
     freeze_foregrounds, fg_iter, noise
         Physics settings, see :func:`simulate_observation`.
+    foreground_model : str or mapping
+        Synthetic foreground model of every split (see :func:`simulate_observation`).
+    split_foregrounds : mapping of str to (str or mapping), optional
+        Per-split model overriding ``foreground_model``; default :data:`DEFAULT_SPLIT_FOREGROUNDS`
+        (``{"TestOOD": "alt"}``: a split named TestOOD is out of distribution), ``{}`` for none. Entries for
+        splits not in ``splits`` are ignored. The manifest records the model of every split
+        (``split_foregrounds``); a split cannot change model on rerun.
     dtype : {"float32", "float64"}
         Stored precision of the maps.
     executor, workers, scheduler_address
@@ -347,6 +395,12 @@ def simulate_dataset(
         )
     if spectra_method not in ("fast", "camb"):
         raise ValueError(f"spectra_method must be 'fast' or 'camb', got {spectra_method!r}")
+    overrides = dict(DEFAULT_SPLIT_FOREGROUNDS if split_foregrounds is None else split_foregrounds)
+    split_models = {s: overrides.get(s, foreground_model) for s in splits}
+    try:
+        records = {s: _model_record(foreground_backend, m) for s, m in split_models.items()}
+    except ValueError as err:
+        raise ValueError(f"{err} (splits and their models: {split_models}; see split_foregrounds)") from None
     channels = load_channels(channel_table, bands=bands, fields=fields)
     if foreground_backend == "pysm3":
         from ..sky.pysm_backend import check_pysm_templates
@@ -378,7 +432,7 @@ def simulate_dataset(
         "channels": [asdict(c) for c in channels],
         **{k: v for k, v in physics.items() if k != "cache_dir"},
     }
-    manifest = _open_manifest(root, settings, splits)
+    manifest = _open_manifest(root, settings, splits, records)
 
     items = [(s, i) for s, n in splits.items() for i in range(n)]
     pending = _check_completed(root, items)
@@ -396,6 +450,7 @@ def simulate_dataset(
         seed=int(seed),
         dtype=dtype,
         physics=tuple(sorted(physics.items())),
+        foreground_models=tuple(split_models.items()),
     )
     t0 = time.perf_counter()
     timings = map_tasks(
@@ -424,11 +479,16 @@ def simulate_dataset(
     }
 
 
-def _open_manifest(root: Path, settings: dict, splits: dict) -> dict:
-    """Create the manifest, or check that an existing one was made with the same settings."""
+def _open_manifest(root: Path, settings: dict, splits: dict, foregrounds: dict) -> dict:
+    """Create the manifest, or check that an existing one was made with the same settings.
+
+    ``foregrounds`` maps each split to its foreground-model record; a split already in the manifest must keep
+    its record (a manifest written before per-split models existed counts as "default" for all its splits).
+    """
     import platform
 
     path = layout.manifest_path(root)
+    foregrounds = dict(foregrounds)
     if path.is_file():
         old = read_json(path)
         differ = sorted(
@@ -439,6 +499,16 @@ def _open_manifest(root: Path, settings: dict, splits: dict) -> dict:
                 f"{root} already holds a dataset made with different settings ({', '.join(differ)}); "
                 "use another out_dir, or delete the folder to regenerate it"
             )
+        legacy = _model_record(settings["foreground_backend"], None)
+        old_fg = {s: old.get("split_foregrounds", {}).get(s, legacy) for s in old.get("splits", {})}
+        changed = sorted(s for s in foregrounds if s in old_fg and old_fg[s] != foregrounds[s])
+        if changed:
+            models = ", ".join(f"{s}: {old_fg[s]['model']} -> {foregrounds[s]['model']}" for s in changed)
+            raise ValueError(
+                f"{root} already holds splits {changed} made with other foreground models ({models}); "
+                "use another out_dir or split name, or delete the folder to regenerate it"
+            )
+        foregrounds = {**old_fg, **foregrounds}
         merged = dict(old.get("splits", {}))
         merged.update({s: max(n, merged.get(s, 0)) for s, n in splits.items()})
         splits = merged
@@ -447,6 +517,7 @@ def _open_manifest(root: Path, settings: dict, splits: dict) -> dict:
         "nside": settings["nside"],
         "channels": settings["channels"],
         "splits": splits,
+        "split_foregrounds": foregrounds,
         "settings": settings,
         "versions": _versions(),
         "python": platform.python_version(),

@@ -5,6 +5,7 @@ template at a reference frequency and spectral-parameter maps, scalars allowed),
 ``random(nside, rng, ...)`` draws a synthetic realisation:
 
 - :class:`ThermalDust`: modified black body, per-pixel beta and T, polarised.
+- :class:`TwoComponentDust`: two modified black bodies (cold and hot dust), the dust of the "alt" model.
 - :class:`Synchrotron`: power law (optionally curved), per-pixel beta, polarised.
 - :class:`FreeFree`: power law in intensity.
 - :class:`AME`: spinning dust as a log-normal spectrum in intensity with a per-pixel peak frequency.
@@ -12,14 +13,16 @@ template at a reference frequency and spectral-parameter maps, scalars allowed),
 Synthetic morphology = a Galactic latitude profile (with an inner-Galaxy enhancement along the plane) times
 exp(sigma G), G a Gaussian field with a power-law spectrum. Polarisation angles follow a large-scale
 magnetic field plus a random spin-2 field. The defaults reproduce levels measured on PySM's d1/s1/f1/a1 at
-nside 64 (see ``docs/foregrounds.md``). :func:`make_foregrounds` builds either backend by name.
+nside 64 (see ``docs/foregrounds.md``). Named parametrisations live in :data:`FOREGROUND_MODELS`: "default"
+and "alt", a physically different sky for out-of-distribution test splits. :func:`make_foregrounds` builds
+either backend by name.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import constants
@@ -30,11 +33,15 @@ from .units import unit_factor
 
 __all__ = [
     "ThermalDust",
+    "TwoComponentDust",
     "Synchrotron",
     "FreeFree",
     "AME",
     "SYNTHETIC_COMPONENTS",
     "FOREGROUND_BACKENDS",
+    "FOREGROUND_MODELS",
+    "DUST_MODELS",
+    "foreground_model",
     "synthetic_foregrounds",
     "make_foregrounds",
     "foreground_rng",
@@ -279,6 +286,59 @@ def _smooth_param(nside: int, rng: np.random.Generator, mean: float, rms: float,
     return mean + rms * gaussian_field(nside, rng, alpha=alpha, lmax=lmax)
 
 
+# keyword arguments of the shared morphology steps, picked from a ``random`` classmethod's arguments
+_INTENSITY_KEYS = ("high", "plane", "plane_width", "lon_contrast", "sigma", "alpha", "ell_flat")
+_POLARISATION_KEYS = (
+    "pol_frac",
+    "pol_frac_max",
+    "pol_sigma",
+    "turbulence",
+    "eb_ratio",
+    "alpha_pol",
+    "field_l0",
+    "field_b0",
+)
+_POLARISED_KEYS = _INTENSITY_KEYS + _POLARISATION_KEYS
+
+
+def _pick(args: dict, keys: Sequence[str]) -> dict:
+    """The entries ``keys`` of ``args`` (a ``random`` classmethod's ``locals()``)."""
+    return {k: args[k] for k in keys}
+
+
+def _polarised_template(nside: int, rng: np.random.Generator, structure: np.ndarray | None, **morphology) -> np.ndarray:
+    """Stokes I, Q, U template of a polarised component (intensity, then polarisation), shape (3, npix).
+
+    ``morphology`` holds the keyword arguments of :func:`_intensity` and :func:`_polarisation`
+    (``_POLARISED_KEYS``); the draws from ``rng`` come in that order.
+    """
+    amp = _intensity(nside, rng, structure, **_pick(morphology, _INTENSITY_KEYS))
+    q, u = _polarisation(amp, nside, rng, **_pick(morphology, _POLARISATION_KEYS))
+    return np.stack([amp, q, u])
+
+
+class _ModifiedBlackBody:
+    """RJ-temperature SED of a modified black body relative to ``freq_ref_ghz``, per pixel.
+
+    ``(nu / nu0)^(beta + 1) (exp(x0) - 1) / (exp(x) - 1)``, ``x = h nu / k T``; ``beta`` and ``temp`` (K) are
+    float64 scalars or (npix,) maps.
+    """
+
+    def __init__(self, beta: np.ndarray, temp: np.ndarray, freq_ref_ghz: float):
+        if np.any(temp <= 0):
+            raise ValueError("dust temperature must be positive (K)")
+        self.freq_ref_ghz = freq_ref_ghz
+        self._h_over_kt = H_OVER_K / temp
+        self._expm1_x0 = np.expm1(self._h_over_kt * freq_ref_ghz)
+        self._beta_plus_1 = beta + 1.0
+
+    def __call__(self, nu: float) -> np.ndarray:
+        out = np.exp(self._beta_plus_1 * np.log(nu / self.freq_ref_ghz))
+        out *= self._expm1_x0
+        out /= np.expm1(self._h_over_kt * nu)
+        return out
+
+
 # --------------------------------------------------------------------------------------------- components
 
 
@@ -309,19 +369,11 @@ class ThermalDust(Component):
         npix = self.iqu.shape[-1]
         self.beta = _param(beta, npix, "beta")
         self.temp = _param(temp, npix, "temp")
-        if np.any(self.temp <= 0):
-            raise ValueError("dust temperature must be positive (K)")
-        self._h_over_kt = H_OVER_K / self.temp
-        self._expm1_x0 = np.expm1(self._h_over_kt * self.freq_ref_ghz)
-        self._beta_plus_1 = self.beta + 1.0
+        self._mbb = _ModifiedBlackBody(self.beta, self.temp, self.freq_ref_ghz)
 
     def sed(self, freq) -> np.ndarray:
         """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
-        nu = _ghz(freq)
-        out = np.exp(self._beta_plus_1 * np.log(nu / self.freq_ref_ghz))
-        out *= self._expm1_x0
-        out /= np.expm1(self._h_over_kt * nu)
-        return out
+        return self._mbb(_ghz(freq))
 
     def emission(self, freq):
         """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
@@ -382,34 +434,128 @@ class ThermalDust(Component):
             A unit-variance Gaussian field to use as G (to correlate components); drawn if omitted.
         """
         nside = sht.check_nside(nside)
-        amp = _intensity(
-            nside,
-            rng,
-            structure,
-            high=high,
-            plane=plane,
-            plane_width=plane_width,
-            lon_contrast=lon_contrast,
-            sigma=sigma,
-            alpha=alpha,
-            ell_flat=ell_flat,
-        )
-        q, u = _polarisation(
-            amp,
-            nside,
-            rng,
-            pol_frac=pol_frac,
-            pol_frac_max=pol_frac_max,
-            pol_sigma=pol_sigma,
-            turbulence=turbulence,
-            eb_ratio=eb_ratio,
-            alpha_pol=alpha_pol,
-            field_l0=field_l0,
-            field_b0=field_b0,
-        )
+        iqu = _polarised_template(nside, rng, structure, **_pick(locals(), _POLARISED_KEYS))
         beta = _smooth_param(nside, rng, beta_mean, beta_rms)
         temp = np.maximum(_smooth_param(nside, rng, temp_mean, temp_rms), 5.0)
-        return cls(np.stack([amp, q, u]), beta=beta, temp=temp, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+        return cls(iqu, beta=beta, temp=temp, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+class TwoComponentDust(Component):
+    """Thermal dust as two modified black bodies (a cold and a hot population), FDS / Meisner–Finkbeiner-like.
+
+    ``T_RJ(nu) = A(nu0) [f MBB_c(nu) + (1 - f) MBB_h(nu)]``, each ``MBB`` the modified black body of
+    :class:`ThermalDust` normalised to 1 at ``nu0``, so ``f`` is the cold fraction of the emission at ``nu0``.
+    The same law holds for I, Q and U.
+
+    Parameters
+    ----------
+    iqu : array_like, shape (3, npix)
+        Stokes I, Q, U at ``freq_ref_ghz`` in ``unit``.
+    frac_cold : float or ndarray (npix,)
+        Fraction of the emission at ``freq_ref_ghz`` from the cold component, in [0, 1].
+    beta_cold, temp_cold, beta_hot, temp_hot : float or ndarray (npix,)
+        Emissivity index and temperature (K, > 0) of each component.
+    freq_ref_ghz : float
+        Reference frequency, GHz.
+    unit : str
+        Unit of ``iqu``, converted at ``freq_ref_ghz``.
+    """
+
+    def __init__(
+        self,
+        iqu,
+        *,
+        frac_cold=0.69,
+        beta_cold=1.63,
+        temp_cold=9.75,
+        beta_hot=2.82,
+        temp_hot=15.7,
+        freq_ref_ghz: float = 353.0,
+        unit: str = "uK_RJ",
+    ):
+        self.freq_ref_ghz = float(freq_ref_ghz)
+        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "dust")
+        self.nside = sht.nside_of(self.iqu)
+        npix = self.iqu.shape[-1]
+        self.frac_cold = _param(frac_cold, npix, "frac_cold")
+        if np.any((self.frac_cold < 0) | (self.frac_cold > 1)):
+            raise ValueError("frac_cold must be in [0, 1]")
+        self.beta_cold = _param(beta_cold, npix, "beta_cold")
+        self.temp_cold = _param(temp_cold, npix, "temp_cold")
+        self.beta_hot = _param(beta_hot, npix, "beta_hot")
+        self.temp_hot = _param(temp_hot, npix, "temp_hot")
+        self._cold = _ModifiedBlackBody(self.beta_cold, self.temp_cold, self.freq_ref_ghz)
+        self._hot = _ModifiedBlackBody(self.beta_hot, self.temp_hot, self.freq_ref_ghz)
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        nu = _ghz(freq)
+        return self.frac_cold * self._cold(nu) + (1.0 - self.frac_cold) * self._hot(nu)
+
+    def emission(self, freq):
+        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
+        return _iqu_quantity(self.iqu * self.sed(freq))
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        frac_cold_mean: float = 0.69,
+        frac_cold_rms: float = 0.05,
+        beta_cold: float = 1.63,
+        beta_hot: float = 2.82,
+        temp_hot_mean: float = 15.7,
+        temp_hot_rms: float = 1.0,
+        temp_ratio: float = 0.621,
+        temp_column_slope: float = 1.0,
+        **morphology,
+    ) -> TwoComponentDust:
+        """Draw a synthetic two-component dust sky.
+
+        The template (intensity and polarisation) is that of :meth:`ThermalDust.random` with ``morphology``
+        (its keyword arguments except the spectral ones: ``high``, ``plane``, ``alpha``, ``pol_frac``, ...,
+        ``structure``). The hot temperature falls with column density:
+        ``T_h = temp_hot_mean + temp_hot_rms G - temp_column_slope ln(I / median I)`` (K, at least 5 K), and
+        ``T_c = temp_ratio T_h``; the cold fraction is ``frac_cold_mean + frac_cold_rms G'`` clipped to
+        [0, 1]; G, G' smooth unit-variance Gaussian fields. Defaults: Meisner & Finkbeiner (2015),
+        beta 1.63 / 2.82, T 9.75 / 15.7 K, which gives a cold fraction of 0.69 at 353 GHz.
+
+        Parameters
+        ----------
+        nside : int
+        rng : numpy.random.Generator
+        frac_cold_mean, frac_cold_rms : float
+            Cold fraction of the emission at the reference frequency.
+        beta_cold, beta_hot : float
+            Emissivity indices.
+        temp_hot_mean, temp_hot_rms : float
+            Hot-component temperature, K.
+        temp_ratio : float
+            T_c / T_h.
+        temp_column_slope : float
+            K per e-fold of intensity by which the dust cools in dense regions.
+        **morphology
+            Keyword arguments of :meth:`ThermalDust.random` other than ``beta_*`` and ``temp_*``.
+        """
+        spectral = sorted(k for k in morphology if k.startswith(("beta_", "temp_")))
+        if spectral:
+            raise ValueError(f"{spectral} are single-MBB options; TwoComponentDust takes its own spectral options")
+        base = ThermalDust.random(nside, rng, beta_rms=0.0, temp_rms=0.0, **morphology)
+        intensity = base.iqu[0]
+        frac = np.clip(_smooth_param(base.nside, rng, frac_cold_mean, frac_cold_rms), 0.0, 1.0)
+        temp_hot = _smooth_param(base.nside, rng, temp_hot_mean, temp_hot_rms)
+        temp_hot = np.maximum(temp_hot - temp_column_slope * np.log(intensity / np.median(intensity)), 5.0)
+        return cls(
+            base.iqu,
+            frac_cold=frac,
+            beta_cold=beta_cold,
+            temp_cold=temp_ratio * temp_hot,
+            beta_hot=beta_hot,
+            temp_hot=temp_hot,
+            freq_ref_ghz=base.freq_ref_ghz,
+        )
 
 
 class Synchrotron(Component):
@@ -475,33 +621,9 @@ class Synchrotron(Component):
         uK_CMB at ``freq_ref_ghz``), with the spectral index ``beta_mean + beta_rms G`` and a constant
         ``curvature``."""
         nside = sht.check_nside(nside)
-        amp = _intensity(
-            nside,
-            rng,
-            structure,
-            high=high,
-            plane=plane,
-            plane_width=plane_width,
-            lon_contrast=lon_contrast,
-            sigma=sigma,
-            alpha=alpha,
-            ell_flat=ell_flat,
-        )
-        q, u = _polarisation(
-            amp,
-            nside,
-            rng,
-            pol_frac=pol_frac,
-            pol_frac_max=pol_frac_max,
-            pol_sigma=pol_sigma,
-            turbulence=turbulence,
-            eb_ratio=eb_ratio,
-            alpha_pol=alpha_pol,
-            field_l0=field_l0,
-            field_b0=field_b0,
-        )
+        iqu = _polarised_template(nside, rng, structure, **_pick(locals(), _POLARISED_KEYS))
         beta = _smooth_param(nside, rng, beta_mean, beta_rms)
-        return cls(np.stack([amp, q, u]), beta=beta, curvature=curvature, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+        return cls(iqu, beta=beta, curvature=curvature, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
 
 class _IntensityOnly(Component):
@@ -564,18 +686,7 @@ class FreeFree(_IntensityOnly):
         """Draw a synthetic free-free sky (clumpier and narrower than dust); ``high``/``plane`` in uK_CMB at
         ``freq_ref_ghz``, spectral index ``beta_mean + beta_rms G``."""
         nside = sht.check_nside(nside)
-        amp = _intensity(
-            nside,
-            rng,
-            structure,
-            high=high,
-            plane=plane,
-            plane_width=plane_width,
-            lon_contrast=lon_contrast,
-            sigma=sigma,
-            alpha=alpha,
-            ell_flat=ell_flat,
-        )
+        amp = _intensity(nside, rng, structure, **_pick(locals(), _INTENSITY_KEYS))
         beta = _smooth_param(nside, rng, beta_mean, beta_rms)
         return cls(amp, beta=beta, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
@@ -638,18 +749,7 @@ class AME(_IntensityOnly):
         """Draw a synthetic AME sky; ``high``/``plane`` in uK_CMB at ``freq_ref_ghz``, peak-frequency map
         ``freq_peak_mean + freq_peak_rms G`` (GHz). Pass the dust ``structure`` to correlate AME with dust."""
         nside = sht.check_nside(nside)
-        amp = _intensity(
-            nside,
-            rng,
-            structure,
-            high=high,
-            plane=plane,
-            plane_width=plane_width,
-            lon_contrast=lon_contrast,
-            sigma=sigma,
-            alpha=alpha,
-            ell_flat=ell_flat,
-        )
+        amp = _intensity(nside, rng, structure, **_pick(locals(), _INTENSITY_KEYS))
         peak = np.maximum(_smooth_param(nside, rng, freq_peak_mean, freq_peak_rms), 5.0)
         return cls(amp, freq_peak_ghz=peak, width=width, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
@@ -657,6 +757,70 @@ class AME(_IntensityOnly):
 # --------------------------------------------------------------------------------------------- factories
 
 _CLASSES = {"dust": ThermalDust, "synchrotron": Synchrotron, "freefree": FreeFree, "ame": AME}
+DUST_MODELS = {"mbb": ThermalDust, "two_mbb": TwoComponentDust}
+
+# Named synthetic foreground models: keyword arguments of synthetic_foregrounds (docs/foregrounds.md).
+# "default" is calibrated on PySM d1/s1/f1/a1; "alt" is a physically different parametrisation for
+# out-of-distribution test splits (two-component dust cooling with column density and with more small-scale
+# structure, curved and steeper synchrotron, a lower AME peak less tied to dust, higher dust polarisation).
+FOREGROUND_MODELS: dict[str, dict] = {
+    "default": {},
+    "alt": {
+        "dust_model": "two_mbb",
+        "dust": {
+            "high": 250.0,
+            "plane": 1.0e4,
+            "sigma": 0.6,
+            "alpha": 2.3,
+            "pol_frac": 0.12,
+            "turbulence": 1.0,
+        },
+        "synchrotron": {
+            "high": 25.0,
+            "plane": 200.0,
+            "alpha": 2.6,
+            "beta_mean": -3.1,
+            "beta_rms": 0.15,
+            "curvature": -0.052,
+            "pol_frac": 0.15,
+            "field_l0": 80.0,
+        },
+        "freefree": {"sigma": 1.1, "beta_rms": 0.05},
+        "ame": {"high": 10.0, "plane": 500.0, "freq_peak_mean": 22.0, "freq_peak_rms": 3.0, "width": 0.6},
+        "ame_dust_correlation": 0.5,
+    },
+}
+
+
+def foreground_model(model: str | Mapping | None) -> dict:
+    """The keyword arguments of :func:`synthetic_foregrounds` for a named model, or a mapping checked as such.
+
+    Parameters
+    ----------
+    model : str, mapping or None
+        A name in :data:`FOREGROUND_MODELS` (``None`` = ``"default"``), or a mapping of keyword arguments
+        of :func:`synthetic_foregrounds` (other than ``components``).
+
+    Returns
+    -------
+    dict
+        A new (deep-copied) dict of keyword arguments.
+    """
+    import copy
+
+    if model is None:
+        model = "default"
+    if isinstance(model, str):
+        if model not in FOREGROUND_MODELS:
+            raise ValueError(f"unknown foreground model {model!r}; expected one of {list(FOREGROUND_MODELS)}")
+        return copy.deepcopy(FOREGROUND_MODELS[model])
+    if not isinstance(model, Mapping):
+        raise TypeError(f"a foreground model is a name or a mapping of options, got {type(model).__name__}")
+    allowed = set(inspect.signature(synthetic_foregrounds).parameters) - {"nside", "rng", "components"}
+    unknown = sorted(set(model) - allowed)
+    if unknown:
+        raise ValueError(f"unknown foreground-model options {unknown}; expected some of {sorted(allowed)}")
+    return copy.deepcopy(dict(model))
 
 
 def _structure(nside: int, rng: np.random.Generator, cls: type, opts: dict) -> np.ndarray:
@@ -676,6 +840,7 @@ def synthetic_foregrounds(
     freefree: dict | None = None,
     ame: dict | None = None,
     ame_dust_correlation: float = 0.8,
+    dust_model: str = "mbb",
 ) -> list[Component]:
     """A new synthetic foreground sky.
 
@@ -694,6 +859,9 @@ def synthetic_foregrounds(
         Keyword arguments of each class's ``random`` (e.g. ``dust={"beta_rms": 0.2}``).
     ame_dust_correlation : float
         Correlation coefficient between the AME and dust structure fields, in [-1, 1].
+    dust_model : {"mbb", "two_mbb"}
+        :class:`ThermalDust` (one modified black body) or :class:`TwoComponentDust`; ``dust`` holds the
+        chosen class's ``random`` options.
 
     Returns
     -------
@@ -706,6 +874,9 @@ def synthetic_foregrounds(
         raise ValueError(f"components must be distinct names from {list(SYNTHETIC_COMPONENTS)}, got {names}")
     if not -1 <= ame_dust_correlation <= 1:
         raise ValueError(f"ame_dust_correlation must be in [-1, 1], got {ame_dust_correlation}")
+    if dust_model not in DUST_MODELS:
+        raise ValueError(f"unknown dust_model {dust_model!r}; expected one of {list(DUST_MODELS)}")
+    classes = dict(_CLASSES, dust=DUST_MODELS[dust_model])
     options = {"dust": dust, "synchrotron": synchrotron, "freefree": freefree, "ame": ame}
     for name, opts in options.items():
         if opts and name not in names:
@@ -725,7 +896,7 @@ def synthetic_foregrounds(
             rho = ame_dust_correlation
             own = _structure(nside, streams["ame"], AME, opts)
             opts["structure"] = rho * shared + np.sqrt(1 - rho**2) * own
-        out.append(_CLASSES[name].random(nside, streams[name], **opts))
+        out.append(classes[name].random(nside, streams[name], **opts))
     return out
 
 
@@ -747,6 +918,7 @@ def make_foregrounds(
     *,
     components: Sequence[str] | None = None,
     presets: Sequence[str] | None = None,
+    model: str | Mapping | None = None,
     **params,
 ) -> list[Component]:
     """Foreground components from either backend.
@@ -762,8 +934,12 @@ def make_foregrounds(
         d1, s1, f1, a1.
     presets : sequence of str, optional
         PySM3 preset strings (e.g. ``["d9", "s4", "f1", "a1", "co1"]``); only for "pysm3".
+    model : str or mapping, optional
+        "synthetic" only: a named model of :data:`FOREGROUND_MODELS` ("default", "alt") or a mapping of
+        :func:`synthetic_foregrounds` options (see :func:`foreground_model`).
     **params
-        "synthetic": keyword arguments of :func:`synthetic_foregrounds`; "pysm3": none.
+        "synthetic": keyword arguments of :func:`synthetic_foregrounds`, on top of ``model`` (a component's
+        dict updates the model's dict of that component); "pysm3": none.
 
     Returns
     -------
@@ -778,7 +954,14 @@ def make_foregrounds(
         if rng is None:
             raise ValueError("the synthetic backend needs a random generator, e.g. foreground_rng(seed, split, index)")
         comps = SYNTHETIC_COMPONENTS if components is None else components
-        return synthetic_foregrounds(nside, rng, components=comps, **params)
+        kwargs = foreground_model(model)
+        for key, value in params.items():
+            kwargs[key] = {**(kwargs.get(key) or {}), **value} if isinstance(value, Mapping) else value
+        # a model's options for components that are not requested are dropped; the caller's are checked
+        kwargs.update({c: None for c in SYNTHETIC_COMPONENTS if c not in comps and c not in params})
+        return synthetic_foregrounds(nside, rng, components=comps, **kwargs)
+    if model not in (None, "default"):
+        raise ValueError(f"foreground model {model!r} applies to the 'synthetic' backend, not 'pysm3'")
     if params:
         raise ValueError(f"the pysm3 backend takes no extra parameters, got {sorted(params)}")
     if not presets:
