@@ -84,7 +84,7 @@ def small_dataset(tmp_path_factory):
         str(data_root),
         r_test=[0.001, 0.01],
         n_test=60,
-        n_train=6000,
+        n_train=12000,
         n_val=1000,
         fg_fraction=0.0,
         n_fg_mc=0,
@@ -104,11 +104,11 @@ def test_unconditional_model_reproduces_held_out_spectra(small_dataset, tmp_path
     from cosmobench.bmodes import stages
 
     out = _run_dir(small_dataset, tmp_path)
-    stages.train(out, conditional=False, epochs=150, batch_size=256, lr=2e-3, progress=False, device="cpu")
+    stages.train(out, conditional=False, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
     pc = stages.sample(
         out,
         modes=["unconditional"],
-        sampler="em",
+        sampler="pc",
         n_steps=300,
         n_draws=1,
         n_prior_check=1000,
@@ -116,18 +116,19 @@ def test_unconditional_model_reproduces_held_out_spectra(small_dataset, tmp_path
         progress=False,
         device="cpu",
     )["prior_check"]
+    # worst of 30 multipoles (and of 435 correlations): a few sigma is expected even for exact samples
     assert pc["max_abs_mean_z"] < 5
-    assert pc["max_abs_log_std_ratio"] < 6 * pc["std_ratio_tolerance_1sigma"]
+    assert pc["max_abs_log_std_ratio"] < 5 * pc["std_ratio_tolerance_1sigma"]
     assert pc["max_abs_corr_diff"] < 4 * pc["corr_diff_tolerance_1sigma"]
 
 
 def test_pipeline_quality(small_dataset, tmp_path):
-    """The conditional model: its posterior mean beats the unconditional draws, the observation and the observation
-    minus its expected contamination in MSE, and r from its posterior is close to the truth at r = 0.01."""
+    """The conditional model: over the test set its posterior mean beats the unconditional draws, the observation and
+    the observation minus its expected contamination in MSE; r from its posterior is close to the truth at 0.01."""
     from cosmobench.bmodes import stages
 
     out = _run_dir(small_dataset, tmp_path)
-    stages.train(out, epochs=150, batch_size=256, lr=2e-3, progress=False, device="cpu")
+    stages.train(out, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
     res = stages.sample(
         out,
         modes=["conditional", "unconditional"],
@@ -138,13 +139,15 @@ def test_pipeline_quality(small_dataset, tmp_path):
         trajectory_every=0,
         progress=False,
         device="cpu",
-    )
+    )["results"]
+    key = "mse_r_units_posterior_mean"
+    # summed over both test sets: at r = 0.01, the centre of the prior, the prior mean is itself a fair estimate
+    cond_total = sum(res[f"conditional/r{r}"][key] for r in ("0.001", "0.01"))
+    assert cond_total < 0.5 * sum(res[f"unconditional/r{r}"][key] for r in ("0.001", "0.01"))
     for r in ("0.001", "0.01"):
-        cond = res["results"][f"conditional/r{r}"]
-        uncond = res["results"][f"unconditional/r{r}"]
-        assert cond["mse_r_units_posterior_mean"] < uncond["mse_r_units_posterior_mean"]
-        assert cond["mse_r_units_posterior_mean"] < cond["mse_r_units_observed_minus_expected_contamination"]
-        assert cond["mse_r_units_posterior_mean"] < 0.1 * cond["mse_r_units_observed"]
+        cond = res[f"conditional/r{r}"]
+        assert cond[key] < cond["mse_r_units_observed_minus_expected_contamination"]
+        assert cond[key] < 0.1 * cond["mse_r_units_observed"]
     rows = {(row["r0"], row["estimator"]): row for row in stages.infer(out)["rows"]}
     diff = rows[(0.01, "diffusion_median")]
     assert abs(diff["bias"]) < 0.6 * diff["sigma_fisher"] and diff["std_over_fisher"] < 1.5

@@ -80,7 +80,8 @@ def denoise_spectra(
     Returns
     -------
     dict
-        ``draws``: D_l draws, shape (n, n_draws, n_ell); ``x``: the same in transformed units; ``nfe``: score
+        ``draws``: D_l draws, shape (n, n_draws, n_ell), projected onto D_l >= 0 (a draw below the floor of the log
+        transform is set to 0); ``x``: the same in transformed units; ``nfe``: score
         evaluations per trajectory; with trajectories, ``trajectory`` (n_keep, n_trajectories, n_ell) in transformed
         units and ``times`` (n_keep,).
     """
@@ -122,7 +123,8 @@ def denoise_spectra(
                 traj, times = res.trajectory[:, : int(n_trajectories)].double().numpy(), res.times
             if progress is not None:
                 progress(len(rows))
-    x = out.reshape(n, n_draws, n_ell)
+    # a power spectrum is non-negative: project draws that crossed the floor of the log transform back onto D = 0
+    x = np.maximum(out.reshape(n, n_draws, n_ell), transform_x.forward(np.zeros(n_ell)))
     result = {"draws": transform_x.inverse(x), "x": x, "nfe": nfe}
     if traj is not None:
         result["trajectory"], result["times"] = traj, times

@@ -11,6 +11,10 @@ Estimators compared on the same test spectra:
 - ``diffusion_mean`` / ``diffusion_median``: posterior draws of the clean tensor spectrum from the conditional score
   model, each turned into draws of r with the clean-spectrum likelihood and the same prior
   (:func:`~cosmobench.bmodes.likelihood.clean_r_posterior_draws`); interval: the central 68 % of the r draws.
+- ``diffusion_ml``: the likelihood peak recovered from the same r draws. With a flat prior the posterior is the
+  likelihood truncated to [0, r_max]; the mean of the draws fixes where the likelihood peaks, through the shape
+  of the exact likelihood of the data model (:func:`detruncate`); the estimate may be negative. This removes the
+  positivity bias of the Bayesian point estimates near r = 0 and is the diffusion counterpart of ``exact``.
 - ``oracle``: the maximum likelihood of the true clean tensor spectrum (cosmic variance only): no method that sees
   only y can do better.
 
@@ -30,6 +34,7 @@ __all__ = [
     "exact_estimates",
     "exact_posterior_estimates",
     "diffusion_estimates",
+    "detruncate",
     "oracle_estimates",
     "score_estimates",
     "r_table_markdown",
@@ -126,14 +131,51 @@ def diffusion_estimates(
     Returns
     -------
     dict of ndarray, shape (n,)
-        ``mean``, ``median``, ``lo`` and ``hi`` (16th and 84th percentiles), ``std``.
+        ``mean``, ``median``, ``lo`` and ``hi`` (16th and 84th percentiles), ``std``; ``ml``: the
+        :func:`detruncate` dict.
     """
     ell = np.asarray(model["ell"])
     draws = clean_r_posterior_draws(
         _cl(dl_draws, ell), np.asarray(model["cl_tensor_obs"]), ell, r_max=r_max, n_per_draw=n_per_draw, rng=rng
     )
     lo, med, hi = np.percentile(draws, [15.865, 50.0, 84.135], axis=-1)
-    return {"mean": draws.mean(-1), "median": med, "lo": lo, "hi": hi, "std": draws.std(-1)}
+    mean = draws.mean(-1)
+    ml = detruncate(mean, model, r_max=r_max)
+    return {"mean": mean, "median": med, "lo": lo, "hi": hi, "std": draws.std(-1), "ml": ml}
+
+
+def detruncate(post_mean: np.ndarray, model: dict, *, r_max: float, n_grid: int = 801) -> dict[str, np.ndarray]:
+    """Likelihood peak whose flat-prior posterior on [0, r_max] has the given mean.
+
+    With a flat prior the posterior of r is the likelihood truncated to [0, r_max], and its mean is a monotonic
+    function of where the likelihood peaks. That function is computed on the Asimov spectra C_hat = C(r_hat) of the
+    data model (the spectrum whose exact likelihood peaks at r_hat, r_hat down to where C reaches 0) and inverted by
+    interpolation. The result estimates the maximum-likelihood r and may be negative: near r = 0 it undoes the
+    positivity bias of the posterior mean. The interval is the Delta(-2 ln L) = 1 interval of the Asimov likelihood.
+
+    Parameters
+    ----------
+    post_mean : ndarray, shape (n,)
+        Posterior means of r under the flat prior on [0, r_max].
+    model : dict
+        As in :func:`exact_estimates`.
+    r_max : float
+        Upper edge of the prior.
+    n_grid : int
+        Points of the r_hat grid.
+
+    Returns
+    -------
+    dict of ndarray, shape (n,): ``r_hat``, ``lo``, ``hi``
+    """
+    ell, ct, co = (np.asarray(model[k], dtype=float) for k in ("ell", "cl_tensor_obs", "cl_other"))
+    edge = -np.min(co / ct)
+    r_hat = np.linspace(edge + 1e-3 * abs(edge), r_max, int(n_grid))
+    asimov = (r_hat[:, None] * ct + co) * dl_factor(ell)
+    mean = exact_posterior_estimates(asimov, model, r_max=r_max)["mean"]
+    est = np.interp(post_mean, mean, r_hat)
+    fit = fit_r(est[:, None] * ct + co, ct, co, ell, fsky=float(model["fsky"]), r_max=max(r_max, 2 * est.max()))
+    return {"r_hat": est, "lo": fit["lo"], "hi": fit["hi"]}
 
 
 def score_estimates(

@@ -259,32 +259,26 @@ def train(
     out_dir: str,
     seed: int = 0,
     sde: dict | None = None,
-    conditional: bool = True,
-    p_uncond: float = 0.2,
-    hidden_dim: int = 256,
-    embed_dim: int = 128,
-    num_layers: int = 5,
-    fourier_scale: float = 30.0,
-    normalization: str = "per_ell",
-    log_offset_r: float = 1e-4,
-    weighting: str = "sigma2",
-    epochs: int = 100,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    warmup_steps: int = 200,
-    grad_clip: float | None = 1.0,
-    ema_decay: float | None = 0.999,
     device: str | None = None,
     progress: bool = True,
+    **options,
 ) -> dict:
     """Train the (conditional) score model on the amortised pairs.
 
-    See :func:`cosmobench.bmodes.train.train_score_model` for the arguments.
-
-    ``sde`` is ``{"name": "ve"|"vp"|"subvp", **arguments}`` (default VE, sigma_min 0.01, sigma_max from the data).
-    Writes ``out_dir/model``; a finished model (``model.pth``) is not retrained.
+    Parameters
+    ----------
+    out_dir : str
+        Run folder (needs ``data``); writes ``out_dir/model``. A finished model (``model.pth``) is not retrained.
+    seed : int
+    sde : dict, optional
+        ``{"name": "ve"|"vp"|"subvp", **arguments}`` (default VE, sigma_min 0.01, sigma_max from the data).
+    device : str, optional
+    progress : bool
+    **options
+        The other keyword arguments of :func:`cosmobench.bmodes.train.train_score_model` (``conditional``,
+        ``p_uncond``, architecture, transform, weighting, optimisation, ``ema_decay``).
     """
-    params = {k: v for k, v in dict(locals()).items() if k in _TRAIN_KEYS}
+    from .dataset import dl_factor
     from .figures import plot_loss
     from .train import train_score_model
 
@@ -294,62 +288,22 @@ def train(
         hist = read_json(folder / "history.json")
         return {"skipped": True, "model": str(folder / "model.pth"), "best_val_loss": hist["best_val_loss"][0]}
     check_writable(folder)
-    arrays = {k: np.load(data / f"dl_{k}.npy") for k in ("gt_train", "noisy_train", "gt_val", "noisy_val")}
-    from .dataset import dl_factor
-
+    arrays = [np.load(data / f"dl_{k}.npy") for k in ("gt_train", "noisy_train", "gt_val", "noisy_val")]
     template_dl = np.asarray(model_spectra["cl_tensor_obs"]) * dl_factor(np.asarray(model_spectra["ell"]))
-    config = {"train": params, "data": meta["settings"], "r_max": meta["r_max"]}
+    config = {"train": {"seed": seed, "sde": sde, **options}, "data": meta["settings"], "r_max": meta["r_max"]}
     summary = train_score_model(
         folder,
-        arrays["gt_train"],
-        arrays["noisy_train"],
-        arrays["gt_val"],
-        arrays["noisy_val"],
+        *arrays,
         template_dl,
         sde=sde or {"name": "ve", "sigma_min": 0.01, "sigma_max": None},
-        conditional=conditional,
-        p_uncond=p_uncond,
-        hidden_dim=hidden_dim,
-        embed_dim=embed_dim,
-        num_layers=num_layers,
-        fourier_scale=fourier_scale,
-        normalization=normalization,
-        log_offset_r=log_offset_r,
-        weighting=weighting,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        grad_clip=grad_clip,
-        ema_decay=ema_decay,
         device=device,
         seed=seed,
         config=config,
         progress=progress,
+        **options,
     )
     plot_loss(read_json(folder / "history.json"), folder / "loss.png")
     return summary
-
-
-_TRAIN_KEYS = (
-    "seed",
-    "sde",
-    "conditional",
-    "p_uncond",
-    "hidden_dim",
-    "embed_dim",
-    "num_layers",
-    "fourier_scale",
-    "normalization",
-    "log_offset_r",
-    "weighting",
-    "epochs",
-    "batch_size",
-    "lr",
-    "warmup_steps",
-    "grad_clip",
-    "ema_decay",
-)
 
 
 # ----------------------------------------------------------------------------------------------- sample
@@ -612,6 +566,7 @@ def infer(
             )
             for point in ("mean", "median"):
                 est[f"diffusion_{point}"] = {"r_hat": d[point], "lo": d["lo"], "hi": d["hi"]}
+            est["diffusion_ml"] = d["ml"]
         n_used = min(len(v["r_hat"]) for v in est.values())
         hist[label] = {"r0": float(r), "sigma_fisher": sigma_f}
         for name, e in est.items():
