@@ -208,3 +208,22 @@ def test_ood_split_is_scored_and_shown_beside_test(dataset):
         "figures/TestOOD/spectra_60arcmin.png" in text and (folder / "figures/TestOOD/spectra_60arcmin.png").is_file()
     )
     assert not list((folder / "figures").rglob("maps_*"))
+
+
+def test_compare_prefers_split_folders_over_an_old_layout_result(dataset):
+    """A results folder evaluated first without split folders (old layout: results/summary.json), then per split:
+    the report shows the split folders (Test and TestOOD), warning about the old top-level result."""
+    results = dataset / "results_mixed"
+    kwargs = {"methods": ["perfect", "noisy"], "beams": [60.0], "nbins": 4, "progress": False}
+    evaluate(dataset, out_dir=results, **kwargs)  # the old layout: one split, at the top
+    for split in ("Test", "TestOOD"):
+        evaluate(dataset, split=split, out_dir=results / split, **kwargs)
+    with pytest.warns(UserWarning, match="layout without split folders"):
+        report = compare(results, report_dir=dataset / "report_mixed", map_beams=[])
+    rows = read_json(report.parent / "leaderboard.json")["rows"]
+    assert [r["split"] for r in rows] == ["Test"] * 2 + ["TestOOD"] * 2
+    assert "TestOOD / Test" in (report.parent / "leaderboard.md").read_text()
+    (results / "Copy").mkdir()
+    (results / "Copy" / "summary.json").write_bytes((results / "Test" / "summary.json").read_bytes())
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="both hold results of split 'Test'"):
+        compare(results, report_dir=dataset / "report_mixed", map_beams=[])

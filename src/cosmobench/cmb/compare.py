@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,18 +100,31 @@ def compare(
 def find_results(results_dir: str | Path) -> dict[str, Path]:
     """The per-split results folders under ``results_dir``: {split: folder}, Test first, then by name.
 
-    ``results_dir`` may itself be one split's folder (holding ``summary.json``).
+    ``results_dir`` may itself be one split's folder (holding ``summary.json``). Where it holds both split
+    folders and a ``summary.json`` of its own (a dataset evaluated with the layout from before split folders,
+    then again per split), the split folders are used and the old top-level result is ignored with a warning.
     """
     results = Path(results_dir)
+    folders = sorted(p for p in results.glob("*") if (p / "summary.json").is_file())
     if (results / "summary.json").is_file():
-        folders = [results]
-    else:
-        folders = sorted(p for p in results.glob("*") if (p / "summary.json").is_file())
+        if folders:
+            warnings.warn(
+                f"{results / 'summary.json'} is a result of the layout without split folders; reporting the "
+                f"split folders {[f.name for f in folders]} instead (move or delete the old files to silence this)",
+                stacklevel=2,
+            )
+        else:
+            folders = [results]
     if not folders:
         raise FileNotFoundError(
             f"no summary.json in {results} or its split folders; run `cosmobench cmb evaluate` first"
         )
-    found = {read_json(f / "summary.json")["settings"]["split"]: f for f in folders}
+    found: dict[str, Path] = {}
+    for f in folders:
+        split = read_json(f / "summary.json")["settings"]["split"]
+        if split in found:
+            raise ValueError(f"{found[split]} and {f} both hold results of split {split!r}; keep one")
+        found[split] = f
     return {s: found[s] for s in sorted(found, key=lambda s: (s != "Test", s))}
 
 
