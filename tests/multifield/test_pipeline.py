@@ -92,6 +92,9 @@ def test_test_stage_writes_reference_outputs(trained, tiny_data):
     assert set(res["metrics"]) >= {"Omega_m", "sigma_8", "A_SN1"}
     assert {"r2", "rel_err", "chi2", "coverage68", "sim_r2"} <= set(res["metrics"]["Omega_m"])
     assert {"chi2_cal", "coverage68_cal", "coverage95_cal", "mean_sigma_cal"} <= set(res["metrics"]["Omega_m"])
+    for lvl in (68, 95):  # band with the validation fit's noise: resamples validation and test simulations
+        lo, hi = res["metrics"]["sigma_8"][f"coverage{lvl}_cal_total_ci"]
+        assert 0 <= lo <= hi <= 1
     # the recalibration is fitted on the validation simulations, none of which is a test simulation
     model, meta = load_model(res["model"])
     recal, valid = recalibrate_on_valid(model, meta, tiny_data, batch_size=64)

@@ -19,6 +19,9 @@
   sigma carries no information about its errors (which a pure scale would amplify). ``chi2`` takes one scale per
   parameter with chi^2 = 1 on the fitting data (Gaussian residuals assumed; heavy tails make it over-cover at
   68 %). None helps on another suite: the correction is a property of the training suite's residuals.
+  :func:`recalibrated_coverage_band` gives the full statistical uncertainty of a recalibrated coverage: it
+  resamples the validation simulations (and refits) *and* the test simulations, so the finite size of both splits
+  is in the band (the test-only bootstrap misses the fitting noise, which is as large).
 - **NPE.** :func:`fit_npe` trains a neural posterior estimator (``sbi``, imported lazily) on
   the CNN's summaries (normalised mu and log sigma) of simulations the CNN was not fitted on (the validation split),
   with the normalised prior, which is uniform on [0, 1]^d because the astrophysical labels are log-scaled. Its
@@ -46,6 +49,7 @@ __all__ = [
     "gaussian_samples",
     "Recalibration",
     "fit_recalibration",
+    "recalibrated_coverage_band",
     "RECALIBRATION_METHODS",
     "fit_npe",
     "sample_npe",
@@ -287,6 +291,62 @@ def fit_recalibration(
         quantiles = np.quantile(r, ranks, axis=0, method="higher")  # (L, d)
         scale = quantiles / norm.ppf(0.5 + np.asarray(levels) / 2)[:, None]
     return Recalibration(method, levels, columns, scale, exponent, n, int(len(np.unique(sim_index))))
+
+
+def recalibrated_coverage_band(
+    valid: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    *,
+    columns: Sequence[int],
+    levels: Sequence[float] = (0.68, 0.95),
+    method: str = "loglinear",
+    n_boot: int = 200,
+    seed: int = 0,
+    quantiles: Sequence[float] = (0.16, 0.84),
+) -> np.ndarray:
+    """Bootstrap band of the test coverage of a recalibration, with the fitting noise included.
+
+    Each replicate resamples whole validation simulations, refits the recalibration on them, resamples whole test
+    simulations and measures the coverage there at every level. The maps of one simulation are correlated, so
+    simulations (not maps) are the units in both splits.
+
+    Parameters
+    ----------
+    valid, test : tuples (theta, mu, sigma, sim_index)
+        Predictions of the fitting (validation) and of the evaluation (test) split, arrays (n, D) and (n,).
+    columns, levels, method : as for :func:`fit_recalibration`.
+    n_boot : int
+        Bootstrap replicates.
+    quantiles : sequence of float
+        Quantiles of the replicates returned (default: a 68 % band).
+
+    Returns
+    -------
+    ndarray, shape (len(quantiles), len(levels), len(columns))
+    """
+    from scipy.stats import norm
+
+    columns = list(columns)
+    z = norm.ppf(0.5 + np.asarray(levels, dtype=float) / 2)
+    gen = rng(seed, "recalibrated_coverage_band")
+
+    def rows(sim_index):
+        _, inverse = np.unique(sim_index, return_inverse=True)
+        return [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+
+    valid_rows, test_rows = rows(valid[3]), rows(test[3])
+    t_theta, t_mu, t_sigma, _ = test
+    out = []
+    for _ in range(n_boot):
+        pick = np.concatenate([valid_rows[k] for k in gen.integers(0, len(valid_rows), len(valid_rows))])
+        recal = fit_recalibration(
+            *(a[pick] for a in valid[:3]), valid[3][pick], columns=columns, levels=levels, method=method
+        )
+        pick = np.concatenate([test_rows[k] for k in gen.integers(0, len(test_rows), len(test_rows))])
+        err = np.abs(t_theta[pick][:, columns] - t_mu[pick][:, columns])
+        width = np.stack([recal.sigma(t_sigma[pick], p)[:, columns] for p in levels], axis=1)  # (n, L, d)
+        out.append(np.mean(err[:, None, :] <= z[None, :, None] * width, axis=0))
+    return np.quantile(np.asarray(out), list(quantiles), axis=0)
 
 
 def _loglinear_exponent(err: np.ndarray, sigma: np.ndarray) -> float:

@@ -239,7 +239,9 @@ def test(
     columns), ``predictions.npz`` (with map/simulation indices and per-transform predictions), ``metrics.json``
     (R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations, and per-simulation
     aggregates; with ``recalibration``, chi^2, coverage and mean sigma of the recalibrated sigma's with the suffix
-    ``_cal`` and the fitted scales), ``split.json`` (the simulation indices used) and ``predictions.png``.
+    ``_cal``, the fitted scales, and ``coverage68_cal_total_ci``/``coverage95_cal_total_ci``: 68 % bands that
+    resample the validation simulations of the fit as well as the test ones), ``split.json`` (the simulation
+    indices used) and ``predictions.png``.
 
     Parameters
     ----------
@@ -260,6 +262,7 @@ def test(
         :func:`cosmobench.multifield.calibration.fit_recalibration`) and applied to ``test_suite`` as it is: on
         another suite it shows what an in-suite calibration is worth there. ``None`` skips it.
     """
+    from .calibration import recalibrated_coverage_band
     from .evaluate import metrics, predict_split, recalibrate_on_valid, split_indices, write_predictions
     from .figures import predictions_figure
     from .train import load_model
@@ -288,7 +291,9 @@ def test(
             "split_seed": s["split_seed"],
         },
     )
-    recal = recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options)[0] if recalibration else None
+    recal, valid = (
+        recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options) if recalibration else 2 * (None,)
+    )
     result = {
         "model": str(path),
         "trained_on": meta["suite"],
@@ -307,6 +312,17 @@ def test(
     }
     if recal is not None:
         result["recalibration"] = {**recal.as_dict(PARAM_NAMES), "fitted_on": f"valid split of {meta['suite']}"}
+        # the band of the calibrated coverage with the validation fit's own noise (validation and test resampled)
+        band = recalibrated_coverage_band(
+            tuple(valid[k] for k in ("theta", "mu", "sigma", "sim_index")),
+            tuple(pred[k] for k in ("theta", "mu", "sigma", "sim_index")),
+            columns=meta["params"],
+            method=recalibration,
+            seed=seed,
+        )
+        for j, p in enumerate(meta["params"]):
+            for i, lvl in enumerate((68, 95)):
+                result["metrics"][PARAM_NAMES[p]][f"coverage{lvl}_cal_total_ci"] = band[:, i, j].tolist()
     predictions_figure(pred, folder / "predictions.png", params=[p for p in (0, 1) if p in meta["params"]])
     write_json(folder / "metrics.json", result)
     return result
