@@ -342,7 +342,26 @@ class _ModifiedBlackBody:
 # --------------------------------------------------------------------------------------------- components
 
 
-class ThermalDust(Component):
+class _Polarised(Component):
+    """An (I, Q, U) template at a reference frequency scaled by a per-pixel SED (subclasses define ``sed``)."""
+
+    def _set_template(self, iqu, freq_ref_ghz: float, unit: str, name: str) -> int:
+        """Store the template in uK_RJ at ``freq_ref_ghz``; returns npix."""
+        self.freq_ref_ghz = float(freq_ref_ghz)
+        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, name)
+        self.nside = sht.nside_of(self.iqu)
+        return self.iqu.shape[-1]
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        raise NotImplementedError
+
+    def emission(self, freq):
+        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
+        return _iqu_quantity(self.iqu * self.sed(freq))
+
+
+class ThermalDust(_Polarised):
     """Thermal dust: a modified black body with per-pixel spectral index and temperature.
 
     ``T_RJ(nu) = A(nu0) (nu / nu0)^(beta + 1) (exp(x0) - 1) / (exp(x) - 1)`` with ``x = h nu / k T``,
@@ -363,10 +382,7 @@ class ThermalDust(Component):
     """
 
     def __init__(self, iqu, *, beta=1.54, temp=20.0, freq_ref_ghz: float = 353.0, unit: str = "uK_RJ"):
-        self.freq_ref_ghz = float(freq_ref_ghz)
-        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "dust")
-        self.nside = sht.nside_of(self.iqu)
-        npix = self.iqu.shape[-1]
+        npix = self._set_template(iqu, freq_ref_ghz, unit, "dust")
         self.beta = _param(beta, npix, "beta")
         self.temp = _param(temp, npix, "temp")
         self._mbb = _ModifiedBlackBody(self.beta, self.temp, self.freq_ref_ghz)
@@ -374,10 +390,6 @@ class ThermalDust(Component):
     def sed(self, freq) -> np.ndarray:
         """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
         return self._mbb(_ghz(freq))
-
-    def emission(self, freq):
-        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
-        return _iqu_quantity(self.iqu * self.sed(freq))
 
     @classmethod
     def random(
@@ -440,7 +452,7 @@ class ThermalDust(Component):
         return cls(iqu, beta=beta, temp=temp, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
 
-class TwoComponentDust(Component):
+class TwoComponentDust(_Polarised):
     """Thermal dust as two modified black bodies (a cold and a hot population), FDS / Meisner–Finkbeiner-like.
 
     ``T_RJ(nu) = A(nu0) [f MBB_c(nu) + (1 - f) MBB_h(nu)]``, each ``MBB`` the modified black body of
@@ -473,10 +485,7 @@ class TwoComponentDust(Component):
         freq_ref_ghz: float = 353.0,
         unit: str = "uK_RJ",
     ):
-        self.freq_ref_ghz = float(freq_ref_ghz)
-        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "dust")
-        self.nside = sht.nside_of(self.iqu)
-        npix = self.iqu.shape[-1]
+        npix = self._set_template(iqu, freq_ref_ghz, unit, "dust")
         self.frac_cold = _param(frac_cold, npix, "frac_cold")
         if np.any((self.frac_cold < 0) | (self.frac_cold > 1)):
             raise ValueError("frac_cold must be in [0, 1]")
@@ -491,10 +500,6 @@ class TwoComponentDust(Component):
         """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
         nu = _ghz(freq)
         return self.frac_cold * self._cold(nu) + (1.0 - self.frac_cold) * self._hot(nu)
-
-    def emission(self, freq):
-        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
-        return _iqu_quantity(self.iqu * self.sed(freq))
 
     @classmethod
     def random(
@@ -558,7 +563,7 @@ class TwoComponentDust(Component):
         )
 
 
-class Synchrotron(Component):
+class Synchrotron(_Polarised):
     """Synchrotron: ``T_RJ(nu) = A(nu0) (nu / nu0)^(beta + C ln(nu / nu0))`` for I, Q and U.
 
     Parameters
@@ -574,10 +579,7 @@ class Synchrotron(Component):
     """
 
     def __init__(self, iqu, *, beta=-3.0, curvature=0.0, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
-        self.freq_ref_ghz = float(freq_ref_ghz)
-        self.iqu = _template(iqu, 3, self.freq_ref_ghz, unit, "synchrotron")
-        self.nside = sht.nside_of(self.iqu)
-        npix = self.iqu.shape[-1]
+        npix = self._set_template(iqu, freq_ref_ghz, unit, "synchrotron")
         self.beta = _param(beta, npix, "beta")
         self.curvature = _param(curvature, npix, "curvature")
 
@@ -585,10 +587,6 @@ class Synchrotron(Component):
         """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
         r = np.log(_ghz(freq) / self.freq_ref_ghz)
         return np.exp((self.beta + self.curvature * r) * r)
-
-    def emission(self, freq):
-        """Stokes I, Q, U at ``freq``, shape (3, npix), uK_RJ."""
-        return _iqu_quantity(self.iqu * self.sed(freq))
 
     @classmethod
     def random(
