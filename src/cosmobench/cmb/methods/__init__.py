@@ -28,6 +28,7 @@ METHODS = {
     "nilc": "cosmobench.cmb.methods.nilc:NILC",
     "cmbnncs": "cosmobench.cmb.methods.unet_fullsky:FullSkyUNet",
     "unet_patch": "cosmobench.cmb.methods.unet_patch:PatchUNet",
+    "nilc_unet": "cosmobench.cmb.methods.nilc_unet:NILCUNet",
 }
 
 

@@ -1,0 +1,238 @@
+"""``nilc_unet``: NILC plus a full-sky UNet that learns NILC's residual (hybrid residual corrector).
+
+The estimate is ``NILC + correction``: the correction network is cmbNNCS's full-sky UNet
+(:class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNet`, same tiling, architecture and training loop), fed
+the NILC map as its first input channel (pseudo-band ``"nilc"``) beside a few observed channels, all
+standardised per channel as for the other UNets. It is trained with L1 on the residual
+
+    target = (CMB smoothed to NILC's output beam, band-limited at NILC's lmax) - NILC,
+
+so the output keeps NILC's beam (``output_beam_arcmin``, 20.6' by default), which the evaluation deconvolves
+like NILC's own. The last layer of the UNet starts at zero, so the untrained hybrid is exactly NILC, and
+training can only move away from NILC where the validation loss says it helps (the best-validation weights are
+kept).
+
+NILC predictions of the training and validation splits are computed once with the registered ``nilc`` method
+through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,
+resumable, shared with ``nilc``'s own predictions); the ``nilc`` setting must therefore equal the ``nilc``
+method's settings of that dataset. Predictions on new maps run NILC on them first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ...core.io import read_healpix
+from ...sky import sht
+from ..dataset import pred_path
+from ..tiling import PlaneLayout
+from .nilc import NILC
+from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
+
+__all__ = ["NILCUNet", "NILCUNetSettings", "NILCResidualData", "NILC_BAND"]
+
+NILC_BAND = "nilc"  # pseudo-band of the NILC map among the network's inputs (always the first)
+NILC_METHOD = "nilc"  # registered method whose cached predictions are corrected
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NILCUNetSettings(FullSkyUNetSettings):
+    """Settings of :class:`NILCUNet`: those of :class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNetSettings`
+    plus
+
+    Parameters
+    ----------
+    bands : sequence of str
+        Observed channels fed beside the NILC map; ``"nilc"`` is put first automatically (so the stored
+        settings read e.g. ``["nilc", "100", "143", "217", "353"]``).
+    nilc : mapping
+        Keyword settings of the :class:`~cosmobench.cmb.methods.nilc.NILC` whose output is corrected (the
+        ``nilc`` method's section of the configuration).
+    """
+
+    bands: Sequence[str] = ("100", "143", "217", "353")
+    nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        bands = [str(b) for b in self.bands]
+        object.__setattr__(self, "bands", [NILC_BAND, *[b for b in bands if b != NILC_BAND]])
+        if not isinstance(self.nilc, Mapping):
+            raise TypeError(f"nilc must be a mapping of NILC settings, got {type(self.nilc).__name__}")
+        object.__setattr__(self, "nilc", _plain(self.nilc))
+        super().__post_init__()
+        if len(self.bands) < 2:
+            raise ValueError("bands must name at least one observed channel beside the NILC map")
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (JSON-comparable) from nested mappings and sequences."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class NILCResidualData:
+    """A dataset seen through NILC: the ``"nilc"`` pseudo-band and the residual target.
+
+    Parameters
+    ----------
+    dataset : CMBDataset
+        The dataset; its NILC predictions must exist at ``pred_path(root, "nilc", split, i)``.
+    nilc : NILC
+        The NILC they were made with (sets the target's beam, band limit and analysis iterations).
+
+    Notes
+    -----
+    ``load_obs(split, i, bands)`` returns band -> ndarray (nfield, npix) uK_CMB, with ``"nilc"`` -> (1, npix),
+    the cached NILC map at its output beam. ``load_target(split, i)`` returns ndarray (1, npix) uK_CMB: the
+    CMB temperature smoothed to NILC's output beam and band-limited at its lmax, minus the NILC map.
+    """
+
+    def __init__(self, dataset: Any, nilc: NILC):
+        self.dataset, self.nilc = dataset, nilc
+        self.root = Path(dataset.root)
+        self.nside = int(dataset.nside)
+        self.channels = list(dataset.channels)
+        self.bands = [NILC_BAND, *dataset.bands]
+
+    def sim_indices(self, split: str) -> list[int]:
+        """Indices of the simulations of ``split``."""
+        return self.dataset.sim_indices(split)
+
+    def nilc_map(self, split: str, i: int) -> np.ndarray:
+        """Cached NILC prediction, ndarray (npix,) float64 uK_CMB at NILC's output beam."""
+        path = pred_path(self.root, NILC_METHOD, split, i)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; run `cosmobench cmb separate method=nilc split={split}`")
+        return np.atleast_2d(read_healpix(path, dtype=np.float64))[0]
+
+    def load_obs(self, split: str, i: int, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Observed maps by band, with the NILC map under ``"nilc"``; uK_CMB, RING."""
+        bands = list(bands or self.bands)
+        obs = self.dataset.load_obs(split, i, [b for b in bands if b != NILC_BAND])
+        if NILC_BAND in bands:
+            obs[NILC_BAND] = self.nilc_map(split, i)[None]
+        return {b: obs[b] for b in bands}
+
+    def load_target(self, split: str, i: int) -> np.ndarray:
+        """Residual of NILC, ndarray (1, npix) float64 uK_CMB (see the class notes)."""
+        truth = np.atleast_2d(self.dataset.load_target(split, i))[0]
+        beamed = sht.smooth(
+            truth, self.nilc.output_beam_arcmin or 0.0, lmax=self.nilc._lmax(self.nside), iter=self.nilc.sht_iter
+        )
+        return (beamed - self.nilc_map(split, i))[None]
+
+
+class ResidualPlaneLayout(PlaneLayout):
+    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings
+    (so cached training arrays are rebuilt when the NILC they correct changes)."""
+
+    def __init__(self, nside: int, nilc_settings: Mapping[str, Any]):
+        super().__init__(nside)
+        self.nilc_settings = _plain(nilc_settings)
+
+    def describe(self) -> dict:
+        """Plain-dict description (for manifests)."""
+        return {**super().describe(), "target": "cmb at the NILC beam - nilc", "nilc": self.nilc_settings}
+
+
+def zero_last_layer(net: nn.Module) -> nn.Module:
+    """Set the weights and bias of the last convolution of a :class:`~cosmobench.cmb.nn.FullSkyNet` to zero.
+
+    The network then outputs exactly 0 (PReLU(0) = 0) whatever its input, and gradients still reach that
+    layer, so training starts from the identity correction.
+    """
+    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+    return net
+
+
+class NILCUNet(FullSkyUNet):
+    """NILC + UNet residual corrector (registry name ``nilc_unet``); see :class:`NILCUNetSettings`.
+
+    Examples
+    --------
+    >>> method = NILCUNet(levels=4, base_channels=8, epochs=20)          # doctest: +SKIP
+    >>> facts = method.fit(CMBDataset("data/cmb"), "runs/nilc_unet")    # doctest: +SKIP
+    >>> cmb = NILCUNet.load("runs/nilc_unet").predict(obs, channels)    # doctest: +SKIP
+    """
+
+    name = "nilc_unet"
+    Settings = NILCUNetSettings
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.nilc = NILC(**self.settings.nilc)
+        self.output_beam_arcmin = self.nilc.output_beam_arcmin
+
+    def _layout(self, nside: int) -> ResidualPlaneLayout:
+        return ResidualPlaneLayout(nside, self.settings.nilc)
+
+    def _network(self, in_channels: int, nside: int) -> nn.Module:
+        return zero_last_layer(super()._network(in_channels, nside))
+
+    def fit(
+        self,
+        dataset: Any,
+        out_dir: Path | str,
+        *,
+        train_split: str = "Train",
+        val_split: str | None = "Valid",
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> dict:
+        """Cache NILC on ``train_split`` and ``val_split``, then train the correction on the NILC residual.
+
+        Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`; ``dataset`` must be a
+        dataset on disk (:class:`~cosmobench.cmb.dataset.CMBDataset`), where the NILC predictions are written.
+        """
+        from ..separate import separate  # separate imports the registry, which imports this module lazily
+
+        s = self.settings
+        splits = [train_split]
+        if val_split is not None and len(dataset.sim_indices(val_split)) > 0:
+            splits.append(val_split)
+        for split in splits:
+            separate(
+                dataset.root,
+                method=NILC_METHOD,
+                settings=s.nilc,
+                split=split,
+                executor="processes" if s.workers > 1 else "serial",
+                workers=max(1, int(s.workers)),
+                progress=s.progress,
+            )
+        return super().fit(
+            NILCResidualData(dataset, self.nilc),
+            out_dir,
+            train_split=train_split,
+            val_split=val_split,
+            on_epoch_end=on_epoch_end,
+        )
+
+    def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+        """NILC of ``obs`` plus the learned correction.
+
+        Parameters
+        ----------
+        obs : dict of str to ndarray, shape (nfield, npix), uK_CMB, RING
+            Observed maps by band: those NILC uses and the trained ``bands``.
+        channels : list of Channel
+            The channels of ``obs`` (beams as in training).
+
+        Returns
+        -------
+        ndarray, shape (npix,), float64, uK_CMB, at NILC's output beam (``output_beam_arcmin``).
+        """
+        nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
+        correction = super().predict({**obs, NILC_BAND: nilc[None]}, channels)
+        return nilc + correction

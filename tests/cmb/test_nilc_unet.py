@@ -1,0 +1,126 @@
+"""``nilc_unet``: NILC + UNet residual corrector. Untrained it is NILC exactly; trained it improves on NILC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cosmobench.cli import load_config
+from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
+from cosmobench.cmb.methods import get_method
+from cosmobench.cmb.methods.nilc import NILC
+from cosmobench.cmb.methods.nilc_unet import NILCResidualData, NILCUNet
+from cosmobench.cmb.separate import separate, train
+from cosmobench.core.io import read_json, write_healpix
+from cosmobench.core.seeds import rng
+from cosmobench.sky import sht
+from cosmobench.sky.instrument import load_channels
+
+BANDS = ["30", "100", "143", "217", "353"]
+NSIDE = 16
+TINY = dict(levels=3, base_channels=8, batch_size=2, lr=3e-3, progress=False, device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_dataset(root, splits: dict[str, int], seed: int = 0) -> CMBDataset:
+    """A CMB-ML-layout dataset on disk: beamed Gaussian CMB + two foregrounds whose spectral indices vary
+    across the sky (which a pixel-domain ILC at nside 16 cannot follow) + white noise; uK_CMB, RING."""
+    import healpy as hp
+
+    channels = load_channels(bands=BANDS)
+    lmax = 3 * NSIDE - 1
+    ell = np.arange(lmax + 1)
+    cls = np.zeros(lmax + 1)
+    cls[2:] = 2000.0 * 2 * np.pi / (ell[2:] * (ell[2:] + 1))
+    fg_cls = np.zeros(lmax + 1)
+    fg_cls[2:] = 400.0 * (ell[2:] / 10.0) ** -2.5
+    theta, phi = hp.pix2ang(NSIDE, np.arange(12 * NSIDE**2))
+    plane = np.exp(-np.abs(np.pi / 2 - theta) / np.radians(15.0))
+    for split, n in splits.items():
+        for i in range(n):
+            folder = root / "Simulations" / split / f"sim{i:04d}"
+            cmb_alm = sht.synalm(cls, lmax, rng(seed, split, i, "cmb"))[None]
+            dust = sht.alm2map(sht.synalm(fg_cls, lmax, rng(seed, split, i, "dust"))[None], NSIDE)[0] + 80 * plane
+            sync = sht.alm2map(sht.synalm(fg_cls, lmax, rng(seed, split, i, "sync"))[None], NSIDE)[0] + 40 * plane
+            beta_d = 1.5 + 0.4 * np.cos(phi + rng(seed, split, i, "phase").uniform(0, 2 * np.pi))
+            beta_s = -3.0 + 0.3 * np.sin(2 * theta)
+            for c in channels:
+                cmb = sht.alm2map(sht.almxfl(cmb_alm, sht.gauss_beam(c.fwhm_arcmin, lmax)), NSIDE)[0]
+                nu = c.center_ghz
+                fg = dust * (nu / 143.0) ** beta_d + sync * (nu / 30.0) ** beta_s
+                noise = 1.0 * rng(seed, split, i, "noise", c.band).standard_normal(cmb.size)
+                write_healpix(folder / f"obs_{c.band}_map.fits", (cmb + fg + noise)[None], column_names=["I"])
+            write_healpix(folder / "cmb_map_fid.fits", sht.alm2map(cmb_alm, NSIDE), column_names=["I"])
+    return CMBDataset(root)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _write_dataset(tmp_path_factory.mktemp("hybrid") / "data", {"Train": 6, "Valid": 2})
+
+
+def rms(a):
+    return float(np.sqrt(np.mean(np.square(a))))
+
+
+def test_untrained_hybrid_is_nilc_exactly(data, tmp_path):
+    method = NILCUNet(**TINY, epochs=0)
+    method.fit(data, tmp_path / "run")
+    assert method.output_beam_arcmin == NILC().output_beam_arcmin == 20.6
+    obs = data.load_obs("Valid", 0)
+    nilc = NILC().predict(obs, data.channels)
+    hybrid = method.predict(obs, data.channels)
+    np.testing.assert_array_equal(hybrid, nilc)
+    # the NILC maps of both splits were cached in the dataset layout, with nilc's method.json
+    assert all(pred_path(data.root, "nilc", s, i).is_file() for s in ("Train", "Valid") for i in data.sim_indices(s))
+    assert read_json(method_info_path(data.root, "nilc"))["output_beam_arcmin"] == 20.6
+    cached = NILCResidualData(data, method.nilc).nilc_map("Valid", 0)
+    np.testing.assert_allclose(cached, nilc, rtol=0, atol=1e-4 * np.abs(nilc).max())  # float32 on disk
+
+
+def test_training_reduces_the_residual_of_nilc(data, tmp_path):
+    """A few hundred steps on six simulations (no validation: the best training-loss weights) fit NILC's residual."""
+    method = NILCUNet(**{**TINY, "lr": 1e-2}, epochs=20)
+    facts = method.fit(data, tmp_path / "run", val_split=None)
+    assert facts["epochs"] == 20 and facts["n_train_maps"] == 6
+    view = NILCResidualData(data, method.nilc)
+    before, after = [], []
+    for i in data.sim_indices("Train"):
+        residual = view.load_target("Train", i)[0]  # CMB at NILC's beam - NILC, uK
+        truth = view.nilc_map("Train", i) + residual
+        before.append(rms(residual))
+        after.append(rms(method.predict(data.load_obs("Train", i), data.channels) - truth))
+    assert np.mean(after) < 0.8 * np.mean(before), (before, after)
+    loaded = NILCUNet.load(tmp_path / "run", device="cpu")
+    obs = data.load_obs("Valid", 1)
+    np.testing.assert_array_equal(loaded.predict(obs, data.channels), method.predict(obs, data.channels))
+
+
+def test_registry_yaml_and_settings(tmp_path):
+    assert get_method("nilc_unet") is NILCUNet
+    cfg = load_config("cmb", [f"out_dir={tmp_path}", "+methods.nilc.ilc_bias_tol=0.01"])
+    settings = cfg["methods"]["nilc_unet"]
+    assert settings["nilc"] == cfg["methods"]["nilc"] == {"ilc_bias_tol": 0.01}  # corrects the configured NILC
+    method = NILCUNet(**settings)
+    assert method.settings.bands == ["nilc", "100", "143", "217", "353"]
+    assert method.nilc.ilc_bias_tol == 0.01
+    assert NILCUNet(**method.settings.as_dict()).settings == method.settings  # load() round trip
+    with pytest.raises(TypeError, match="nilc"):
+        NILCUNet(nilc=["cosine"])
+    with pytest.raises(TypeError, match="needlets"):
+        NILCUNet(nilc={"needlets": "cosine"})
+
+
+def test_nilc_cache_must_match_the_nilc_method(data, tmp_path):
+    """The hybrid reuses ``<root>/nilc``: other NILC settings are refused rather than silently mixed."""
+    separate(data.root, method="nilc", settings={}, split="Valid", progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train(data.root, method="nilc_unet", settings={**TINY, "epochs": 0, "nilc": {"ilc_bias_tol": 0.01}})
