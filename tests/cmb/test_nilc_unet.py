@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cosmobench.cli import load_config
 from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
@@ -20,14 +19,6 @@ from cosmobench.sky.instrument import load_channels
 BANDS = ["30", "100", "143", "217", "353"]
 NSIDE = 16
 TINY = dict(levels=3, base_channels=8, batch_size=2, lr=3e-3, progress=False, device="cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_dataset(root, splits: dict[str, int], seed: int = 0) -> CMBDataset:

@@ -106,15 +106,6 @@ def test_unet_output_has_the_input_plane_shape():
     assert patch_net(torch.zeros(2, 9, 24, 24)).shape == (2, 1, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks run no faster on 2 threads, and far slower when other processes share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_unet_overfits_one_simulation(tmp_path):
     data = FakeDataset(tmp_path / "data", nside=8, splits={"Train": 1})
     method = FullSkyUNet(**{**TINY, "base_channels": 16, "batch_size": 1, "epochs": 60, "lr": 1e-2})

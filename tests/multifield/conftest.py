@@ -49,14 +49,3 @@ def tiny_data(tmp_path_factory, toy_power):
             progress=False,
         )
     return root
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small networks train several times faster on one thread when the shared cores are busy."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
