@@ -111,7 +111,9 @@ class NILCResidualData:
         """Cached NILC prediction, ndarray (npix,) float64 uK_CMB at NILC's output beam."""
         path = pred_path(self.root, NILC_METHOD, split, i)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; run `cosmobench cmb separate method=nilc split={split}`")
+            raise FileNotFoundError(
+                f"{path} is missing; run `cosmobench cmb separate method=nilc separate.split={split}`"
+            )
         return np.atleast_2d(read_healpix(path, dtype=np.float64))[0]
 
     def load_obs(self, split: str, i: int, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
