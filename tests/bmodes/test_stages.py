@@ -6,6 +6,7 @@ import inspect
 
 import numpy as np
 import pytest
+import torch
 
 from cosmobench.bmodes import stages
 from cosmobench.bmodes.train import SpectrumTransform, load_score_model
@@ -88,6 +89,8 @@ def test_pipeline_writes_everything(tiny_run):
     assert r.min() >= 0 and r.max() <= 0.02
     for name in ("model.pth", "training_loss.npy", "history.csv", "loss.png"):
         assert (root / "model" / name).exists(), name
+    recorded = torch.load(root / "model" / "model.pth", weights_only=False)["config"]["train"]
+    assert recorded["hidden_dim"] == 64 and recorded["p_uncond"] == 0.2  # given, and defaulted, settings both kept
     sub = root / "samples" / "conditional" / "r0.01"
     assert np.load(sub / "denoised.npy").shape == (8, 30)
     assert np.load(sub / "draws.npy").shape == (8, 3, 30)
@@ -100,7 +103,7 @@ def test_pipeline_writes_everything(tiny_run):
         assert {f"mse_{est}", f"mse_r_units_{est}"} <= set(metrics)
     assert np.isfinite(np.load(sub / "draws.npy")).all()  # this tiny network is not accurate; quality: slow tests
     table = result["infer"]["table"]
-    for name in ("exact", "exact_bayes_median", "diffusion_mean", "diffusion_median", "oracle"):
+    for name in ("exact", "exact_bayes_median", "diffusion_mean", "diffusion_median", "diffusion_ml", "oracle"):
         assert f"| 0.01 | {name} |" in table
 
 

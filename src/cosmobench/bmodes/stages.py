@@ -16,6 +16,7 @@ Every stage is a plain function of keyword arguments (the sections of ``conf/bmo
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from pathlib import Path
 
@@ -290,7 +291,14 @@ def train(
     check_writable(folder)
     arrays = [np.load(data / f"dl_{k}.npy") for k in ("gt_train", "noisy_train", "gt_val", "noisy_val")]
     template_dl = np.asarray(model_spectra["cl_tensor_obs"]) * dl_factor(np.asarray(model_spectra["ell"]))
-    config = {"train": {"seed": seed, "sde": sde, **options}, "data": meta["settings"], "r_max": meta["r_max"]}
+    # the checkpoint records every training setting, the defaults of train_score_model included
+    settings = {
+        name: p.default
+        for name, p in inspect.signature(train_score_model).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in ("device", "config", "progress")
+    }
+    settings.update(seed=seed, sde=sde, **options)
+    config = {"train": settings, "data": meta["settings"], "r_max": meta["r_max"]}
     summary = train_score_model(
         folder,
         *arrays,
