@@ -99,7 +99,7 @@ def learned_method_throughput(nside: int) -> dict:
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_unet import bench_one
-    from cosmobench.cmb.learned import resolve_device
+    from cosmobench.core.runtime import resolve_device
 
     device = resolve_device("auto")
     with tempfile.TemporaryDirectory() as tmp:

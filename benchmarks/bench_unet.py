@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosmobench.cmb.learned import Standardised, place_arrays, resolve_device
+from cosmobench.cmb.learned import Standardised, place_arrays
 from cosmobench.cmb.methods.unet_fullsky import FullSkyUNet
 from cosmobench.cmb.methods.unet_patch import PatchUNet
+from cosmobench.core.runtime import resolve_device
 from cosmobench.core.seeds import rng
 from cosmobench.core.train import fit, iterate_batches
 

@@ -39,3 +39,34 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+def _snapshot(folder) -> dict:
+    """SHA-256 of every file under ``folder`` (relative path -> digest): outputs before and after a refused run."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(folder)
+    if not root.exists():
+        return {}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(folder)``: checksums of every file under a folder, to assert that a refused run changed nothing."""
+    return _snapshot
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args) -> (exit code, stderr)``: run the ``cosmobench`` command in-process, as a user would."""
+    from cosmobench.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    return run

@@ -4,7 +4,7 @@ Data are standardised logs: x = (log(D_l + offset_l) - mean_l) / std_l, per mult
 mean and std (the prototype's). The clean tensor spectrum can be 0 (r = 0), so its offset is a small floor,
 ``log_offset_r`` times the r = 1 tensor template (default 1e-4, i.e. the power of r = 1e-4); the observed spectra
 are always positive and use no offset. The transforms, the network architecture and the SDE are stored in the
-checkpoint (``model.pth``), so :func:`load_score_model` rebuilds everything from the file alone.
+checkpoint (``model.pt``), so :func:`load_score_model` rebuilds everything from the file alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.io import atomic_path, write_json, write_npy
-from ..core.train import fit
+from ..core.io import write_json, write_npy
+from ..core.runtime import resolve_device
+from ..core.train import fit, save_state
 from .losses import dsm_loss
 from .score_net import ScoreModel, ScoreNet1D
 from .sde import SDE, get_sde
@@ -111,13 +112,13 @@ def train_score_model(
     normalization: str = "per_ell",
     log_offset_r: float = 1e-4,
     weighting: str = "sigma2",
-    epochs: int = 100,
+    epochs: int = 200,
     batch_size: int = 256,
     lr: float = 2e-3,
     warmup_steps: int = 200,
     grad_clip: float | None = 1.0,
     ema_decay: float | None = 0.999,
-    device: str | None = None,
+    device: str | None = "auto",
     seed: int = 0,
     config: dict | None = None,
     progress: bool = True,
@@ -127,7 +128,7 @@ def train_score_model(
     Parameters
     ----------
     out_dir : path
-        Receives ``model.pth`` (weights, architecture, SDE, transforms), ``last.pt``/``best.pt`` (the loop's
+        Receives ``model.pt`` (weights, architecture, SDE, transforms), ``last.pt``/``best.pt`` (the loop's
         resumable checkpoints), ``history.csv``, ``training_loss.npy`` (per-epoch training loss) and ``history.json``.
     dl_gt, dl_noisy : ndarray, shape (n, n_ell), uK^2
         Clean (target) and observed (condition) D_l; ``dl_noisy`` may be None for an unconditional model.
@@ -202,7 +203,7 @@ def train_score_model(
         scheduler=_cosine_warmup(steps, warmup_steps),
         grad_clip=grad_clip,
         ema_decay=ema_decay,
-        device=device,
+        device=resolve_device(device),
         ckpt=out_dir / "last.pt",
         config=config,
         seed=seed,
@@ -221,8 +222,7 @@ def train_score_model(
         "ema_decay": ema_decay,
         "config": config,
     }
-    with atomic_path(out_dir / "model.pth") as tmp:
-        torch.save(state, tmp)
+    save_state(out_dir / "model.pt", state)
     write_npy(out_dir / "training_loss.npy", np.asarray(history["train_loss"]))
     write_json(out_dir / "history.json", history)
     return {
@@ -234,7 +234,7 @@ def train_score_model(
         "sde": sde_obj.config(),
         "ema_decay_used": ema_decay,
         "conditional": bool(conditional),
-        "model": str(out_dir / "model.pth"),
+        "model": str(out_dir / "model.pt"),
     }
 
 

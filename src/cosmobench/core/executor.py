@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -71,13 +73,7 @@ def map_tasks(
                 results[i] = fn(item)
                 bar.update()
         elif executor == "processes":
-            # spawn, not fork: forking a process whose thread pools (ducc0, OpenMP, torch) have run can deadlock
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
-                futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update()
+            _map_processes(fn, items, results, bar, workers)
         else:
             _map_dask(fn, items, results, bar, workers, scheduler_address)
     return results
@@ -87,6 +83,43 @@ def _single_threaded() -> None:
     """Give each worker process one thread of BLAS/OpenMP/ducc0, so workers do not oversubscribe cores."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "COSMOBENCH_THREADS"):
         os.environ[var] = "1"
+
+
+def _worker_init(parent: int) -> None:
+    """Worker set-up: one thread, Ctrl-C left to the parent, and exit as soon as the parent is gone.
+
+    A watchdog thread polls the parent's pid (every 0.2 s), so workers never outlive a parent killed with
+    ``kill -9`` and never keep writing into a dataset nobody is running.
+    """
+    _single_threaded()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="cosmobench-parent-watchdog").start()
+
+
+def _map_processes(fn, items, results, bar, workers) -> None:
+    """A spawned pool of ``workers`` processes; Ctrl-C or an error terminates the workers at once."""
+    # spawn, not fork: forking a process whose thread pools (ducc0, OpenMP, torch) have run can deadlock
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(processes=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        pending = {i: pool.apply_async(fn, (item,)) for i, item in enumerate(items)}
+        while pending:
+            done = [i for i, res in pending.items() if res.ready()]
+            for i in done:
+                results[i] = pending.pop(i).get()
+                bar.update()
+            if not done:
+                time.sleep(0.05)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _map_dask(fn, items, results, bar, workers, scheduler_address) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,17 +21,13 @@ import numpy as np
 import torch
 
 from .io import atomic_path
+from .runtime import resolve_device
 from .seeds import torch_seed
 
-__all__ = ["fit", "load_checkpoint", "iterate_batches", "default_device"]
+__all__ = ["fit", "load_checkpoint", "save_state", "iterate_batches"]
 
 Batch = Sequence[torch.Tensor]
 Data = Sequence[torch.Tensor] | torch.utils.data.Dataset
-
-
-def default_device() -> torch.device:
-    """CUDA if available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def iterate_batches(
@@ -160,7 +157,7 @@ def fit(
     amp : bool
         bfloat16 autocast (used on CUDA only).
     device : str or torch.device, optional
-        Defaults to CUDA when available.
+        "auto" or None: CUDA when available, else CPU (:func:`~cosmobench.core.runtime.resolve_device`).
     ckpt : path, optional
         ``last.pt`` checkpoint written atomically after each epoch (``best.pt`` beside it); if it exists and
         ``resume`` is true, training continues from it.
@@ -187,7 +184,7 @@ def fit(
 
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model.to(device)
     opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(model.parameters(), lr=lr)
     sched = scheduler(opt) if scheduler else None
@@ -255,9 +252,9 @@ def fit(
             best_val = score
             best_state = copy.deepcopy(ema if ema is not None else model.state_dict())
             if ckpt is not None:
-                _save(ckpt.with_name("best.pt"), {"model": best_state, "epoch": epoch, "config": config})
+                save_state(ckpt.with_name("best.pt"), {"model": best_state, "epoch": epoch, "config": config})
         if ckpt is not None:
-            _save(
+            save_state(
                 ckpt,
                 {
                     "model": model.state_dict(),
@@ -290,9 +287,16 @@ def _with_weights(model: torch.nn.Module, state: dict) -> torch.nn.Module:
     return clone
 
 
-def _save(path: Path, state: dict) -> None:
+def save_state(path: Path | str, state: dict) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically, with bytes that depend on ``state`` only.
+
+    Saving to a file name stores that name inside the archive; the temporary name would make two identical
+    trainings give different bytes, so the archive is built in memory under a fixed name.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _write_csv(path: Path, history: dict[str, list[float]]) -> None:

@@ -1,0 +1,77 @@
+"""One thread policy and one device policy for every task.
+
+``threads``: ``"auto"`` (the default everywhere) means the cores this process may use (its CPU affinity, capped
+by a cgroup CPU quota when one is set), so a run never starts more compute threads than it has cores; an integer
+fixes it. :func:`apply_threads` applies it to torch, the BLAS/OpenMP pools (threadpoolctl) and ducc0 (through
+``COSMOBENCH_THREADS``, which worker processes set to 1). ``device``: ``"auto"`` means CUDA when available, else
+the CPU; anything else is a :class:`torch.device` string.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["usable_cores", "resolve_threads", "apply_threads", "resolve_device"]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup-v2 CPU quota if one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def resolve_threads(threads: int | str | None = "auto") -> int:
+    """The number of compute threads for ``threads`` (``"auto"``/None: :func:`usable_cores`, or
+    ``$COSMOBENCH_THREADS`` when a parent process set it for its workers)."""
+    if threads in (None, "auto"):
+        env = os.environ.get("COSMOBENCH_THREADS")
+        return int(env) if env else usable_cores()
+    try:
+        n = int(threads)
+    except (TypeError, ValueError):
+        raise ValueError(f"threads must be 'auto' or a positive integer, got {threads!r}") from None
+    if n < 1:
+        raise ValueError(f"threads must be 'auto' or a positive integer, got {threads!r}")
+    return n
+
+
+def apply_threads(threads: int | str | None = "auto") -> int:
+    """Cap torch, BLAS/OpenMP and ducc0 at :func:`resolve_threads` threads for this process; return the cap."""
+    n = resolve_threads(threads)
+    os.environ["COSMOBENCH_THREADS"] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    import torch
+
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(device: str | None = "auto"):
+    """``"auto"``/None → CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked).
+
+    Raises
+    ------
+    ValueError
+        An unknown device string, or CUDA asked for on a machine without it.
+    """
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device=auto or device=cpu")
+    return dev
