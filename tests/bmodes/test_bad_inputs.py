@@ -108,3 +108,25 @@ def test_retrained_model_invalidates_samples(finished, tmp_path, cli):
     assert rc == 1 and "input model" in err, err
     rc, err = cli("bmodes", "sample", "preset=tiny", f"out_dir={out}", "overwrite=true", "sample.n_prior_check=0")
     assert rc == 0, err
+
+
+def test_out_of_distribution_inputs_are_flagged(finished, tmp_path, cli):
+    """The prototype's files have the same layout but a raw foreground 10^5-10^6 times the training range."""
+    from cosmobench.bmodes.stages import check
+
+    obs = np.load(finished / "data" / "dl_noisy_r0.01.npy")
+    proto = tmp_path / "dl_noisy_r0.01.npy"
+    np.save(proto, obs * 1e5)
+    report = check(out_dir=str(finished), files=[str(proto), str(finished / "data" / "dl_noisy_r0.01.npy")])
+    assert report["files"][str(proto)]["fraction_flagged"] == 1.0
+    assert report["files"][str(finished / "data" / "dl_noisy_r0.01.npy")]["fraction_flagged"] <= 0.125
+    np.save(tmp_path / "short.npy", obs[:, :10])
+    rc, err = cli("bmodes", "check", "preset=tiny", f"out_dir={finished}", f"check.files=[{tmp_path / 'short.npy'}]")
+    assert rc == 1 and "has shape (8, 10); expected (n_spectra, 30)" in err
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    np.save(out / "data" / "dl_noisy_val_r0.01.npy", np.load(out / "data" / "dl_noisy_val_r0.01.npy") * 1e5)
+    rc, err = cli("bmodes", "sample", "preset=tiny", f"out_dir={out}", "split=val")
+    assert rc == 1 and "8 of 8 spectra" in err and "outside the training distribution" in err and "ood_alpha" in err
+    assert not (out / "samples" / "val").exists()

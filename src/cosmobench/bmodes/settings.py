@@ -11,7 +11,7 @@ from dataclasses import field
 
 from ..core.settings import StageSettings
 
-__all__ = ["SimulateSettings", "TrainSettings", "SampleSettings", "InferSettings", "SECTIONS"]
+__all__ = ["SimulateSettings", "TrainSettings", "SampleSettings", "InferSettings", "CheckSettings", "SECTIONS"]
 
 OUT_DIR = "cosmobench_out/bmodes"
 R_TEST = (0.0, 0.001, 0.005, 0.01)
@@ -177,6 +177,9 @@ class SampleSettings(StageSettings):
         Trajectories per sampler call.
     trajectory_every : int
         Store and plot trajectories every this many steps (0: none).
+    ood_alpha : float
+        False-alarm probability of the out-of-distribution guard (:mod:`cosmobench.bmodes.ood`): a set is refused
+        when its spectra outside the training distribution would happen by chance less often; 0 disables it.
     device : str
     """
 
@@ -193,6 +196,7 @@ class SampleSettings(StageSettings):
     n_prior_check: int = 1000
     chunk_size: int = 4096
     trajectory_every: int = 10
+    ood_alpha: float = 1e-3
     device: str = "auto"
 
 
@@ -222,9 +226,29 @@ class InferSettings(StageSettings):
     r_max_search: float = 0.2
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckSettings(StageSettings):
+    """``bmodes check``: are spectra files (e.g. the prototype's ``dl_noisy_r{r}.npy``) like the training data?
+
+    Attributes
+    ----------
+    out_dir : str
+        Run folder whose training set is the reference.
+    files : tuple of str
+        ``.npy`` files of D_l, shape (n, n_ell) with the dataset's multipoles, uK_CMB^2.
+    kind : {"observed", "clean"}
+        Compare with the observed (``dl_noisy_train``) or clean (``dl_gt_train``) training spectra.
+    """
+
+    out_dir: str = OUT_DIR
+    files: tuple[str, ...] = ()
+    kind: str = "observed"
+
+
 SECTIONS: dict[str, type[StageSettings]] = {
     "simulate": SimulateSettings,
     "train": TrainSettings,
     "sample": SampleSettings,
     "infer": InferSettings,
+    "check": CheckSettings,
 }

@@ -24,10 +24,11 @@ from ..core.io import read_json, write_json, write_npy, write_npz, write_text
 from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
 from ..core.stage import RUNTIME_KEYS, Stage, identity, require
-from .settings import InferSettings, SampleSettings, SimulateSettings, TrainSettings
+from . import ood
+from .settings import CheckSettings, InferSettings, SampleSettings, SimulateSettings, TrainSettings
 from .store import SPLITS, check_resources, load_metadata, set_files, write_dataset
 
-__all__ = ["simulate", "train", "sample", "infer", "run"]
+__all__ = ["simulate", "train", "sample", "infer", "check", "run"]
 
 _SAMPLERS = ("em", "ode", "pc")
 
@@ -174,6 +175,10 @@ def sample(**settings) -> dict:
     missing = sorted(set(r_values) - set(meta["r_test"]))
     if missing:
         raise ValueError(f"r_values {missing} are not fixed-r sets of {data}; it has {meta['r_test']}")
+    reference = np.load(data / "dl_noisy_train.npy")
+    for r in r_values:
+        obs_name = set_files(s.split, r)[1]
+        ood.check(np.load(data / obs_name)[: s.n_spectra], reference, meta["ell"], data / obs_name, s.ood_alpha)
     model, tx, ty, ckpt = load_score_model(Path(s.out_dir) / "model" / "model.pt", device)
     if "conditional" in s.modes and not ckpt["conditional"]:
         raise ValueError(
@@ -345,6 +350,65 @@ def infer(**settings) -> dict:
     write_json(folder / "r_table.json", rows)
     plot_r_estimates(hist, folder / "r_estimates.png")
     return stage.finish({"rows": rows, "table": table, "folder": str(folder)}, outputs=[folder])
+
+
+# ------------------------------------------------------------------------------------------------ check
+def check(**settings) -> dict:
+    """Compare spectra files (e.g. the prototype's) with the training distribution; warn on the ones outside it.
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.bmodes.settings.CheckSettings`.
+
+    Returns
+    -------
+    dict
+        Per file: spectra count, how many lie outside the training distribution, the largest per-ell z-scores.
+    """
+    import sys
+
+    s = build(CheckSettings, settings)
+    if s.kind not in ("observed", "clean"):
+        raise ValueError(f"kind must be 'observed' or 'clean', got {s.kind!r}")
+    if not s.files:
+        raise ValueError("no files to check; pass files=[path/dl_noisy_r0.01.npy, ...]")
+    _require_data(s.out_dir)
+    data = Path(s.out_dir) / "data"
+    meta, _ = load_metadata(data)
+    reference = np.load(data / ("dl_noisy_train.npy" if s.kind == "observed" else "dl_gt_train.npy"))
+    arrays = {}
+    for name in s.files:
+        arrays[name] = _load_spectra(Path(name), len(meta["ell"]))
+    out = {}
+    for name, dl in arrays.items():
+        out[name] = ood.summary(dl, reference, meta["ell"])
+        if out[name]["flagged"]:
+            print(
+                f"cosmobench: warning: {out[name]['flagged']} of {out[name]['n']} spectra in {name} lie outside the "
+                f"training distribution (largest |z| {out[name]['worst_max_abs_z']:.3g} > "
+                f"{out[name]['threshold_max_abs_z']:.3g})",
+                file=sys.stderr,
+            )
+    return {"reference": f"{data}/dl_{'noisy' if s.kind == 'observed' else 'gt'}_train.npy", "files": out}
+
+
+def _load_spectra(path: Path, n_ell: int) -> np.ndarray:
+    """A (n, n_ell) array of D_l from ``path``, or an error naming the file, the problem and the fix."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        dl = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a .npy array of spectra ({err})") from None
+    if dl.ndim != 2 or dl.shape[1] != n_ell:
+        raise ValueError(
+            f"{path} has shape {dl.shape}; expected (n_spectra, {n_ell}): one D_l per multipole of the dataset"
+        )
+    bad = int((~np.isfinite(dl)).sum())
+    if bad:
+        raise ValueError(f"{path} holds {bad} NaN/inf values; remove those spectra first")
+    return dl
 
 
 # -------------------------------------------------------------------------------------------------- run
