@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -82,3 +85,59 @@ def test_unwritable_folder_is_reported(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot write"):
         check_writable(blocker / "sub")
+
+
+def test_healpix_header_follows_healpix_and_planck_conventions(tmp_path):
+    from astropy.io import fits
+
+    npix = 12 * 8**2
+    write_healpix(
+        tmp_path / "pred.fits",
+        np.zeros((3, npix)),
+        extname="CMB-PRED",
+        extra_header={"FWHM": (20.6, "beam FWHM [arcmin]"), "METHOD": "nilc"},
+    )
+    write_healpix(tmp_path / "t.fits", np.zeros(npix), column_names=["TEMPERATURE"])
+    with fits.open(tmp_path / "pred.fits") as hdul:
+        hdr = hdul[1].header
+        assert (hdr["COORDSYS"], hdr["POLCCONV"], hdr["EXTNAME"]) == ("G", "COSMO", "CMB-PRED")
+        assert (hdr["FWHM"], hdr["METHOD"], hdr["ORDERING"], hdr["NSIDE"]) == (20.6, "nilc", "RING", 8)
+        assert hdr.comments["FWHM"] == "beam FWHM [arcmin]"
+    with fits.open(tmp_path / "t.fits") as hdul:
+        hdr = hdul[1].header
+        assert hdr["EXTNAME"] not in ("xtension", "") and hdr["COORDSYS"] == "G"
+        assert "POLCCONV" not in hdr  # intensity only: no polarisation convention to state
+    assert read_healpix(tmp_path / "pred.fits").shape == (3, npix)
+
+
+def test_healpix_long_keywords_are_refused_not_truncated(tmp_path):
+    with pytest.raises(ValueError, match="at most 8 characters"):
+        write_healpix(tmp_path / "m.fits", np.zeros(12 * 4**2), extra_header={"BEAM_FWHM": 5.0})
+    assert not (tmp_path / "m.fits").exists()
+
+
+def test_healpix_mjysr_output_converts_with_the_sky_units(tmp_path):
+    from astropy.io import fits
+
+    from cosmobench.sky.units import unit_factor
+
+    maps = np.linspace(-100.0, 100.0, 12 * 4**2)  # uK_CMB
+    write_healpix(tmp_path / "m.fits", maps, dtype=np.float64, freq_ghz=857.0, file_unit="MJy/sr")
+    with fits.open(tmp_path / "m.fits") as hdul:
+        assert hdul[1].header["TUNIT1"] == "MJy/sr" and hdul[1].header["FREQ"] == 857.0
+    back = read_healpix(tmp_path / "m.fits", dtype=np.float64)
+    np.testing.assert_allclose(back, maps * unit_factor(857.0, "uK_CMB", "MJy/sr"), rtol=1e-15)
+    with pytest.raises(ValueError, match="freq_ghz"):
+        write_healpix(tmp_path / "n.fits", maps, file_unit="MJy/sr")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_written_files_honour_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        write_healpix(tmp_path / "m.fits", np.zeros(12 * 4**2))
+        write_json(tmp_path / "p.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("m.fits", "p.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask

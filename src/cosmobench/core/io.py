@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ __all__ = [
     "write_json",
     "read_json",
     "write_npy",
+    "write_npz",
+    "write_text",
     "write_healpix",
     "read_healpix",
     "sha256",
@@ -31,6 +34,7 @@ __all__ = [
 ]
 
 STOKES_COLUMNS = ("I_STOKES", "Q_STOKES", "U_STOKES")
+DEFAULT_EXTNAME = "SKY-MAP"
 
 
 class CorruptFileError(RuntimeError):
@@ -56,13 +60,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block ends without error.
 
     The temporary name starts with ``.`` and ends with ``.tmp`` so it is never mistaken for a result.
+    It is created like :func:`open` creates files, with mode ``0o666`` less the process umask (0644 under
+    umask 022), not the private 0600 of :func:`tempfile.mkstemp`, so results can be shared.
     On error the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -96,6 +101,18 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` with :func:`numpy.savez`, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
 def write_npy(path: Path | str, array: np.ndarray) -> None:
     """Save ``array`` with :func:`numpy.save`, atomically."""
     with atomic_path(path) as tmp:
@@ -110,24 +127,46 @@ def write_healpix(
     unit: str = "uK_CMB",
     column_names: Sequence[str] | None = None,
     dtype: type = np.float32,
+    extname: str = DEFAULT_EXTNAME,
+    freq_ghz: float | None = None,
+    file_unit: str | None = None,
     extra_header: dict[str, Any] | None = None,
 ) -> None:
-    """Write HEALPix maps in RING ordering to a FITS binary table, atomically.
+    """Write HEALPix maps in RING ordering, Galactic coordinates, to a FITS binary table, atomically.
+
+    The header follows the HEALPix/Planck conventions: ``PIXTYPE``, ``ORDERING='RING'``, ``NSIDE``,
+    ``COORDSYS='G'``, ``EXTNAME``, ``TUNITn``; polarised maps (a ``Q_...`` or ``U_...`` column) get
+    ``POLCCONV='COSMO'``, the HEALPix sign convention that healpy and cosmobench's transforms use.
 
     Parameters
     ----------
     path : path
         Output file.
     maps : ndarray, shape (npix,) or (nmaps, npix)
-        Maps in RING ordering, in ``unit``.
+        Maps in RING ordering, Galactic coordinates, in ``unit``.
     unit : str
-        Written as ``TUNITn`` for every column.
+        Unit of ``maps`` (see :mod:`cosmobench.sky.units` for the names).
     column_names : sequence of str, optional
         Defaults to ``I_STOKES`` (one map) or ``I/Q/U_STOKES`` (three maps).
     dtype : numpy dtype
         Stored precision; float32 by default.
+    extname : str
+        Name of the binary-table extension, e.g. ``"FREQ-MAP"`` for an observed channel (Planck's name) or
+        ``"CMB-PRED"`` for a separated CMB map.
+    freq_ghz : float, optional
+        Frequency of the maps, GHz; written as the ``FREQ`` card. Needed when ``file_unit`` differs from ``unit``.
+    file_unit : str, optional
+        Unit stored in the file (e.g. ``"MJy/sr"`` for the 545 and 857 GHz channels, as Planck does); the maps
+        are converted from ``unit`` at ``freq_ghz`` with :func:`cosmobench.sky.units.unit_factor`. Default:
+        ``unit``, no conversion.
     extra_header : dict, optional
-        Extra header cards (8-character keys).
+        Extra header cards: keyword (at most 8 characters, the FITS standard) -> value or (value, comment),
+        e.g. ``{"FWHM": (20.6, "beam FWHM [arcmin]"), "METHOD": "nilc"}``.
+
+    Raises
+    ------
+    ValueError
+        Non-finite values, a keyword longer than 8 characters, or ``file_unit`` without ``freq_ghz``.
     """
     import healpy as hp
 
@@ -136,12 +175,29 @@ def write_healpix(
         raise ValueError(f"refusing to write non-finite values to {path}")
     if column_names is None:
         column_names = STOKES_COLUMNS[: len(maps)] if len(maps) <= 3 else [f"MAP{i}" for i in range(len(maps))]
-    cards = [(k.upper()[:8], v) for k, v in (extra_header or {}).items()]
+    if file_unit is not None and file_unit != unit:
+        if freq_ghz is None:
+            raise ValueError(f"writing {path} in {file_unit} from {unit} needs the frequency: pass freq_ghz=...")
+        from ..sky.units import unit_factor
+
+        maps = maps * unit_factor(freq_ghz, unit, file_unit)
+        unit = file_unit
+    long_keys = [k for k in (extra_header or {}) if len(k) > 8]
+    if long_keys:
+        raise ValueError(f"FITS keywords have at most 8 characters; shorten {long_keys} (e.g. 'FWHM', 'METHOD')")
+    cards = [("EXTNAME", extname, "name of this binary table extension")]
+    if any(str(n).upper().startswith(("Q_", "U_")) for n in column_names):
+        cards.append(("POLCCONV", "COSMO", "polarisation convention: COSMO (HEALPix) or IAU"))
+    if freq_ghz is not None:
+        cards.append(("FREQ", float(freq_ghz), "frequency [GHz]"))
+    for key, value in (extra_header or {}).items():
+        cards.append((key.upper(), *(value if isinstance(value, tuple) else (value,))))
     with atomic_path(path) as tmp:
         hp.write_map(
             str(tmp),
             [m.astype(dtype) for m in maps],
             nest=False,
+            coord="G",
             column_names=list(column_names),
             column_units=unit,
             dtype=[dtype] * len(maps),
