@@ -74,7 +74,7 @@ def exact_estimates(dl_obs: np.ndarray, model: dict, *, r_max: float = 0.2) -> d
         fsky=float(model["fsky"]),
         r_max=r_max,
     )
-    return {"r_hat": fit["r_hat"], "lo": fit["lo"], "hi": fit["hi"], "sigma": fit["sigma"]}
+    return {k: fit[k] for k in ("r_hat", "lo", "hi", "lo95", "hi95", "sigma")}
 
 
 def oracle_estimates(dl_gt: np.ndarray, model: dict) -> dict[str, np.ndarray]:
@@ -82,7 +82,17 @@ def oracle_estimates(dl_gt: np.ndarray, model: dict) -> dict[str, np.ndarray]:
     ell = np.asarray(model["ell"])
     r_hat = clean_r_hat(_cl(dl_gt, ell), np.asarray(model["cl_tensor_obs"]), ell)
     sigma = np.abs(r_hat) * np.sqrt(2.0 / np.sum(2 * ell + 1))
-    return {"r_hat": r_hat, "lo": r_hat - sigma, "hi": r_hat + sigma, "sigma": sigma}
+    fit = {"r_hat": r_hat, "lo": r_hat - sigma, "hi": r_hat + sigma, "sigma": sigma}
+    return {**fit, **_gauss95(fit)}
+
+
+def _gauss95(fit: dict) -> dict[str, np.ndarray]:
+    """The 95 % interval r_hat +- 1.96 sigma (for the clean-spectrum likelihood, Gaussian to ~10 % at these ell)."""
+    return {"lo95": fit["r_hat"] - 1.96 * fit["sigma"], "hi95": fit["r_hat"] + 1.96 * fit["sigma"]}
+
+
+_Q68 = (0.15865, 0.84135)
+_Q95 = (0.02275, 0.97725)
 
 
 def exact_posterior_estimates(
@@ -92,7 +102,8 @@ def exact_posterior_estimates(
 
     Returns
     -------
-    dict of ndarray, shape (n,): ``mean``, ``median``, ``mode``, ``lo`` and ``hi`` (16th and 84th percentiles)
+    dict of ndarray, shape (n,): ``mean``, ``median``, ``mode``, ``lo`` and ``hi`` (16th and 84th percentiles),
+    ``lo95`` and ``hi95`` (2.3th and 97.7th)
     """
     ell = np.asarray(model["ell"])
     grid = np.linspace(0.0, r_max, int(n_grid))
@@ -107,8 +118,16 @@ def exact_posterior_estimates(
     post = np.exp(-0.5 * (chi - chi.min(axis=1, keepdims=True)))
     post /= post.sum(axis=1, keepdims=True)
     cdf = np.cumsum(post, axis=1)
-    lo, med, hi = (grid[np.argmax(cdf >= q, axis=1)] for q in (0.15865, 0.5, 0.84135))
-    return {"mean": post @ grid, "median": med, "mode": grid[np.argmax(post, axis=1)], "lo": lo, "hi": hi}
+    lo95, lo, med, hi, hi95 = (grid[np.argmax(cdf >= q, axis=1)] for q in (_Q95[0], _Q68[0], 0.5, _Q68[1], _Q95[1]))
+    return {
+        "mean": post @ grid,
+        "median": med,
+        "mode": grid[np.argmax(post, axis=1)],
+        "lo": lo,
+        "hi": hi,
+        "lo95": lo95,
+        "hi95": hi95,
+    }
 
 
 def diffusion_estimates(
@@ -131,17 +150,18 @@ def diffusion_estimates(
     Returns
     -------
     dict of ndarray, shape (n,)
-        ``mean``, ``median``, ``lo`` and ``hi`` (16th and 84th percentiles), ``std``; ``ml``: the
-        :func:`detruncate` dict.
+        ``mean``, ``median``, ``lo`` and ``hi`` (16th and 84th percentiles), ``lo95`` and ``hi95`` (2.3th and
+        97.7th), ``std``; ``ml``: the :func:`detruncate` dict.
     """
     ell = np.asarray(model["ell"])
     draws = clean_r_posterior_draws(
         _cl(dl_draws, ell), np.asarray(model["cl_tensor_obs"]), ell, r_max=r_max, n_per_draw=n_per_draw, rng=rng
     )
-    lo, med, hi = np.percentile(draws, [15.865, 50.0, 84.135], axis=-1)
+    quantiles = [100 * q for q in (_Q95[0], _Q68[0], 0.5, _Q68[1], _Q95[1])]
+    lo95, lo, med, hi, hi95 = np.percentile(draws, quantiles, axis=-1)
     mean = draws.mean(-1)
     ml = detruncate(mean, model, r_max=r_max)
-    return {"mean": mean, "median": med, "lo": lo, "hi": hi, "std": draws.std(-1), "ml": ml}
+    return {"mean": mean, "median": med, "lo": lo, "hi": hi, "lo95": lo95, "hi95": hi95, "std": draws.std(-1), "ml": ml}
 
 
 def detruncate(post_mean: np.ndarray, model: dict, *, r_max: float, n_grid: int = 801) -> dict[str, np.ndarray]:
@@ -166,7 +186,7 @@ def detruncate(post_mean: np.ndarray, model: dict, *, r_max: float, n_grid: int 
 
     Returns
     -------
-    dict of ndarray, shape (n,): ``r_hat``, ``lo``, ``hi``
+    dict of ndarray, shape (n,): ``r_hat``, ``lo``, ``hi``, ``lo95``, ``hi95``
     """
     ell, ct, co = (np.asarray(model[k], dtype=float) for k in ("ell", "cl_tensor_obs", "cl_other"))
     edge = -np.min(co / ct)
@@ -175,19 +195,28 @@ def detruncate(post_mean: np.ndarray, model: dict, *, r_max: float, n_grid: int 
     mean = exact_posterior_estimates(asimov, model, r_max=r_max)["mean"]
     est = np.interp(post_mean, mean, r_hat)
     fit = fit_r(est[:, None] * ct + co, ct, co, ell, fsky=float(model["fsky"]), r_max=max(r_max, 2 * est.max()))
-    return {"r_hat": est, "lo": fit["lo"], "hi": fit["hi"]}
+    return {"r_hat": est, **{k: fit[k] for k in ("lo", "hi", "lo95", "hi95")}}
 
 
 def score_estimates(
-    r_hat: np.ndarray, r0: float, sigma_fisher: float, lo: np.ndarray | None = None, hi: np.ndarray | None = None
+    r_hat: np.ndarray, r0: float, sigma_fisher: float, intervals: dict[str, np.ndarray] | None = None
 ) -> dict[str, float]:
-    """Bias, spread and coverage of estimates of a true ``r0``.
+    """Bias, spread and coverage of estimates of a true ``r0``, in units of the Fisher sigma.
+
+    Parameters
+    ----------
+    r_hat : ndarray, shape (n,)
+    r0 : float
+    sigma_fisher : float
+        Fisher sigma(r) at ``r0`` (the unit of ``bias_over_fisher``, ``std_over_fisher``, ``rmse_over_fisher``).
+    intervals : dict, optional
+        ``lo``/``hi`` (68 %) and ``lo95``/``hi95`` (95 %) interval edges per estimate.
 
     Returns
     -------
     dict
-        ``mean``, ``bias``, ``std``, ``rmse``, ``bias_over_std``, ``std_over_fisher``, ``rmse_over_fisher``,
-        ``bias_se`` (standard error of the bias), ``coverage_68`` (if intervals are given), ``n``.
+        ``n``, ``mean``, ``bias``, ``std``, ``rmse``, ``bias_over_fisher`` and its standard error
+        ``bias_se_over_fisher``, ``std_over_fisher``, ``rmse_over_fisher``, ``coverage_68``, ``coverage_95``.
     """
     r_hat = np.asarray(r_hat, dtype=float)
     n = len(r_hat)
@@ -199,30 +228,38 @@ def score_estimates(
         "bias": bias,
         "std": std,
         "rmse": rmse,
-        "bias_se": std / np.sqrt(n) if n > 1 else float("nan"),
-        "bias_over_std": bias / std if std > 0 else float("nan"),
+        "bias_over_fisher": bias / sigma_fisher,
+        "bias_se_over_fisher": std / np.sqrt(n) / sigma_fisher if n > 1 else float("nan"),
         "std_over_fisher": std / sigma_fisher,
         "rmse_over_fisher": rmse / sigma_fisher,
     }
-    if lo is not None and hi is not None:
-        out["coverage_68"] = float(np.mean((np.asarray(lo) <= r0) & (r0 <= np.asarray(hi))))
+    for level, (lo, hi) in (("68", ("lo", "hi")), ("95", ("lo95", "hi95"))):
+        if intervals is not None and lo in intervals and hi in intervals:
+            inside = (np.asarray(intervals[lo])[:n] <= r0) & (r0 <= np.asarray(intervals[hi])[:n])
+            out[f"coverage_{level}"] = float(np.mean(inside))
     return out
 
 
 def r_table_markdown(rows: list[dict]) -> str:
-    """A Markdown table of r scores: one row per (r0, estimator)."""
+    """A Markdown table of r scores, one row per (r0, estimator); units stated in the header.
+
+    ``bias`` is the mean of r_hat - r0 and ``std`` its standard deviation over the set, both divided by the Fisher
+    sigma(r0) of the data model; the bias carries its standard error; coverage is the fraction of the set whose
+    68 % (95 %) interval contains r0.
+    """
     head = (
-        "| r0 | estimator | mean r_hat | bias | std | bias/std | std/sigma_F | rmse/sigma_F | cover 68% | "
-        "sigma_F (ours) | sigma_F (ref) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| r0 | estimator | n | mean r_hat | bias / sigma_F (+- s.e.) | std / sigma_F | rmse / sigma_F | "
+        "68 % coverage | 95 % coverage | sigma_F (ours) | sigma_F (ref) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         ref = REFERENCE_FISHER.get(round(float(r["r0"]), 6))
-        cov = r.get("coverage_68")
+        cov = [r.get(f"coverage_{q}") for q in ("68", "95")]
         lines.append(
-            f"| {r['r0']:g} | {r['estimator']} | {r['mean']:.2e} | {r['bias']:+.2e} | {r['std']:.2e} | "
-            f"{r['bias_over_std']:+.2f} | {r['std_over_fisher']:.2f} | {r['rmse_over_fisher']:.2f} | "
-            f"{'' if cov is None else f'{cov:.2f}'} | {r['sigma_fisher']:.2e} | "
-            f"{'' if ref is None else f'{ref:.2e}'} |"
+            f"| {r['r0']:g} | {r['estimator']} | {r['n']} | {r['mean']:.2e} | {r['bias_over_fisher']:+.2f} "
+            f"+- {r['bias_se_over_fisher']:.2f} | {r['std_over_fisher']:.2f} | {r['rmse_over_fisher']:.2f} | "
+            + " | ".join("" if c is None else f"{c:.2f}" for c in cov)
+            + f" | {r['sigma_fisher']:.2e} | {'' if ref is None else f'{ref:.2e}'} |"
         )
     return head + "\n".join(lines) + "\n"

@@ -87,7 +87,7 @@ def fit_r(
     r_max: float = 0.2,
     n_grid: int = 4001,
 ) -> dict[str, np.ndarray]:
-    """Maximum-likelihood r of each spectrum, with the Delta(-2 ln L) = 1 interval and the curvature error.
+    """Maximum-likelihood r of each spectrum, with the Delta(-2 ln L) = 1 and 4 intervals and the curvature error.
 
     The maximum is found on a grid and refined with Newton steps on the analytic derivatives; the ends of the
     interval are found by bisection.
@@ -112,7 +112,7 @@ def fit_r(
     -------
     dict of ndarray, each shape (n,)
         ``r_hat``, ``sigma`` (inverse curvature at r_hat), ``lo`` and ``hi`` (Delta(-2 ln L) = 1 crossings, or the
-        edges of the search range).
+        edges of the search range), ``lo95`` and ``hi95`` (Delta(-2 ln L) = 4 crossings).
     """
     cl_hat = np.atleast_2d(np.asarray(cl_hat, dtype=float))
     ct, co = np.asarray(cl_tensor, dtype=float), np.asarray(cl_other, dtype=float)
@@ -135,12 +135,17 @@ def fit_r(
     curv = np.sum(nu * ct**2 * (2 * cl_hat - c) / c**3, axis=1)  # d^2(-2 ln L)/dr^2
     sigma = np.where(curv > 0, np.sqrt(2.0 / np.where(curv > 0, curv, 1.0)), np.nan)
 
-    def delta(rr):  # -2 ln L(rr) - (-2 ln L(r_hat)) - 1, per spectrum
-        return np.sum(nu * (cl_hat / (rr[:, None] * ct + co) + np.log(rr[:, None] * ct + co)), axis=1) - best - 1
-
     best = np.sum(nu * (cl_hat / c + np.log(c)), axis=1)
-    lo, hi = _crossing(delta, r, np.full_like(r, lo_edge)), _crossing(delta, r, np.full_like(r, r_max))
-    return {"r_hat": r, "sigma": sigma, "lo": lo, "hi": hi}
+    out = {"r_hat": r, "sigma": sigma}
+    for name, level in (("", 1.0), ("95", 4.0)):  # Delta(-2 ln L) = 1 (68 %) and 4 (95 %) crossings
+
+        def delta(rr, level=level):  # -2 ln L(rr) - (-2 ln L(r_hat)) - level, per spectrum
+            c_r = rr[:, None] * ct + co
+            return np.sum(nu * (cl_hat / c_r + np.log(c_r)), axis=1) - best - level
+
+        out[f"lo{name}"] = _crossing(delta, r, np.full_like(r, lo_edge))
+        out[f"hi{name}"] = _crossing(delta, r, np.full_like(r, r_max))
+    return out
 
 
 def _crossing(delta, inner: np.ndarray, outer: np.ndarray, iters: int = 60) -> np.ndarray:

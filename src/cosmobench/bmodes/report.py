@@ -15,7 +15,7 @@ def write_report(out_dir: Path | str, sample: dict, infer: dict, seconds: float)
     lines = [
         "# B-mode diffusion run",
         "",
-        f"Folder: `{out_dir}`; total {seconds:.0f} s. Fixed-r sets scored: `{sample.get('split', 'test')}`.",
+        f"Folder: `{out_dir}`; total {seconds:.0f} s. Fixed-r sets scored: `{sample['split']}`.",
         "",
         "## MSE of the denoised spectra (template units: D_l / D_l^{t,r=1}, i.e. r per multipole)",
         "",
@@ -27,7 +27,7 @@ def write_report(out_dir: Path | str, sample: dict, infer: dict, seconds: float)
             f"| {key} | {m['mse_r_units_posterior_mean']:.3g} | {m['mse_r_units_single_draw']:.3g} | "
             f"{m['mse_r_units_observed']:.3g} | {m['mse_r_units_observed_minus_expected_contamination']:.3g} |"
         )
-    figures = sorted(p.relative_to(out_dir) for p in (out_dir / "samples").rglob("*.png"))
+    figures = sorted(p.relative_to(out_dir) for p in (out_dir / "samples" / sample["split"]).rglob("*.png"))
     if "prior_check" in sample:
         pc = sample["prior_check"]
         lines += [
@@ -38,7 +38,14 @@ def write_report(out_dir: Path | str, sample: dict, infer: dict, seconds: float)
             f"{pc['max_abs_corr_diff']:.3f} (1 sigma {pc['corr_diff_tolerance_1sigma']:.3f}).",
         ]
     lines += ["", "## r estimates", "", infer["table"], ""]
-    lines += [f"![r estimates]({Path('infer') / 'r_estimates.png'})", "", "## Figures", ""]
+    split = sample["split"]
+    lines += [
+        f"![r estimates: exact Gaussian likelihood maximum and diffusion posterior median]"
+        f"({Path('infer') / split / 'r_estimates.png'})",
+        "",
+        "## Figures",
+        "",
+    ]
     loss = Path("model") / "loss.png"
     if (out_dir / loss).exists():
         lines.append(f"- [training loss]({loss})")

@@ -154,7 +154,7 @@ def sample(**settings) -> dict:
     from .conditional import MODES, denoise_spectra
     from .dataset import dl_factor, r_label
     from .evaluation import mse_table, prior_check
-    from .figures import plot_prior_check, plot_spectra, plot_trajectories
+    from .figures import plot_aggregate, plot_prior_check, plot_spectra, plot_trajectories
     from .train import load_score_model
 
     s = build(SampleSettings, settings)
@@ -239,9 +239,10 @@ def sample(**settings) -> dict:
             if s.n_draws > 1:
                 write_npy(sub / "draws.npy", draws)
             plot_spectra(ell, gt, obs, draws, template_dl, sub / "spectra.png", title=f"{mode} r={r_label(r)}")
+            plot_aggregate(ell, gt, obs, mean, template_dl, sub / "aggregate.png", title=f"{mode} r={r_label(r)}")
             if "trajectory" in res:
                 write_npz(sub / "trajectory.npz", times=res["times"], trajectory=res["trajectory"])
-                plot_trajectories(res["times"], res["trajectory"], ell, sub / "trajectories.png")
+                plot_trajectories(res["times"], res["trajectory"], ell, sub / "trajectories.png", title=key)
             write_json(sub / "metrics.json", metrics)
             summary["results"][key] = metrics
     if s.n_prior_check:
@@ -322,7 +323,7 @@ def infer(**settings) -> dict:
         bayes = exact_posterior_estimates(obs, model_spectra, r_max=meta["r_max"])
         est = {
             "exact": exact_estimates(obs, model_spectra, r_max=s.r_max_search),
-            "exact_bayes_median": {"r_hat": bayes["median"], "lo": bayes["lo"], "hi": bayes["hi"]},
+            "exact_bayes_median": {"r_hat": bayes["median"], **_intervals(bayes)},
             "oracle": oracle_estimates(gt, model_spectra),
         }
         draws_path = samples / s.mode / f"r{label}" / "draws.npy"
@@ -335,12 +336,12 @@ def infer(**settings) -> dict:
                 rng=stream(s.seed, "bmodes-infer", s.split, label),
             )
             for point in ("mean", "median"):
-                est[f"diffusion_{point}"] = {"r_hat": d[point], "lo": d["lo"], "hi": d["hi"]}
+                est[f"diffusion_{point}"] = {"r_hat": d[point], **_intervals(d)}
             est["diffusion_ml"] = d["ml"]
         n_used = min(len(v["r_hat"]) for v in est.values())
         hist[label] = {"r0": float(r), "sigma_fisher": sigma_f}
         for name, e in est.items():
-            sc = score_estimates(e["r_hat"][:n_used], float(r), sigma_f, e["lo"][:n_used], e["hi"][:n_used])
+            sc = score_estimates(e["r_hat"][:n_used], float(r), sigma_f, e)
             rows.append({"r0": float(r), "estimator": name, "sigma_fisher": sigma_f, **sc})
             if name in _PLOTTED:
                 hist[label][_PLOTTED[name]] = e["r_hat"][:n_used]
@@ -350,6 +351,10 @@ def infer(**settings) -> dict:
     write_json(folder / "r_table.json", rows)
     plot_r_estimates(hist, folder / "r_estimates.png")
     return stage.finish({"rows": rows, "table": table, "folder": str(folder)}, outputs=[folder])
+
+
+def _intervals(summary: dict) -> dict:
+    return {k: summary[k] for k in ("lo", "hi", "lo95", "hi95")}
 
 
 # ------------------------------------------------------------------------------------------------ check
