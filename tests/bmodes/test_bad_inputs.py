@@ -27,8 +27,20 @@ def finished(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr("cosmobench.bmodes.dataset.bb_templates", _fake_templates)
     out = tmp_path_factory.mktemp("bmodes_bad")
-    assert main(["bmodes", "run", "preset=tiny", f"out_dir={out}", "simulate.progress=false",
-                 "train.progress=false", "sample.progress=false"]) == 0
+    assert (
+        main(
+            [
+                "bmodes",
+                "run",
+                "preset=tiny",
+                f"out_dir={out}",
+                "simulate.progress=false",
+                "train.progress=false",
+                "sample.progress=false",
+            ]
+        )
+        == 0
+    )
     yield out
     mp.undo()
 
@@ -41,11 +53,17 @@ CASES = {
     "unknown cosmology key": (["simulate", "simulate.cosmology={omch: 0.1}"], 1, ["omch"]),
     "more training spectra": (["simulate", "simulate.n_train=800"], 1, ["n_train: 256 -> 800", "overwrite=true"]),
     "disk guard": (["simulate", "simulate.n_train=100000000000", "overwrite=true"], 1, ["GB", "force=true"]),
-    "retrain other size": (["train", "train.epochs=5", "train.hidden_dim=32"], 1,
-                           ["epochs: 20 -> 5", "hidden_dim: 64 -> 32", "overwrite=true"]),
+    "retrain other size": (
+        ["train", "train.epochs=5", "train.hidden_dim=32"],
+        1,
+        ["epochs: 20 -> 5", "hidden_dim: 64 -> 32", "overwrite=true"],
+    ),
     "dict override": (["train", "train.sde={name: vp}"], 1, ["sde.name", "overwrite=true"]),
-    "other sampler": (["sample", "sample.sampler=ode", "sample.n_steps=40"], 1,
-                      ["sampler: \"em\" -> \"ode\"", "n_steps: 50 -> 40", "another out_dir"]),
+    "other sampler": (
+        ["sample", "sample.sampler=ode", "sample.n_steps=40"],
+        1,
+        ['sampler: "em" -> "ode"', "n_steps: 50 -> 40", "another out_dir"],
+    ),
     "unknown sampler": (["sample", "sample.sampler=nosuch"], 1, ["unknown sampler 'nosuch'", "em"]),
     "unknown mode": (["sample", "sample.modes=[dps]"], 1, ["unknown modes ['dps']", "conditional"]),
     "unknown split": (["sample", "split=train"], 1, ["split must be one of ['val', 'test']"]),

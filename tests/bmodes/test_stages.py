@@ -169,3 +169,24 @@ def test_denoise_modes(tiny_run):
     np.testing.assert_allclose(proto["trajectory"][0], np.repeat(tx.forward(obs), 2, axis=0)[:2], rtol=1e-5)
     with pytest.raises(ValueError, match="unknown mode"):
         denoise_spectra(model, tx, ty, obs, mode="dps")
+
+
+def test_compare_runs_gives_the_spread_over_seeds(tiny_run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from cosmobench.bmodes.infer import seed_table
+
+    out = Path(tiny_run[0])
+    twin = tmp_path / "twin"
+    shutil.copytree(out, twin)
+    res = stages.compare(out_dir=str(tmp_path / "cmp"), runs=[str(out), str(twin)], progress=False)
+    row = next(r for r in res["rows"] if r["estimator"] == "exact" and r["r0"] == 0.01)
+    assert row["n_runs"] == 2 and row["bias_over_fisher_spread"] == 0.0  # identical runs: no spread
+    assert (
+        "| 0.01 | exact | 2 |" in res["table"] and (tmp_path / "cmp" / "compare" / "test" / "r_table_runs.md").exists()
+    )
+    rows = seed_table([[{"r0": 0.0, "estimator": "e", "sigma_fisher": 1.0, "bias_over_fisher": b}] for b in (0, 1, 2)])
+    assert rows[0]["bias_over_fisher"] == 1.0 and rows[0]["bias_over_fisher_spread"] == 1.0
+    with pytest.raises(ValueError, match="at least two runs"):
+        stages.compare(out_dir=str(tmp_path / "cmp2"), runs=[str(out)])

@@ -69,8 +69,16 @@ def test_identical_trainings_give_byte_identical_checkpoints(tmp_path):
     def train(folder):
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 1)
-        fit(model, (x, y), (x, y), loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), epochs=3,
-            ckpt=folder / "last.pt", device="cpu", progress=False)
+        fit(
+            model,
+            (x, y),
+            (x, y),
+            loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(),
+            epochs=3,
+            ckpt=folder / "last.pt",
+            device="cpu",
+            progress=False,
+        )
         return (folder / "best.pt").read_bytes()
 
     assert train(tmp_path / "a") == train(tmp_path / "b")

@@ -51,7 +51,7 @@ def test_overwrite_redoes(tmp_path):
 
 def test_changed_input_is_refused(tmp_path):
     _run(tmp_path, {"a": 1}, inputs={"model": "abc"})
-    with pytest.raises(StageConflict, match="input model: \"abc\" -> \"def\""):
+    with pytest.raises(StageConflict, match='input model: "abc" -> "def"'):
         _run(tmp_path, {"a": 1}, inputs={"model": "def"})
 
 

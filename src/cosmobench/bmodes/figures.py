@@ -192,7 +192,11 @@ def plot_aggregate(
         m, sd = u.mean(0), u.std(0)
         ax.plot(ell, m, color=color, label=f"{label} (mean over {len(u)})")
         ax.fill_between(ell, np.maximum(m - sd, 1e-12), m + sd, color=color, alpha=0.15)
-    ax.set(xlabel=r"$\ell$", ylabel=r"$D_\ell / D_\ell^{t, r=1}$ (bands: $\pm 1$ std over spectra)", yscale="log",
-           title=title)
+    ax.set(
+        xlabel=r"$\ell$",
+        ylabel=r"$D_\ell / D_\ell^{t, r=1}$ (bands: $\pm 1$ std over spectra)",
+        yscale="log",
+        title=title,
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)

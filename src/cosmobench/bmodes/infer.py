@@ -263,3 +263,42 @@ def r_table_markdown(rows: list[dict]) -> str:
             + f" | {r['sigma_fisher']:.2e} | {'' if ref is None else f'{ref:.2e}'} |"
         )
     return head + "\n".join(lines) + "\n"
+
+
+SEED_METRICS = ("bias_over_fisher", "std_over_fisher", "rmse_over_fisher", "coverage_68", "coverage_95")
+
+
+def seed_table(tables: list[list[dict]]) -> list[dict]:
+    """Combine r tables of several runs (training seeds): per (r0, estimator), the mean and the standard deviation
+    over runs of every metric of :data:`SEED_METRICS`; rows present in every run only."""
+    keyed = [{(row["r0"], row["estimator"]): row for row in table} for table in tables]
+    common = [k for k in keyed[0] if all(k in t for t in keyed[1:])]
+    rows = []
+    for key in common:
+        runs = [t[key] for t in keyed]
+        row = {"r0": key[0], "estimator": key[1], "n_runs": len(runs), "sigma_fisher": runs[0]["sigma_fisher"]}
+        for m in SEED_METRICS:
+            values = np.array([r.get(m, np.nan) for r in runs], dtype=float)
+            row[m] = float(np.mean(values))
+            row[f"{m}_spread"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def seed_table_markdown(rows: list[dict]) -> str:
+    """Markdown of :func:`seed_table`: mean +- standard deviation over runs; bias, std and rmse in units of the
+    Fisher sigma(r0); coverage = fraction of the set whose 68 % (95 %) interval contains r0."""
+    head = (
+        "| r0 | estimator | runs | bias / sigma_F | std / sigma_F | rmse / sigma_F | 68 % coverage | 95 % coverage |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        cells = [
+            f"{r[m]:+.2f} +- {r[m + '_spread']:.2f}"
+            if m == "bias_over_fisher"
+            else f"{r[m]:.2f} +- {r[m + '_spread']:.2f}"
+            for m in SEED_METRICS
+        ]
+        lines.append(f"| {r['r0']:g} | {r['estimator']} | {r['n_runs']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"

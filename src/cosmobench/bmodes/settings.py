@@ -11,7 +11,15 @@ from dataclasses import field
 
 from ..core.settings import StageSettings
 
-__all__ = ["SimulateSettings", "TrainSettings", "SampleSettings", "InferSettings", "CheckSettings", "SECTIONS"]
+__all__ = [
+    "SimulateSettings",
+    "TrainSettings",
+    "SampleSettings",
+    "InferSettings",
+    "CheckSettings",
+    "CompareSettings",
+    "SECTIONS",
+]
 
 OUT_DIR = "cosmobench_out/bmodes"
 R_TEST = (0.0, 0.001, 0.005, 0.01)
@@ -245,10 +253,29 @@ class CheckSettings(StageSettings):
     kind: str = "observed"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareSettings(StageSettings):
+    """``bmodes compare``: the r table over several runs (training seeds), with the spread between them.
+
+    Attributes
+    ----------
+    out_dir : str
+        Where ``compare/<split>/`` is written.
+    runs : tuple of str
+        Run folders, each with a finished ``infer/<split>``; usually the same data with different training seeds.
+    split : {"val", "test"}
+    """
+
+    out_dir: str = OUT_DIR
+    runs: tuple[str, ...] = ()
+    split: str = "test"
+
+
 SECTIONS: dict[str, type[StageSettings]] = {
     "simulate": SimulateSettings,
     "train": TrainSettings,
     "sample": SampleSettings,
     "infer": InferSettings,
     "check": CheckSettings,
+    "compare": CompareSettings,
 }

@@ -25,10 +25,17 @@ from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
 from ..core.stage import RUNTIME_KEYS, Stage, identity, require
 from . import ood
-from .settings import CheckSettings, InferSettings, SampleSettings, SimulateSettings, TrainSettings
+from .settings import (
+    CheckSettings,
+    CompareSettings,
+    InferSettings,
+    SampleSettings,
+    SimulateSettings,
+    TrainSettings,
+)
 from .store import SPLITS, check_resources, load_metadata, set_files, write_dataset
 
-__all__ = ["simulate", "train", "sample", "infer", "check", "run"]
+__all__ = ["simulate", "train", "sample", "infer", "check", "compare", "run"]
 
 _SAMPLERS = ("em", "ode", "pc")
 
@@ -42,9 +49,7 @@ def _require_data(out_dir: str) -> dict:
 
 
 def _require_model(out_dir: str) -> dict:
-    return require(
-        Path(out_dir) / "model", "bmodes.train", _command("train", out_dir), what="the trained score model"
-    )
+    return require(Path(out_dir) / "model", "bmodes.train", _command("train", out_dir), what="the trained score model")
 
 
 def _recorded(settings) -> dict:
@@ -414,6 +419,46 @@ def _load_spectra(path: Path, n_ell: int) -> np.ndarray:
     if bad:
         raise ValueError(f"{path} holds {bad} NaN/inf values; remove those spectra first")
     return dl
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def compare(**settings) -> dict:
+    """The r table over several runs (training seeds) with the spread between them.
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.bmodes.settings.CompareSettings`.
+
+    Returns
+    -------
+    dict
+        ``rows`` (mean and spread per r and estimator), ``table`` (Markdown), the folder.
+    """
+    from .infer import seed_table, seed_table_markdown
+
+    s = build(CompareSettings, settings)
+    if len(s.runs) < 2:
+        raise ValueError(f"compare needs at least two runs (e.g. three training seeds), got {list(s.runs)}")
+    records = {
+        run: require(
+            Path(run) / "infer" / s.split,
+            "bmodes.infer",
+            f"cosmobench bmodes run out_dir={run} split={s.split}",
+            what=f"the r table of {run}",
+        )
+        for run in s.runs
+    }
+    folder = Path(s.out_dir) / "compare" / s.split
+    inputs = {run: identity(rec) for run, rec in records.items()}
+    stage = Stage(folder, "bmodes.compare", as_dict(s), inputs, command=_command("compare", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    rows = seed_table([read_json(Path(run) / "infer" / s.split / "r_table.json") for run in s.runs])
+    table = seed_table_markdown(rows)
+    write_json(folder / "r_table_runs.json", rows)
+    write_text(folder / "r_table_runs.md", table)
+    return stage.finish({"rows": rows, "table": table, "runs": list(s.runs)}, outputs=[folder])
 
 
 # -------------------------------------------------------------------------------------------------- run

@@ -52,6 +52,7 @@ FORMAT = "cosmobench-stage/1"
 RUNTIME_KEYS = frozenset(
     {"overwrite", "force", "progress", "executor", "workers", "scheduler_address", "threads", "device", "chunk"}
     | {"out_dir", "root", "data_dir", "results_dir", "report_dir", "cache_dir"}  # where, not what: folders move
+    | {"in_memory", "device_data"}  # multifield: where the training maps are held
 )
 
 
