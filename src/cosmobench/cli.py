@@ -14,24 +14,27 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main", "TASKS", "load_config"]
+__all__ = ["main", "TASKS", "register_task", "load_config"]
 
 # task -> stage -> "module:function"; ``config`` (print the resolved config) exists for every task.
 TASKS: dict[str, dict[str, str]] = {
     "cmb": {
-        "simulate": "cosmobench.cmb.simulate:simulate_dataset",
-        "train": "cosmobench.cmb.separate:train",
-        "separate": "cosmobench.cmb.separate:separate",
-        "evaluate": "cosmobench.cmb.evaluate:evaluate",
-        "compare": "cosmobench.cmb.compare:compare",
-        "run": "cosmobench.cmb.pipeline:run",
+        "simulate": "cosmobench.cmb.stages:simulate",
+        "train": "cosmobench.cmb.stages:train",
+        "separate": "cosmobench.cmb.stages:separate",
+        "evaluate": "cosmobench.cmb.stages:evaluate",
+        "compare": "cosmobench.cmb.stages:compare",
+        "run": "cosmobench.cmb.stages:run",
     },
     "bmodes": {
         "simulate": "cosmobench.bmodes.stages:simulate",
         "train": "cosmobench.bmodes.stages:train",
         "sample": "cosmobench.bmodes.stages:sample",
         "infer": "cosmobench.bmodes.stages:infer",
+        "check": "cosmobench.bmodes.stages:check",
+        "compare": "cosmobench.bmodes.stages:compare",
         "run": "cosmobench.bmodes.stages:run",
     },
     "multifield": {
@@ -52,6 +55,31 @@ DESCRIPTIONS = {
     "multifield": "cosmological parameters from 2D multifield maps (CMD format, o3_err CNN, optuna)",
 }
 
+# task -> module holding its settings dataclasses (``SECTIONS``); default ``cosmobench.<task>.settings``
+SETTINGS: dict[str, str] = {}
+
+
+def register_task(name: str, stages: dict[str, str], description: str, settings: str | None = None) -> None:
+    """Add a task to the command line: ``cosmobench <name> <stage> key=value ...``.
+
+    Parameters
+    ----------
+    name : str
+        Task name.
+    stages : dict of str to str
+        Stage name -> ``"module:function"``; each function takes its section's settings as keywords.
+    description : str
+        One line for ``cosmobench --help``.
+    settings : str, optional
+        Module with the settings dataclasses (``SECTIONS``); default ``cosmobench.<name>.settings``. Their
+        defaults are the task's configuration; ``conf/<name>.yaml`` (wiring shared keys, presets) is optional.
+    """
+    TASKS[name] = dict(stages)
+    DESCRIPTIONS[name] = description
+    if settings is not None:
+        SETTINGS[name] = settings
+
+
 USAGE = """usage: cosmobench <task> <stage> [key=value ...]
        cosmobench <task> --help
        cosmobench <task> config [key=value ...]     print the resolved configuration
@@ -59,6 +87,9 @@ USAGE = """usage: cosmobench <task> <stage> [key=value ...]
 Overrides are Hydra-style: `nside=64`, `simulate.splits.Train=100`, `preset=bench128`.
 Set COSMOBENCH_DEBUG=1 to see full tracebacks.
 """
+
+
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError)
 
 
 class ConfigError(ValueError):
@@ -69,27 +100,80 @@ def _preset_group(task: str) -> str:
     return f"{task}_preset"
 
 
+def _register_defaults(task: str) -> None:
+    """Make the settings dataclasses' defaults (``cosmobench.<task>.settings.SECTIONS``) the config
+    ``<task>_defaults`` that ``conf/<task>.yaml`` lists first, so every default is written once, in Python.
+    A settings module may add other nodes through a function ``default_nodes()`` (e.g. cmb's ``methods``)."""
+    from importlib.resources import files
+
+    from hydra.core.config_store import ConfigStore
+
+    from .core.settings import defaults
+
+    try:
+        module = importlib.import_module(SETTINGS.get(task, f"cosmobench.{task}.settings"))
+    except ModuleNotFoundError:
+        return
+    node = {k: defaults(cls) for k, cls in module.SECTIONS.items()}
+    if hasattr(module, "default_nodes"):
+        node.update(module.default_nodes())
+    ConfigStore.instance().store(name=f"{task}_defaults", node=node)
+    if not (files("cosmobench.conf") / f"{task}.yaml").is_file():  # a task with no YAML: its defaults alone
+        ConfigStore.instance().store(name=task, node=node)
+
+
+def _split_overrides(task: str, overrides: Sequence[str]) -> tuple[list[str], list[tuple[str, object]]]:
+    """Hydra overrides, and the ``key={...}`` ones that must replace a dict (Hydra would merge them)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    hydra, replace = [], []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. seed=1, simulate.n_train=100)")
+        key, value = item.split("=", 1)
+        if key == "preset":
+            hydra.append(f"{_preset_group(task)}={value}")
+        elif value.lstrip().startswith("{"):
+            try:
+                replace.append((key.lstrip("+"), OverridesParser.create().parse_overrides([item])[0].value()))
+            except HydraException as err:
+                raise ConfigError(f"bad override {item!r}: {str(err).splitlines()[0]}") from None
+        else:
+            hydra.append(item)
+    return hydra, replace
+
+
 def load_config(task: str, overrides: Sequence[str] = ()) -> dict:
     """Compose the configuration of ``task`` with ``overrides`` and return it as a plain, resolved dict.
 
-    ``preset=NAME`` selects ``conf/<task>_preset/NAME.yaml``. Unknown keys raise :class:`ConfigError`.
+    Defaults come from the task's settings dataclasses, then ``conf/<task>.yaml``, then the preset
+    (``preset=NAME`` selects ``conf/<task>_preset/NAME.yaml``), then the overrides. A dict-valued override
+    (``simulate.splits={Test: 10}``) replaces the dict. Unknown keys raise :class:`ConfigError`. Presets are
+    searched in the package and in the folder named by ``$COSMOBENCH_CONF`` (``<task>_preset/NAME.yaml``).
     """
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    fixed = []
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        fixed.append(f"{_preset_group(task)}={value}" if key == "preset" else item)
+    hydra, replace = _split_overrides(task, overrides)
+    user_conf = os.environ.get("COSMOBENCH_CONF")
+    if user_conf:  # a folder of the user's own presets, <task>_preset/NAME.yaml, searched after the package's
+        if not Path(user_conf).is_dir():
+            raise ConfigError(f"COSMOBENCH_CONF={user_conf} is not a folder; point it at your presets' folder")
+        hydra.insert(0, f"hydra.searchpath=[file://{Path(user_conf).resolve()}]")
+    _register_defaults(task)
     try:
         with initialize_config_module(config_module="cosmobench.conf", version_base=None):
-            cfg = compose(config_name=task, overrides=fixed)
+            cfg = compose(config_name=task, overrides=hydra)
+        for key, value in replace:
+            if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+                raise ConfigError(_explain(task, f"Could not override '{key}'"))
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key, value, merge=False)
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(task, str(err))) from None
@@ -113,8 +197,10 @@ def _explain(task: str, message: str) -> str:
 def _presets(task: str) -> list[str]:
     from importlib.resources import files
 
-    folder = files("cosmobench.conf") / _preset_group(task)
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+    folders = [files("cosmobench.conf") / _preset_group(task)]
+    if os.environ.get("COSMOBENCH_CONF"):
+        folders.append(Path(os.environ["COSMOBENCH_CONF"]) / _preset_group(task))
+    return sorted({p.name[:-5] for f in folders if f.is_dir() for p in f.iterdir() if p.name.endswith(".yaml")})
 
 
 def _stage_function(task: str, stage: str):
@@ -203,14 +289,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, RuntimeError, OSError) as err:
+    except Exception as err:  # every other failure: one line, the traceback behind COSMOBENCH_DEBUG=1
         if os.environ.get("COSMOBENCH_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        kind = "" if isinstance(err, _USER_ERRORS) else f"{type(err).__name__}: "
+        print(f"error: {kind}{err}", file=sys.stderr)
+        if kind:
+            print("(unexpected; rerun with COSMOBENCH_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))
+        print(summary_text(result))
     return 0
+
+
+def summary_text(result: object, depth: int = 2, items: int = 8) -> str:
+    """A short, readable form of a stage's result for the terminal (the full results are in its files).
+
+    Nested mappings deeper than ``depth`` and lists longer than ``items`` are elided; Markdown tables (string
+    values starting with ``|``) are printed as they are, after the rest.
+    """
+    tables: list[str] = []
+
+    def brief(value, level):
+        if isinstance(value, str) and value.lstrip().startswith("|"):
+            tables.append(value.strip())
+            return "(table below)"
+        if isinstance(value, dict):
+            if level >= depth:
+                return f"{{{len(value)} entries}}"
+            return {k: brief(v, level + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)) and len(value) > items:
+            return f"[{len(value)} items]"
+        return value
+
+    text = json.dumps(brief(result, 0), indent=2, default=str)
+    return "\n\n".join([text, *tables])
 
 
 if __name__ == "__main__":  # pragma: no cover
