@@ -1,12 +1,20 @@
-"""Benchmark of the B-mode score model: training steps/s and sampling throughput (spectra x steps per second).
+"""Benchmark of the B-mode score model: training steps/s, sampling throughput, and the prototype side by side.
 
 Prints one JSON object (medians over ``--repeats``). The network is the prototype's ScoreNet1D (5 linear layers of
 256, time embedding 128, 30 multipoles), conditional (the observation is projected once per run, so conditioning
-costs nothing per step); weights are random, which does not change the cost. Targets (TARGETS.md): 10^4 spectra x
-1000 steps in <= 60 s on 2 CPU cores (prototype: about 115 s) and <= 0.1 s on an H100 (prototype: 0.74 s).
+costs nothing per step); weights are random, which does not change the cost. Targets (TARGETS.md): Euler-Maruyama
+at >= 2x the prototype's spectra x steps per CPU-second on one thread (``vs_prototype``), and <= 0.1 s for
+10^4 spectra x 1000 steps on an H100 (prototype: 0.74 s).
+
+``vs_prototype`` runs our Euler-Maruyama sampler and a re-implementation of the prototype's (astropi-b/cmb_score_model,
+``sample.py`` / ``model.py``: an unconditional MLP on the concatenation [x, time embedding] with the embedding
+computed for every row, swish as x * sigmoid(x), per-step SDE coefficient tensors, batches of 256, ``no_grad``)
+alternately in the same process on one thread, and reports CPU seconds (``time.process_time``) next to wall
+seconds: on a shared machine wall time measures the neighbours, CPU time the code.
 
     python benchmarks/bench_bmodes.py                       # CPU, 10^4 x 1000 Euler-Maruyama and PC
     python benchmarks/bench_bmodes.py --n-steps 200         # quicker; "seconds_1e4x1000" extrapolates linearly
+    python benchmarks/bench_bmodes.py --only-prototype      # just the side-by-side comparison (one thread)
     python benchmarks/bench_bmodes.py --device cuda         # GPU: eager and CUDA-graph paths
 """
 
@@ -14,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
 import torch
+from torch import nn
 
 from cosmobench.bmodes.losses import dsm_loss
 from cosmobench.bmodes.samplers import make_sampler
@@ -100,6 +110,112 @@ def bench_sampler(
     }
 
 
+class PrototypeScoreNet(nn.Module):
+    """The prototype's score network, re-implemented for timing: [x, swish(Linear(Fourier(t)))] -> 5 linear layers
+    with swish written as h * sigmoid(h) -> divided by the VE std per row (sigma_min 0.1, sigma_max 10)."""
+
+    def __init__(self, n: int = 30, hidden: int = 256, embed: int = 128, layers: int = 5):
+        super().__init__()
+        self.register_buffer("w", torch.randn(embed // 2) * 30.0)
+        self.embed = nn.Linear(embed, embed)
+        self.layers = nn.ModuleList(
+            [nn.Linear(n + embed, hidden)] + [nn.Linear(hidden, hidden) for _ in range(layers - 2)]
+        )
+        self.out = nn.Linear(hidden, n)
+        self.sigma_min, self.sigma_max = 0.1, 10.0
+
+    def std(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigma_min * torch.sqrt((self.sigma_max / self.sigma_min) ** (2.0 * t) - 1.0)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        proj = t[:, None] * self.w[None, :] * 2.0 * math.pi
+        e = self.embed(torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1))
+        h = torch.cat([x, e * torch.sigmoid(e)], dim=1)
+        for layer in self.layers:
+            h = layer(h)
+            h = h * torch.sigmoid(h)
+        return self.out(h) / self.std(t).unsqueeze(-1)
+
+
+def prototype_em(net: PrototypeScoreNet, x_init: torch.Tensor, n_steps: int, eps: float = 1e-5) -> torch.Tensor:
+    """The prototype's Euler-Maruyama loop (its per-step work, with the sign of dt corrected, which costs nothing)."""
+    x = x_init.clone()
+    times = torch.linspace(1.0, eps, n_steps)
+    dt = times[1] - times[0]
+    log_ratio = math.log(net.sigma_max / net.sigma_min)
+    x_mean = x
+    for t in times:
+        t_batch = torch.ones(len(x)) * t
+        drift = torch.zeros_like(x)
+        g = net.sigma_min * (net.sigma_max / net.sigma_min) ** t_batch * math.sqrt(2.0 * log_ratio)
+        x_mean = x + (drift - g.unsqueeze(-1) ** 2 * net(x, t_batch)) * dt
+        x = x_mean + g.unsqueeze(-1) * torch.sqrt(torch.abs(dt)) * torch.randn_like(x)
+    return x_mean
+
+
+def bench_vs_prototype(
+    model: ScoreModel, n_spectra: int, n_steps: int, repeats: int, chunk: int, reduced_precision: bool = True
+) -> dict:
+    """Our Euler-Maruyama (chunks of ``chunk``) and the prototype's (batches of 256, as its ``sample.py``) on the
+    same spectra, alternately, one thread; medians of CPU and wall seconds and the ratio of spectra x steps per
+    CPU-second. ``reduced_precision`` adds our sampler with bfloat16-rounded matrix products
+    (``score_fn(reduced_precision=True)``), where the CPU has bfloat16 arithmetic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    proto = PrototypeScoreNet().eval()
+    x_T = torch.randn(n_spectra, 30)
+    y = torch.randn(n_spectra, 30)
+
+    def ours(reduced: bool):
+        def run():
+            with torch.inference_mode():
+                for i in range(0, n_spectra, chunk):
+                    score = model.score_fn(y[i : i + chunk], reduced_precision=reduced)
+                    make_sampler("em", model.sde, score, n_steps=n_steps)(x_T[i : i + chunk])
+
+        return run
+
+    def prototype():
+        with torch.no_grad():
+            for i in range(0, n_spectra, 256):
+                prototype_em(proto, x_T[i : i + 256], n_steps)
+
+    runs = {"ours": ours(False), "prototype": prototype}
+    if reduced_precision:
+        runs["ours_reduced_precision"] = ours(True)
+    cpu, wall = {k: [] for k in runs}, {k: [] for k in runs}
+    model.eval()
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        for name, fn in runs.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - w0)
+    torch.set_num_threads(threads)
+    med = {k: {"cpu_s": statistics.median(cpu[k][1:]), "wall_s": statistics.median(wall[k][1:])} for k in runs}
+    for rec in med.values():
+        rec["spectra_steps_per_cpu_s"] = n_spectra * n_steps / rec["cpu_s"]
+    return {
+        "threads": 1,
+        "n_spectra": n_spectra,
+        "n_steps": n_steps,
+        "chunk": chunk,
+        **med,
+        **{
+            f"speedup_per_cpu_s{k[4:]}": med["prototype"]["cpu_s"] / med[k]["cpu_s"]
+            for k in runs
+            if k.startswith("ours")
+        },
+        "speedup_wall": med["prototype"]["wall_s"] / med["ours"]["wall_s"],
+        "cpu_s_rounds": {k: [round(v, 3) for v in cpu[k][1:]] for k in runs},
+    }
+
+
+def _bf16_cpu() -> bool:
+    """Whether this CPU has bfloat16 arithmetic for oneDNN (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def bench_gemm(device: torch.device, repeats: int) -> float:
     """GFLOP/s of a 4096 x 256 x 256 matrix product: the machine's reference speed for this network's layers
     (on a shared machine it tells how much of it the benchmark actually had)."""
@@ -130,6 +246,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
+    parser.add_argument("--proto-spectra", type=int, default=2048, help="spectra of the side-by-side comparison")
+    parser.add_argument("--proto-steps", type=int, default=200, help="steps of the side-by-side comparison")
+    parser.add_argument("--proto-chunk", type=int, default=1024, help="our chunk size in the comparison")
+    parser.add_argument("--only-prototype", action="store_true", help="run only the side-by-side comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,6 +259,12 @@ def main() -> None:
     torch.manual_seed(0)
     net = ScoreNet1D(30, hidden_dim=256, embed_dim=128, num_layers=5, cond_dim=30)
     model = ScoreModel(net, VESDE(0.01, 30.0)).to(device)
+    if args.only_prototype:
+        rec = bench_vs_prototype(
+            model, args.proto_spectra, args.proto_steps, args.repeats, args.proto_chunk, _bf16_cpu()
+        )
+        print(json.dumps({"torch": torch.__version__, "network": net.arch, "vs_prototype": rec}, indent=2))
+        return
     gemm = bench_gemm(device, args.repeats)
     out = {
         "device": str(device),
@@ -157,6 +283,10 @@ def main() -> None:
                 out["sampling"].append(
                     bench_sampler(model, name, device, args.n_spectra, args.n_steps, args.repeats, graph, chunk)
                 )
+    if device.type == "cpu":
+        out["vs_prototype"] = bench_vs_prototype(
+            model, args.proto_spectra, args.proto_steps, args.repeats, args.proto_chunk, _bf16_cpu()
+        )
     # matrix-product FLOPs of one score evaluation per spectrum (the time embedding is one row per step)
     flops = 2 * (30 * 256 + 3 * 256 * 256 + 256 * 30)
     for rec in out["sampling"]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosmobench.bmodes.dataset import BModeSimulator, dl_factor, ell_range, r_label
+from cosmobench.bmodes.dataset import BModeSimulator, dl_factor, ell_range, foreground_qu, r_label
+from cosmobench.sky import sht
 
 LMAX = 47
 
@@ -91,7 +92,7 @@ def test_foreground_residual_scales_with_its_fraction():
     b = BModeSimulator(cl_tensor=tensor, cl_lens=lens, fg_fraction=2e-4).foreground_cl(2, seed=7)
     np.testing.assert_allclose(b, 4 * a, rtol=1e-10)
     assert np.all(a > 0)
-    gt_fg, obs_fg = BModeSimulator(cl_tensor=tensor, cl_lens=lens, fg_fraction=1e-2).simulate(0.01, 8, "t", 0)
+    gt_fg, obs_fg = BModeSimulator(cl_tensor=tensor, cl_lens=lens, fg_fraction=1.0).simulate(0.01, 8, "t", 0)
     gt, obs = _sim().simulate(0.01, 8, "t", 0)
     np.testing.assert_array_equal(gt_fg, gt)  # the truth never sees the contamination
     assert np.all(obs_fg > obs)
@@ -107,3 +108,97 @@ def test_ranges_and_labels():
         _sim(mask="planck")
     with pytest.raises(ValueError, match="r must be"):
         _sim().simulate(-0.1, 0, "t", 0)
+
+
+# ------------------------------------------------------------------------------------- foreground residual
+
+#: Published B-mode foreground levels, D_80^BB in uK_CMB^2 (BICEP/Keck Collaboration 2021, "Improved constraints on
+#: primordial gravitational waves using Planck, WMAP, and BICEP/Keck observations through the 2018 observing
+#: season", PRL 127, 151301, arXiv:2110.00483): dust A_d = 4.4 at 353 GHz; synchrotron A_sync < 1.4 at 23 GHz (95 %).
+BK18 = {"dust": (353.0, 4.4, -0.54), "synchrotron": (23.0, 1.4, -0.6)}
+
+
+def _dl_bb(qu: np.ndarray, nside: int) -> np.ndarray:
+    maps = np.zeros((3, qu.shape[-1]))
+    maps[1:] = qu
+    lmax = 3 * nside - 1
+    return dl_factor(np.arange(lmax + 1)) * sht.alm2cl(sht.map2alm(maps, lmax=lmax, iter=3)[2])
+
+
+@pytest.mark.parametrize("component", ["dust", "synchrotron"])
+def test_foreground_is_calibrated_on_bk18_at_ell_80(component):
+    """Mean D_ell^BB over 70 <= ell <= 90 of 16 modulated skies at nside 64 and the reference frequency, divided by
+    the BK18 power law, is 1 within 5 % (measured 0.99-1.00; the Gaussian cosmic variance of the band is 1.5 %)."""
+    nu, amp, alpha = BK18[component]
+    dl = np.mean(
+        [
+            _dl_bb(foreground_qu(64, np.random.default_rng(k), nu, components=(component,), scatter=0.0), 64)
+            for k in range(16)
+        ],
+        axis=0,
+    )
+    ell = np.arange(70, 91)
+    ratio = np.mean(dl[ell] / (amp * (ell / 80.0) ** alpha))
+    assert abs(ratio - 1) < 0.05, ratio
+
+
+def test_foreground_frequency_scaling_matches_the_planck_dust_sed():
+    """95 GHz / 353 GHz map ratio for dust (beta 1.53, T 19.6 K, Planck 2018 XI) from an independent formula:
+    modified black body in RJ temperature times the RJ -> CMB factor x^2 e^x / (e^x - 1)^2 at T_CMB = 2.7255 K."""
+    from scipy import constants as c
+
+    def sed(nu, beta=1.53, temp=19.6):
+        x_cmb = c.h * nu * 1e9 / (c.k * 2.7255)
+        return (
+            nu ** (beta + 1)
+            / np.expm1(c.h * nu * 1e9 / (c.k * temp))
+            * np.expm1(x_cmb) ** 2
+            / (x_cmb**2 * np.exp(x_cmb))
+        )
+
+    maps = [foreground_qu(16, np.random.default_rng(3), nu, components=("dust",), scatter=0.0) for nu in (95.0, 353.0)]
+    np.testing.assert_allclose(maps[0], maps[1] * sed(95.0) / sed(353.0), rtol=1e-4)
+
+
+def test_foreground_residual_is_non_gaussian_and_varies_between_samples():
+    """Per-sky Q/U kurtosis excess > 1 (a Gaussian sky: ~0) and a per-sky power spread well above the Gaussian
+    cosmic variance of the same skies without modulation or parameter scatter; the mean power is kept."""
+    from scipy.stats import kurtosis
+
+    def skies(**kw):
+        return [foreground_qu(16, np.random.default_rng(k), 95.0, **kw) for k in range(40)]
+
+    varied, gaussian = skies(), skies(modulation=0.0, scatter=0.0)
+    kurt = [np.mean(kurtosis(qu, axis=1)) for qu in varied]
+    assert np.median(kurt) > 1.0 and abs(np.median([np.mean(kurtosis(qu, axis=1)) for qu in gaussian])) < 0.3
+    power = np.array([_dl_bb(qu, 16)[2:32].sum() for qu in varied])
+    power_g = np.array([_dl_bb(qu, 16)[2:32].sum() for qu in gaussian])
+    assert np.std(np.log(power)) > 2 * np.std(np.log(power_g))
+    assert abs(np.mean(power) / np.mean(power_g) - 1) < 3 * np.std(power) / np.mean(power_g) / np.sqrt(40)
+
+
+def test_foreground_residual_default_is_below_the_noise():
+    """The default residual (1 % of the calibrated amplitude at 95 GHz) is 3-30 % of the white-noise power at l = 2
+    and below 1 % above l = 10 (documented in docs/bmodes.md)."""
+    tensor, lens = _templates()
+    sim = BModeSimulator(cl_tensor=tensor, cl_lens=lens)
+    ratio = sim.foreground_cl(32, seed=11) / sim.noise_cl
+    assert 0.03 < ratio[0] < 0.3 and np.all(ratio[sim.ell > 10] < 0.01), ratio
+
+
+def test_cosmology_overrides_merge_and_the_prototype_amplitude_scales_the_tensor_template():
+    """``{"ln10As": ln 20}`` (the prototype's A_s = 2.0e-9) keeps the other default parameters and scales the r = 1
+    tensor template by exactly 20/21 (A_t = r A_s); the lensing BB scales by about (20/21)^2 at these scales."""
+    import math
+
+    from cosmobench.bmodes.dataset import DEFAULT_COSMOLOGY, PROTOTYPE_COSMOLOGY, bb_templates
+
+    default = bb_templates(LMAX)
+    proto = bb_templates(LMAX, {"ln10As": math.log(20.0)})
+    assert proto["cosmology"] == {**default["cosmology"], "ln10As": PROTOTYPE_COSMOLOGY["ln10As"]}
+    assert default["cosmology"]["H0"] == DEFAULT_COSMOLOGY["H0"] == 67.32
+    np.testing.assert_allclose(proto["cl_tensor"][2:] / default["cl_tensor"][2:], 20 / 21, rtol=1e-6)
+    lens = proto["cl_lens"][2:32] / default["cl_lens"][2:32]
+    assert np.all(np.abs(lens / (20 / 21) ** 2 - 1) < 0.02), lens
+    with pytest.raises(ValueError, match="'r'"):
+        bb_templates(LMAX, {"r": 0.01})

@@ -19,7 +19,7 @@ LMAX = 3 * NSIDE - 1
 @pytest.fixture(scope="module")
 def cls() -> np.ndarray:
     """Lensed total spectra with r = 0.05 (so that B has a tensor part too), C_ell in uK^2, to LMAX."""
-    return camb_spectra(Cosmology(r=0.05), LMAX, lens_potential_accuracy=0)
+    return camb_spectra(Cosmology(r=0.05), LMAX)
 
 
 def _mean_ratio_ok(cl_hat: np.ndarray, cl: np.ndarray, lmin: int = 2) -> tuple[float, float]:

@@ -48,6 +48,7 @@ def denoise_spectra(
     device: str | torch.device | None = None,
     trajectory_every: int = 10,
     n_trajectories: int = 4,
+    reduced_precision: bool = False,
     progress: Callable | None = None,
 ) -> dict[str, np.ndarray]:
     """Posterior (or prior) draws of the clean spectrum for each observed spectrum.
@@ -74,6 +75,9 @@ def denoise_spectra(
         Default: the model's device.
     trajectory_every : int
         Keep trajectory states every this many steps for the first ``n_trajectories`` trajectories (0: none).
+    reduced_precision : bool
+        bfloat16-rounded matrix-product inputs (TF32 on CUDA), about 2x faster on CPU with a score error of ~1e-3
+        (:meth:`~cosmobench.bmodes.score_net.ScoreModel.score_fn`); off by default.
     progress : callable, optional
         Called with the number of trajectories finished after each chunk.
 
@@ -107,9 +111,9 @@ def denoise_spectra(
             spec = torch.as_tensor(rows // n_draws)
             gen = torch.Generator(device=device).manual_seed(torch_seed(seed, "bmodes-sample", mode, tag, c))
             if mode == "conditional":
-                score = model.score_fn(y_all[spec].to(device), keep=1.0)
+                score = model.score_fn(y_all[spec].to(device), keep=1.0, reduced_precision=reduced_precision)
             else:
-                score = model.score_fn(None, keep=0.0)
+                score = model.score_fn(None, keep=0.0, reduced_precision=reduced_precision)
             if mode == "prototype":
                 x_T = x0_proto[spec].to(device)
             else:

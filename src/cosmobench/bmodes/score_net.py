@@ -15,8 +15,9 @@ the condition (``keep`` = 0) lets one conditional network also give the uncondit
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,7 +25,33 @@ from torch.nn import functional as F
 
 from .sde import SDE, per_sample
 
-__all__ = ["GaussianFourierProjection", "ScoreNet1D", "ScoreModel"]
+__all__ = ["GaussianFourierProjection", "ScoreNet1D", "ScoreModel", "reduced_precision_matmul"]
+
+
+@contextlib.contextmanager
+def reduced_precision_matmul(device: torch.device | str) -> Iterator[None]:
+    """Inside the block, float32 matrix products on ``device`` round their inputs to bfloat16 (CPU: oneDNN on
+    AMX / AVX512-BF16) or TF32 (CUDA) and accumulate in float32; activations stay float32. The previous setting is
+    restored on exit.
+
+    On a CPU with AMX a 1024 x 256 x 256 product runs 3.8x faster, with a relative error of 2.3e-3 instead of 3e-7
+    (``tests/bmodes/test_score_net_inference.py`` checks the error of a whole score evaluation).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        backend = torch.backends.cuda.matmul
+        value = "tf32"
+    else:
+        backend = getattr(torch.backends.mkldnn, "matmul", None)
+        value = "bf16"
+        if backend is None or not hasattr(backend, "fp32_precision"):
+            raise RuntimeError("reduced-precision CPU matrix products need torch.backends.mkldnn.matmul.fp32_precision")
+    old = backend.fp32_precision
+    backend.fp32_precision = value
+    try:
+        yield
+    finally:
+        backend.fp32_precision = old
 
 
 class GaussianFourierProjection(nn.Module):
@@ -130,6 +157,36 @@ class ScoreNet1D(nn.Module):
             return torch.addmm(self.output_layer.bias, h, self.output_layer.weight.t()).mul_(out_scale)
         return torch.addmm(self.output_layer.bias, h, self.output_layer.weight.t(), beta=out_scale, alpha=out_scale)
 
+    def trunk_buffered(
+        self,
+        x: torch.Tensor,
+        time_row: torch.Tensor,
+        cond: torch.Tensor | None,
+        out_scale: float,
+        in_scale: float,
+        buffers: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`trunk` for inference, with the hidden activations written into two preallocated buffers.
+
+        The first layer is cond + in_scale x W^T + time_row (``cond``: the projected condition plus nothing else,
+        shape (B, hidden_dim), or None; ``time_row``: :meth:`time_bias`, shape (1, hidden_dim)); every step is an
+        ``addmm`` into a buffer followed by an in-place swish, so a sampler step allocates only its (B, n_features)
+        output. ``buffers`` is a list that this method fills on first use (and refills when the batch changes).
+        """
+        n, width = len(x), self.input_layer.out_features
+        if not buffers or buffers[0].shape != (n, width) or buffers[0].dtype != x.dtype:
+            buffers[:] = [torch.empty((n, width), dtype=x.dtype, device=x.device) for _ in range(2)]
+        h, spare = buffers
+        if cond is None:
+            torch.addmm(time_row, x, self.input_layer.weight.t(), alpha=in_scale, out=h)
+        else:
+            torch.addmm(cond, x, self.input_layer.weight.t(), alpha=in_scale, out=h).add_(time_row)
+        F.silu(h, inplace=True)
+        for layer in self.hidden_layers:
+            F.silu(torch.addmm(layer.bias, h, layer.weight.t(), out=spare), inplace=True)
+            h, spare = spare, h
+        return torch.addmm(self.output_layer.bias, h, self.output_layer.weight.t(), beta=out_scale, alpha=out_scale)
+
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, keep: torch.Tensor | float = 1.0
     ) -> torch.Tensor:
@@ -175,7 +232,9 @@ class ScoreModel(nn.Module):
         preconditioning of Karras et al. 2022; under VE the raw x_t grows to sigma_max, which MLPs fit poorly)."""
         return 1.0 / (self.sde.mean_coeff(t) ** 2 + self.sde.marginal_std(t) ** 2) ** 0.5
 
-    def score_fn(self, y: torch.Tensor | None = None, keep: float = 1.0) -> Callable:
+    def score_fn(
+        self, y: torch.Tensor | None = None, keep: float = 1.0, *, reduced_precision: bool = False
+    ) -> Callable:
         """A lean ``score(x, t)`` for samplers, with the condition projected once.
 
         Parameters
@@ -185,11 +244,16 @@ class ScoreModel(nn.Module):
             score of a conditional network (``keep`` = 0) or of an unconditional one.
         keep : float
             1 for p(x | y), 0 for the unconditional p(x) of a conditional network.
+        reduced_precision : bool
+            Run the network's matrix products under :func:`reduced_precision_matmul` (bfloat16-rounded inputs on
+            CPU, TF32 on CUDA; relative error of the score about 1e-3). Off by default: the float32 path is exact.
 
         Returns
         -------
         callable
-            ``score(x, t)`` with t a float or a 0-d tensor shared by the batch.
+            ``score(x, t)`` with t a float or a 0-d tensor shared by the batch. With a float t and gradients off
+            (samplers run under ``torch.inference_mode``) the hidden activations live in two buffers allocated
+            once (:meth:`ScoreNet1D.trunk_buffered`); each call returns a new tensor.
         """
         net = self.net
         cond = None
@@ -203,17 +267,27 @@ class ScoreModel(nn.Module):
         elif y is not None:
             raise ValueError("this model is unconditional; it takes no observation y")
         sde = self.sde
+        buffers: list[torch.Tensor] = []
 
-        def score(x: torch.Tensor, t) -> torch.Tensor:
+        def exact_score(x: torch.Tensor, t) -> torch.Tensor:
             if isinstance(t, torch.Tensor):  # a device tensor (CUDA graphs): scale x explicitly
                 tt, inv_std, c_in = t, 1.0 / sde.marginal_std(t), 1.0
                 x = x * self.input_scale(t)
             else:
                 tt = torch.tensor(float(t), dtype=x.dtype, device=x.device)
                 inv_std, c_in = 1.0 / sde.marginal_std(float(t)), float(self.input_scale(float(t)))
+                if not torch.is_grad_enabled():
+                    return net.trunk_buffered(x, net.time_bias(tt), cond, inv_std, c_in, buffers)
             bias = net.time_bias(tt)
             if cond is not None:
                 bias = bias + cond
             return net.trunk(x, bias, inv_std, c_in)
+
+        if not reduced_precision:
+            return exact_score
+
+        def score(x: torch.Tensor, t) -> torch.Tensor:
+            with reduced_precision_matmul(x.device):
+                return exact_score(x, t)
 
         return score

@@ -225,6 +225,7 @@ def sample(**settings) -> dict:
                     tag=f"{s.split}-{r_label(r)}" if s.split != "test" else r_label(r),
                     device=device,
                     trajectory_every=s.trajectory_every,
+                    reduced_precision=s.reduced_precision,
                     progress=bar.update,
                 )
             seconds = time.perf_counter() - t0

@@ -63,6 +63,8 @@ def simulator_settings(s: SimulateSettings) -> dict:
         "fg_fraction": s.fg_fraction,
         "fg_freq_ghz": s.fg_freq_ghz,
         "fg_components": list(s.fg_components),
+        "fg_modulation": s.fg_modulation,
+        "fg_scatter": s.fg_scatter,
         "mask": s.mask,
         "mask_bcut_deg": s.mask_bcut_deg,
         "mask_apod_deg": s.mask_apod_deg,
