@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,39 @@ def tiny_data(tmp_path_factory, toy_power):
             progress=False,
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``cosmobench multifield run preset=tiny`` once (CLI, the BBKS table instead of CAMB): the run folder.
+
+    Tests that change it work on a copy (:func:`run_copy`).
+    """
+    from cosmobench.cli import main
+
+    root = tmp_path_factory.mktemp("mf_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cosmobench.multifield.dataset.load_or_build_power_table", lambda *a, **k: bbks_table())
+        mp.setenv("COSMOBENCH_THREADS", os.environ.get("COSMOBENCH_THREADS", "1"))  # restored: stages set it
+        assert main(["multifield", "run", "preset=tiny", f"out_dir={root}", "threads=1"]) == 0
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads_env(monkeypatch):
+    """Stages apply ``threads=`` through ``$COSMOBENCH_THREADS``; restore it after each test."""
+    monkeypatch.setenv("COSMOBENCH_THREADS", os.environ.get("COSMOBENCH_THREADS", "1"))
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A copy of :func:`tiny_run` to change: the rerun rule does not compare folders, so it behaves as the original."""
+    import shutil
+
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+@pytest.fixture
+def cheap_power(monkeypatch):
+    """The simulate stage uses the BBKS table instead of building the CAMB one."""
+    monkeypatch.setattr("cosmobench.multifield.dataset.load_or_build_power_table", lambda *a, **k: bbks_table())

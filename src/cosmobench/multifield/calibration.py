@@ -36,10 +36,16 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..core.io import write_json
 from ..core.seeds import rng, torch_seed
+from .cmd import PARAM_NAMES, LabelScaler
+from .settings import CalibrateSettings
+
+_C = CalibrateSettings
 
 __all__ = [
     "default_levels",
@@ -53,6 +59,7 @@ __all__ = [
     "RECALIBRATION_METHODS",
     "fit_npe",
     "sample_npe",
+    "calibrate_model",
 ]
 
 RECALIBRATION_METHODS = ("loglinear", "conformal", "chi2")
@@ -467,3 +474,149 @@ def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 
     samples = out.detach().numpy().astype(np.float64)
     leakage = float(np.mean(np.any((samples < 0) | (samples > 1), axis=-1)))
     return samples, leakage
+
+
+def calibrate_model(
+    model,
+    meta: dict,
+    data_dir: Path | str,
+    folder: Path | str,
+    *,
+    recalibration: str | None = _C.recalibration,
+    npe: bool = _C.npe,
+    npe_split: str = _C.npe_split,
+    npe_epochs: int = _C.npe_epochs,
+    n_samples: int = _C.n_samples,
+    tta: bool = _C.tta,
+    batch_size: int = _C.batch_size,
+    device: str = _C.device,
+    seed: int = _C.seed,
+) -> dict:
+    """Coverage of the mean +- std intervals (per map and per simulation), TARP, and an NPE posterior on CNN summaries.
+
+    The raw moment-network intervals, the same intervals recalibrated on the validation split and the NPE (``sbi``)
+    trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, are all evaluated on the
+    test split. Writes ``folder/calibration.json`` and ``folder/calibration.png``.
+
+    Parameters
+    ----------
+    model, meta : from :func:`cosmobench.multifield.train.load_model`
+    data_dir, folder : path
+        CMD-format data and the output folder.
+    recalibration : {"loglinear", "conformal", "chi2"}, optional
+        Sigma recalibration fitted on the validation split at every nominal level of the coverage curve
+        (:func:`fit_recalibration`); its TARP uses the 68 % scale. ``None`` skips it.
+    npe : bool
+        Also train and evaluate the NPE posterior (needs ``sbi``).
+    npe_split : {"valid", "train"}
+        Simulations whose CNN summaries train the NPE (``train`` ones are over-fitted by the CNN: optimistic).
+    npe_epochs : int
+        Maximum NPE training epochs.
+    n_samples : int
+        Posterior samples per map for TARP and the NPE intervals.
+    tta, batch_size, device : prediction options (see :func:`cosmobench.multifield.evaluate.predict`).
+    seed : int
+
+    Returns
+    -------
+    dict
+        Per parameter: coverage at 68 % and 95 % per map and per simulation (with bootstrap intervals); TARP
+        (ATC, largest deviation, KS p-value) per map and per simulation; the same for the recalibrated intervals
+        (``gaussian_recalibrated``, with the scales) and for the NPE, with its leakage.
+    """
+    from .evaluate import predict_split  # evaluate imports this module
+    from .figures import coverage_figure
+
+    folder = Path(folder)
+    params = list(meta["params"])
+    names = [PARAM_NAMES[p] for p in params]
+    scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
+    options = {"tta": tta, "batch_size": batch_size, "device": device}
+    preds = {name: predict_split(model, meta, data_dir, name, **options) for name in {"test", "valid", npe_split}}
+
+    def normalised(pred):
+        """Normalised truths, means and standard deviations of the trained parameters."""
+        return scaler.normalise(pred["theta"])[:, params], pred["mu_norm"][:, params], pred["sigma_norm"][:, params]
+
+    theta_n, mu_n, sd_n = normalised(preds["test"])
+    sims = preds["test"]["sim_index"]
+    first = np.unique(sims, return_index=True)[1]
+    levels = default_levels()
+
+    def gaussian_diagnostics(recal=None):
+        """Coverage curve (raw or recalibrated intervals), TARP per map and per simulation of the Gaussians
+        N(mu_n, sd^2) on the test split (recalibrated: the 68 % sigma)."""
+        cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, recalibration=recal, seed=seed)
+        sd = sd_n if recal is None else recal.sigma(sd_n, 0.68)
+        per_map = tarp(gaussian_samples(mu_n, sd, n_samples, seed), theta_n, seed=seed)
+        per_sim = tarp(gaussian_samples(mu_n[first], sd[first], n_samples, seed), theta_n[first], seed=seed)
+        return cov, per_map, per_sim
+
+    gauss_cov, gauss_tarp, gauss_tarp_sim = gaussian_diagnostics()
+    curves = {"moment network": {"coverage": gauss_cov, "tarp": gauss_tarp, "params": names}}
+    result = {
+        "suite": meta["suite"],
+        "fields": list(meta["fields"]),
+        "params": names,
+        "n_test_maps": int(len(theta_n)),
+        "n_test_sims": int(len(first)),
+        "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
+    }
+    result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
+    if recalibration:
+        v_theta, v_mu, v_sd = normalised(preds["valid"])
+        recal = fit_recalibration(
+            v_theta,
+            v_mu,
+            v_sd,
+            preds["valid"]["sim_index"],
+            columns=range(len(params)),
+            levels=levels,
+            method=recalibration,
+        )
+        cal_cov, cal_tarp, cal_tarp_sim = gaussian_diagnostics(recal)
+        curves["recalibrated"] = {"coverage": cal_cov, "tarp": cal_tarp, "params": names}
+        result["gaussian_recalibrated"] = {
+            **_summarise(cal_cov, cal_tarp, cal_tarp_sim, names, levels),
+            "recalibration": {**recal.as_dict(names, levels=(0.68, 0.95)), "fitted_on": "valid split"},
+            "mean_std_norm": dict(zip(names, recal.sigma(sd_n, 0.68).mean(0).tolist())),
+        }
+    if npe:
+
+        def summaries(pred):
+            return np.concatenate([pred["mu_norm"][:, params], np.log(pred["sigma_norm"][:, params] + 1e-6)], axis=1)
+
+        theta_cal = normalised(preds[npe_split])[0]
+        posterior = fit_npe(summaries(preds[npe_split]), theta_cal, seed=seed, max_epochs=npe_epochs)
+        samples, leakage = sample_npe(posterior, summaries(preds["test"]), n_samples, seed=seed)
+        npe_cov = coverage_from_samples(samples, theta_n, sims, levels, seed=seed)
+        npe_tarp = tarp(samples, theta_n, seed=seed)
+        npe_tarp_sim = tarp(samples[:, first], theta_n[first], seed=seed)
+        curves["NPE"] = {"coverage": npe_cov, "tarp": npe_tarp, "params": names}
+        npe_mu, npe_sd = samples.mean(0), samples.std(0)
+        result["npe"] = {
+            **_summarise(npe_cov, npe_tarp, npe_tarp_sim, names, levels),
+            "trained_on": f"{npe_split} split, {len(theta_cal)} maps",
+            "leakage": leakage,
+            "rmse_norm": dict(zip(names, np.sqrt(np.mean((npe_mu - theta_n) ** 2, 0)).tolist())),
+            "mean_std_norm": dict(zip(names, npe_sd.mean(0).tolist())),
+        }
+    coverage_figure(curves, folder / "calibration.png")
+    write_json(folder / "calibration.json", result)
+    return result
+
+
+def _summarise(cov: dict, tarp_map: dict, tarp_sim: dict, names, levels) -> dict:
+    i68, i95 = int(np.argmin(np.abs(levels - 0.68))), int(np.argmin(np.abs(levels - 0.95)))
+    out = {}
+    for j, name in enumerate(names):
+        out[name] = {
+            f"coverage{lvl}_{kind}": float(cov[kind][i, j])
+            for lvl, i in (("68", i68), ("95", i95))
+            for kind in ("per_map", "per_sim")
+        }
+        for lvl, i in (("68", i68), ("95", i95)):
+            out[name][f"coverage{lvl}_per_sim_ci"] = [float(cov["ci"][0][i, j]), float(cov["ci"][1][i, j])]
+    out["tarp_per_map"] = {k: tarp_map[k] for k in ("atc", "max_dev", "ks_p")}
+    out["tarp_per_sim"] = {k: tarp_sim[k] for k in ("atc", "max_dev", "ks_p")}
+    return out

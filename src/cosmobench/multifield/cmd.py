@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.seeds import rng
+from .settings import TrainingSettings
 
 __all__ = [
     "CMD_FIELDS",
@@ -36,6 +37,8 @@ __all__ = [
     "available_fields",
     "load_params",
     "load_maps",
+    "check_maps",
+    "check_dataset",
     "suite_prior",
     "split_sims",
     "sims_to_maps",
@@ -112,15 +115,52 @@ def available_fields(root: Path | str, suite: str, set_name: str = "LH") -> list
 
 
 def load_params(root: Path | str, suite: str, set_name: str = "LH") -> np.ndarray:
-    """Parameters of every simulation, shape (n_sims, 6): Omega_m, sigma_8, A_SN1, A_AGN1, A_SN2, A_AGN2."""
+    """Parameters of every simulation, shape (n_sims, 6): Omega_m, sigma_8, A_SN1, A_AGN1, A_SN2, A_AGN2.
+
+    The file is checked on read: CMD's parameter files have exactly 6 finite columns, and every value lies in the
+    suite's prior box (:func:`suite_prior`, when the suite is known).
+
+    Raises
+    ------
+    FileNotFoundError
+        No parameter file.
+    ValueError
+        Unreadable rows, another number of columns, a non-finite value, or a value outside the prior; the message
+        names the file, the row (1-based, header lines not counted) and the fix.
+    """
     path = params_path(root, suite, set_name)
     if not path.is_file():
         raise FileNotFoundError(
             f"parameter file {path} does not exist (expected CMD name params_{set_name}_{suite}.txt beside the maps)"
         )
-    params = np.atleast_2d(np.loadtxt(path, dtype=np.float64))
-    if params.shape[1] != len(PARAM_NAMES):
-        raise ValueError(f"{path} has {params.shape[1]} columns; expected 6 ({', '.join(PARAM_NAMES)})")
+    fix = f"fix or replace {path.name} (CMD files hold 6 numbers per simulation: {', '.join(PARAM_NAMES)})"
+    try:
+        params = np.atleast_2d(np.loadtxt(path, dtype=np.float64))
+    except ValueError as err:
+        raise ValueError(f"{path} is not a table of numbers ({str(err).splitlines()[0]}); {fix}") from None
+    if params.ndim != 2 or params.shape[1] != len(PARAM_NAMES):
+        raise ValueError(f"{path} has {params.shape[-1]} columns; expected 6 ({', '.join(PARAM_NAMES)}); {fix}")
+    bad = ~np.isfinite(params)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: row {row + 1} holds {params[row, col]} for {PARAM_NAMES[col]} ({int(bad.any(1).sum())} "
+            f"row(s) with NaN or inf); {fix}"
+        )
+    try:
+        prior = np.asarray(suite_prior(suite))
+    except ValueError:
+        return params  # a suite of unknown prior (neither CMD's nor the simulator's): finite values suffice
+    tol = 1e-6 * (prior[:, 1] - prior[:, 0])
+    outside = (params < prior[:, 0] - tol) | (params > prior[:, 1] + tol)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        lo, hi = prior[col]
+        raise ValueError(
+            f"{path}: row {row + 1} has {PARAM_NAMES[col]} = {params[row, col]:g}, outside the prior of suite "
+            f"{suite} [{lo:g}, {hi:g}] ({int(outside.sum())} value(s) outside); {fix}, or check that suite= names "
+            "the suite these parameters belong to"
+        )
     return params
 
 
@@ -131,18 +171,97 @@ def load_maps(root: Path | str, field: str, suite: str, set_name: str = "LH", *,
     simulations differs from the parameter file's.
     """
     path = find_map_file(root, field, suite, set_name)
-    maps = np.load(path, mmap_mode="r" if mmap else None)
-    if maps.ndim != 3 or maps.dtype != np.float32:
-        raise ValueError(f"{path} holds {maps.dtype} {maps.shape}; CMD maps are float32 (15 n_sims, H, W)")
+    fix = "replace the file (re-simulate it, or copy it again from CMD)"
+    try:
+        maps = np.load(path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .npy array ({err}); {fix}") from None
+    if maps.ndim != 3 or maps.dtype != np.float32 or maps.shape[1] != maps.shape[2]:
+        raise ValueError(f"{path} holds {maps.dtype} {maps.shape}; CMD maps are float32 (15 n_sims, H, H): {fix}")
     if len(maps) % MAPS_PER_SIM:
-        raise ValueError(f"{path} holds {len(maps)} maps, not a multiple of {MAPS_PER_SIM} (maps per simulation)")
+        raise ValueError(
+            f"{path} holds {len(maps)} maps, not a multiple of {MAPS_PER_SIM} (maps per simulation): {fix}"
+        )
     n_sims = len(load_params(root, suite, set_name))
     if len(maps) != MAPS_PER_SIM * n_sims:
         raise ValueError(
             f"{path} holds {len(maps)} maps but {params_path(root, suite, set_name).name} has "
-            f"{n_sims} simulations; expected {MAPS_PER_SIM * n_sims} maps"
+            f"{n_sims} simulations; expected {MAPS_PER_SIM * n_sims} maps: {fix}, or the parameter file"
         )
     return maps
+
+
+def check_maps(root: Path | str, field: str, suite: str, set_name: str = "LH", *, chunk: int = 256) -> tuple[int, int]:
+    """Check every pixel of one field's map file: finite, and positive (Mstar: non-negative), as the log needs.
+
+    Reads the file in chunks of ``chunk`` maps (a CMD file at 256^2 takes a few seconds).
+
+    Returns
+    -------
+    (int, int)
+        Number of maps and map side of the file (after :func:`load_maps`' shape checks).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the number of bad pixels and maps, the first bad map and the fix.
+    """
+    maps = load_maps(root, field, suite, set_name)
+    path = find_map_file(root, field, suite, set_name)
+    n_bad = n_low = 0
+    bad_maps: list[int] = []
+    low_maps: list[int] = []
+    for start in range(0, len(maps), chunk):
+        x = np.asarray(maps[start : start + chunk])
+        bad = ~np.isfinite(x)
+        low = (x < 0) if field == "Mstar" else (x <= 0)
+        n_bad += int(bad.sum())
+        n_low += int((low & ~bad).sum())
+        bad_maps += (start + np.flatnonzero(bad.any(axis=(1, 2)))).tolist()
+        low_maps += (start + np.flatnonzero(low.any(axis=(1, 2)))).tolist()
+    fix = "replace the file (re-simulate with `cosmobench multifield simulate overwrite=true`, or copy it from CMD)"
+    if n_bad:
+        raise ValueError(
+            f"{path} holds {n_bad} non-finite pixel(s) (NaN or inf) in {len(bad_maps)} map(s), the first in map "
+            f"{bad_maps[0]} (simulation {bad_maps[0] // MAPS_PER_SIM}); the network needs finite inputs: {fix}"
+        )
+    if n_low:
+        sign = "negative" if field == "Mstar" else "zero or negative"
+        raise ValueError(
+            f"{path} holds {n_low} {sign} pixel(s) in {len(low_maps)} map(s), the first in map {low_maps[0]}; "
+            f"field {field} is read through a log10: {fix}"
+        )
+    return len(maps), int(maps.shape[-1])
+
+
+def check_dataset(root: Path | str, suite: str, fields: Sequence[str], set_name: str = "LH") -> int:
+    """Check the parameter file and the maps of ``fields`` of ``suite`` before any work (see :func:`load_params`,
+    :func:`check_maps`); all fields must have the same map side, a power of two >= 8 (o3_err halves it).
+
+    Returns
+    -------
+    int
+        The map side in pixels.
+    """
+    if not fields:
+        raise ValueError("fields is empty; give at least one field, e.g. fields=[Mtot]")
+    load_params(root, suite, set_name)
+    sides = {f: check_maps(root, f, suite, set_name)[1] for f in fields}
+    first = fields[0]
+    for f, side in sides.items():
+        if side != sides[first]:
+            raise ValueError(
+                f"{find_map_file(root, f, suite, set_name)} holds {side}x{side} maps but "
+                f"{find_map_file(root, first, suite, set_name).name} holds {sides[first]}x{sides[first]}; every field "
+                "of a suite must have the same map size: replace the odd file or choose fields of one size"
+            )
+    npix = sides[first]
+    if npix < 8 or npix & (npix - 1):
+        raise ValueError(
+            f"{find_map_file(root, first, suite, set_name)} holds {npix}x{npix} maps; o3_err needs a power-of-two "
+            "side >= 8: resample the maps or simulate with simulate.npix=64"
+        )
+    return npix
 
 
 def suite_prior(suite: str) -> tuple[tuple[float, float], ...]:
@@ -156,7 +275,9 @@ def suite_prior(suite: str) -> tuple[tuple[float, float], ...]:
     raise ValueError(f"unknown suite {suite!r}; known suites: {sorted(CMD_PRIORS) + sorted(SUITES)}")
 
 
-def split_sims(n_sims: int, fractions: Sequence[float] = (0.9, 0.05, 0.05), seed: int = 1) -> dict[str, np.ndarray]:
+def split_sims(
+    n_sims: int, fractions: Sequence[float] = TrainingSettings.split, seed: int = TrainingSettings.split_seed
+) -> dict[str, np.ndarray]:
     """Split simulation indices into train/valid/test by simulation (all 15 maps of a sim stay together).
 
     The permutation comes from the generator ``core.seeds.rng(seed, "split")`` (no global state). Sizes are
@@ -165,7 +286,8 @@ def split_sims(n_sims: int, fractions: Sequence[float] = (0.9, 0.05, 0.05), seed
     Parameters
     ----------
     n_sims : int
-    fractions : (train, valid, test), summing to 1; CMD's benchmark uses 900/50/50 of 1000.
+    fractions : (train, valid, test), summing to 1; CMD's benchmark uses 900/50/50 of 1000 (default: the
+        ``training.split`` default).
     seed : int
     """
     fractions = tuple(float(f) for f in fractions)

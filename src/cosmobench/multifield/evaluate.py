@@ -21,10 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.io import write_json
+from ..core.runtime import resolve_device
 from ..core.seeds import rng
 from .augment import DIHEDRAL, apply
-from .calibration import Recalibration, fit_recalibration
+from .calibration import Recalibration, fit_recalibration, recalibrated_coverage_band
 from .cmd import MAPS_PER_SIM, PARAM_NAMES, FieldStats, LabelScaler, MapStack, load_params, sims_to_maps, split_sims
+from .settings import TestSettings
+
+_T = TestSettings
 
 __all__ = [
     "predict",
@@ -34,6 +39,7 @@ __all__ = [
     "metrics",
     "coverage",
     "write_predictions",
+    "evaluate_split",
     "Z68",
     "Z95",
 ]
@@ -51,7 +57,7 @@ def predict(
     *,
     batch_size: int = 128,
     tta: bool = True,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
     set_name: str = "LH",
 ) -> dict[str, np.ndarray]:
     """Posterior means and standard deviations of every map, de-normalised to physical units.
@@ -68,8 +74,8 @@ def predict(
     tta : bool
         Average over the 8 dihedral transforms (mu: mean; sigma: root-mean-square); per-transform predictions are
         returned as well.
-    device : str or torch.device, optional
-        Default CUDA when available; bf16 autocast there when the model was trained with ``amp``.
+    device : str or torch.device
+        "auto": CUDA when available; bf16 autocast there when the model was trained with ``amp``.
 
     Returns
     -------
@@ -77,19 +83,18 @@ def predict(
         ``theta``, ``mu``, ``sigma`` (n, 6) physical; ``mu_norm``, ``sigma_norm`` (n, 6) normalised;
         ``mu_aug``, ``sigma_aug`` (n_transforms, n, 6) physical; ``map_index``, ``sim_index`` (n,).
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model = model.to(device).eval()
     stats = FieldStats.from_dict(meta["stats"])
     scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
     map_index = np.asarray(map_index, dtype=np.int64)
     stack = MapStack(data_dir, suite, stats, map_index, set_name=set_name, in_memory=False)
     elements = DIHEDRAL if tta else DIHEDRAL[:1]
-    use_amp = bool(meta["settings"].get("amp")) and torch.device(device).type == "cuda"
+    use_amp = bool(meta["settings"].get("amp")) and device.type == "cuda"
     mu_aug, sd_aug = [], []
     for start in range(0, len(stack), batch_size):
         x = torch.as_tensor(stack[np.arange(start, min(start + batch_size, len(stack)))]).to(device)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             outs = torch.stack([model(apply(x, g).contiguous()).float() for g in elements])
         mu_aug.append(outs[..., : len(PARAM_NAMES)].cpu().numpy())
         sd_aug.append(outs[..., len(PARAM_NAMES) :].cpu().numpy())
@@ -130,7 +135,7 @@ def predict_split(
     suite: str | None = None,
     batch_size: int = 128,
     tta: bool = True,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
 ) -> dict[str, np.ndarray]:
     """:func:`predict` on every map of the simulations of ``split`` of ``suite`` (default: the model's suite)."""
     suite = suite or meta["suite"]
@@ -157,7 +162,7 @@ def recalibrate_on_valid(
     levels: tuple[float, ...] = (0.68, 0.95),
     batch_size: int = 128,
     tta: bool = True,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
 ) -> tuple[Recalibration, dict[str, np.ndarray]]:
     """Fit the sigma recalibration of a model on its own suite's validation split (never the test split).
 
@@ -305,3 +310,93 @@ def write_predictions(folder: Path | str, pred: dict[str, np.ndarray]) -> None:
         np.savetxt(tmp, table, fmt="%.6e", header=header)
     with atomic_path(folder / "predictions.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **pred)
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    meta: dict,
+    data_dir: Path | str,
+    folder: Path | str,
+    *,
+    test_suite: str | None = _T.test_suite,
+    split: str = _T.split,
+    tta: bool = _T.tta,
+    batch_size: int = _T.batch_size,
+    device: str | torch.device | None = _T.device,
+    seed: int = _T.seed,
+    recalibration: str | None = _T.recalibration,
+) -> dict:
+    """Predict every map of ``split`` of ``test_suite`` with a trained model and write the results to ``folder``.
+
+    Writes ``predictions.txt`` (the reference's 18 columns), ``predictions.npz`` (with map/simulation indices and
+    per-transform predictions), ``split.json`` (the simulation indices used), ``predictions.png`` and
+    ``metrics.json``: R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations,
+    and per-simulation aggregates; with ``recalibration``, chi^2, coverage and mean sigma of the recalibrated
+    sigma's (suffix ``_cal``), the fitted scales, and ``coverage68_cal_total_ci``/``coverage95_cal_total_ci``: 68 %
+    bands that resample the validation simulations of the fit as well as the test ones.
+
+    Parameters
+    ----------
+    model, meta : from :func:`cosmobench.multifield.train.load_model`
+    data_dir, folder : path
+        CMD-format data and the output folder.
+    test_suite : str, optional
+        Suite to predict (default: the model's); normalised with the model's own statistics.
+    split : {"test", "valid", "train"}
+    tta : bool
+        Average over the 8 dihedral transforms.
+    batch_size : int
+    device : str or torch.device
+    seed : int
+        Bootstrap seed.
+    recalibration : {"loglinear", "conformal", "chi2"}, optional
+        Sigma recalibration fitted on the validation split of the model's own suite (never ``split``) and applied
+        to ``test_suite`` as it is: on another suite it shows what an in-suite calibration is worth there.
+
+    Returns
+    -------
+    dict
+        What ``metrics.json`` holds.
+    """
+    from .figures import predictions_figure
+
+    folder = Path(folder)
+    test_suite = test_suite or meta["suite"]
+    s = meta["settings"]
+    sims = split_indices(meta, data_dir, test_suite, split)
+    options = {"tta": tta, "batch_size": batch_size, "device": device}
+    pred = predict_split(model, meta, data_dir, split, suite=test_suite, **options)
+    write_predictions(folder, pred)
+    split_info = {"suite": test_suite, "split": split, "sims": sims.tolist()}
+    write_json(folder / "split.json", {**split_info, "split_fractions": s["split"], "split_seed": s["split_seed"]})
+    recal, valid = (
+        recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options) if recalibration else 2 * (None,)
+    )
+    columns = tuple(meta["params"])
+    result = {
+        "trained_on": meta["suite"],
+        "tested_on": test_suite,
+        "split": split,
+        "fields": list(meta["fields"]),
+        "tta": tta,
+        "metrics": metrics(
+            pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=columns, seed=seed, recalibration=recal
+        ),
+    }
+    if recal is not None:
+        result["recalibration"] = {**recal.as_dict(PARAM_NAMES), "fitted_on": f"valid split of {meta['suite']}"}
+        # the band of the calibrated coverage with the validation fit's own noise (validation and test resampled)
+        keys = ("theta", "mu", "sigma", "sim_index")
+        band = recalibrated_coverage_band(
+            tuple(valid[k] for k in keys),
+            tuple(pred[k] for k in keys),
+            columns=columns,
+            method=recalibration,
+            seed=seed,
+        )
+        for j, p in enumerate(columns):
+            for i, lvl in enumerate((68, 95)):
+                result["metrics"][PARAM_NAMES[p]][f"coverage{lvl}_cal_total_ci"] = band[:, i, j].tolist()
+    predictions_figure(pred, folder / "predictions.png", params=[p for p in (0, 1) if p in columns])
+    write_json(folder / "metrics.json", result)
+    return result

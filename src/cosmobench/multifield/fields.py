@@ -30,9 +30,14 @@ from ..core.io import write_json
 from ..core.seeds import rng
 from .cmd import PARAM_NAMES, sims_to_maps
 from .evaluate import metrics, predict
-from .train import TrainSettings, fields_tag, load_model, model_dir, prepare_data, train_model
+from .settings import FieldsSettings, TrainingSettings
+from .train import fields_tag, load_model, prepare_data, train_model
 
-__all__ = ["information", "field_importance", "smallest_sets"]
+__all__ = ["information", "field_importance", "check_options", "smallest_sets", "STRATEGIES", "KINDS"]
+
+STRATEGIES = ("auto", "exhaustive", "greedy")
+KINDS = ("empirical", "posterior")
+_F = FieldsSettings
 
 
 def information(
@@ -69,23 +74,28 @@ def _bootstrap(theta, mu, sigma, sim_index, params, width, kind, seed, n_boot=20
 
 def field_importance(
     data_dir: Path | str,
-    out_dir: Path | str,
+    folder: Path | str,
     suite: str,
     fields: Sequence[str],
-    settings: TrainSettings,
+    settings: TrainingSettings,
     *,
-    seed: int = 0,
-    params: Sequence[int] = (0, 1),
-    strategy: str = "auto",
-    kind: str = "empirical",
-    select_split: str = "valid",
-    thresholds: Sequence[float] = (0.9, 0.95),
-    tta: bool = True,
-    batch_size: int = 128,
+    seed: int = _F.seed,
+    params: Sequence[int] = _F.params,
+    strategy: str = _F.strategy,
+    kind: str = _F.kind,
+    select_split: str = _F.select_split,
+    thresholds: Sequence[float] = _F.thresholds,
+    tta: bool = _F.tta,
+    batch_size: int = _F.batch_size,
+    device: str = _F.device,
+    progress: bool = _F.progress,
+    in_memory: bool | None = _F.in_memory,
+    device_data: bool = _F.device_data,
 ) -> dict:
     """Train models on field subsets and find the smallest sets reaching ``thresholds`` of the full set's information.
 
-    Models go to ``out_dir/models`` (shared with the other stages), results to ``out_dir/fields``.
+    Models go to ``folder/models/<suite>_<subset>`` (finished ones are kept), results to
+    ``folder/fields_<suite>_<fields>.json`` and its figure.
 
     Returns
     -------
@@ -94,23 +104,24 @@ def field_importance(
         bootstrap intervals, and the test split's R^2, relative error and chi^2 per parameter), ``full``,
         ``smallest`` (threshold -> fields), ``definition``.
     """
-    data_dir, folder = Path(data_dir), Path(out_dir) / "fields"
+    from .figures import fields_figure
+
+    data_dir, folder = Path(data_dir), Path(folder)
     fields = tuple(fields)
+    check_options(strategy, kind, select_split, thresholds)
     if strategy == "auto":
         strategy = "exhaustive" if len(fields) <= 4 else "greedy"
-    if strategy not in ("exhaustive", "greedy"):
-        raise ValueError(f"strategy must be 'auto', 'exhaustive' or 'greedy', got {strategy!r}")
-    if select_split not in ("valid", "test"):
-        raise ValueError(f"select_split must be 'valid' or 'test', got {select_split!r}")
     results: dict[tuple[str, ...], dict] = {}
 
     def evaluate(subset: tuple[str, ...]) -> dict:
         if subset in results:
             return results[subset]
-        run_dir = model_dir(out_dir, suite, subset, settings, seed)
-        data = prepare_data(data_dir, suite, subset, settings)
-        train_model(data, run_dir, settings, seed=seed)
-        model, meta = load_model(run_dir, device=settings.device)
+        run_dir = folder / "models" / f"{suite}_{fields_tag(subset)}"
+        data = prepare_data(
+            data_dir, suite, subset, settings, in_memory=in_memory, device_data=device_data, device=device
+        )
+        train_model(data, run_dir, settings, seed=seed, device=device, progress=progress)
+        model, meta = load_model(run_dir)
         entry = {"fields": list(subset)}
         for split in dict.fromkeys((select_split, "test")):
             pred = predict(
@@ -121,7 +132,7 @@ def field_importance(
                 sims_to_maps(data.split[split]),
                 tta=tta,
                 batch_size=batch_size,
-                device=settings.device,
+                device=device,
                 set_name=settings.set_name,
             )
             theta_n, mu_n, sig_n = data.scaler.normalise(pred["theta"]), pred["mu_norm"], pred["sigma_norm"]
@@ -178,7 +189,20 @@ def field_importance(
         else "I = mean over maps of prod_i sigma_i^(-2/d) (predicted posterior precision per parameter)",
     }
     write_json(folder / f"fields_{suite}_{fields_tag(fields)}.json", out)
+    fields_figure(out, folder / f"fields_{suite}_{fields_tag(fields)}.png")
     return out
+
+
+def check_options(strategy: str, kind: str, select_split: str, thresholds: Sequence[float]) -> None:
+    """Refuse unknown options of :func:`field_importance` (before any work)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"fields.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if kind not in KINDS:
+        raise ValueError(f"fields.kind must be one of {list(KINDS)}, got {kind!r}")
+    if select_split not in ("valid", "test"):
+        raise ValueError(f"fields.select_split must be 'valid' or 'test', got {select_split!r}")
+    if not thresholds or any(not 0 < t <= 1 for t in thresholds):
+        raise ValueError(f"fields.thresholds must be fractions in (0, 1], got {list(thresholds)}")
 
 
 def smallest_sets(subsets: list[dict], thresholds: Sequence[float], split: str) -> dict[str, list[str] | None]:

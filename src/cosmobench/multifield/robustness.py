@@ -17,26 +17,33 @@ from pathlib import Path
 from ..core.io import write_json
 from .cmd import PARAM_NAMES, available_fields
 from .evaluate import metrics, predict_split, recalibrate_on_valid
-from .train import TrainSettings, fields_tag, load_model, model_dir, prepare_data, train_model
+from .settings import RobustnessSettings, TrainingSettings
+from .train import fields_tag, load_model, prepare_data, train_model
 
-__all__ = ["cross_suite", "format_matrix"]
+__all__ = ["cross_suite", "check_suites", "format_matrix", "matrix_summary"]
+
+_R = RobustnessSettings
 
 
 def cross_suite(
     data_dir: Path | str,
-    out_dir: Path | str,
+    folder: Path | str,
     suites: Sequence[str],
     fields: Sequence[str],
-    settings: TrainSettings,
+    settings: TrainingSettings,
     *,
-    seed: int = 0,
-    params: Sequence[int] = (0, 1),
-    tta: bool = True,
-    batch_size: int = 128,
-    recalibration: str | None = "loglinear",
+    seed: int = _R.seed,
+    params: Sequence[int] = _R.params,
+    tta: bool = _R.tta,
+    batch_size: int = _R.batch_size,
+    recalibration: str | None = _R.recalibration,
+    device: str = _R.device,
+    progress: bool = _R.progress,
+    in_memory: bool | None = _R.in_memory,
+    device_data: bool = _R.device_data,
 ) -> dict:
-    """Train one model per suite (in ``out_dir/models``, shared with other stages; skipped when done) and
-    evaluate it on every suite's test split; the matrix goes to ``out_dir/robustness``.
+    """Train one model per suite (``folder/models/<suite>_<fields>``; finished ones are kept) and evaluate it on
+    every suite's test split; writes ``folder/robustness_<fields>.json`` and its figure.
 
     ``recalibration`` (``loglinear``, ``conformal``, ``chi2`` or ``None``) is fitted on the training suite's
     validation split (:func:`cosmobench.multifield.evaluate.recalibrate_on_valid`) and applied to every test suite.
@@ -46,27 +53,24 @@ def cross_suite(
     dict
         ``matrix[train_suite][test_suite][param] -> metrics dict``, ``fields``, ``suites``, ``table`` (text).
     """
-    data_dir, folder = Path(data_dir), Path(out_dir) / "robustness"
+    from .figures import robustness_figure
+
+    data_dir, folder = Path(data_dir), Path(folder)
     fields = tuple(fields)
-    if len(suites) < 2:
-        raise ValueError(f"robustness needs at least two suites, got {list(suites)}")
-    for suite in suites:
-        missing = sorted(set(fields) - set(available_fields(data_dir, suite, settings.set_name)))
-        if missing:
-            raise ValueError(
-                f"suite {suite} has no maps of {missing} in {data_dir}; choose fields every suite has "
-                "(N-body suites have Mtot only)"
-            )
+    check_suites(data_dir, suites, fields, settings.set_name)
     models = {}
     for suite in suites:
-        run_dir = model_dir(out_dir, suite, fields, settings, seed)
+        run_dir = folder / "models" / f"{suite}_{fields_tag(fields)}"
         if not (run_dir / "model.pt").exists():
-            train_model(prepare_data(data_dir, suite, fields, settings), run_dir, settings, seed=seed)
+            data = prepare_data(
+                data_dir, suite, fields, settings, in_memory=in_memory, device_data=device_data, device=device
+            )
+            train_model(data, run_dir, settings, seed=seed, device=device, progress=progress)
         models[suite] = run_dir
     matrix: dict = {}
-    options = {"tta": tta, "batch_size": batch_size, "device": settings.device}
+    options = {"tta": tta, "batch_size": batch_size, "device": device}
     for a in suites:
-        model, meta = load_model(models[a], device=settings.device)
+        model, meta = load_model(models[a])
         recal = (
             recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options)[0] if recalibration else None
         )
@@ -90,7 +94,32 @@ def cross_suite(
     }
     result["table"] = format_matrix(result)
     write_json(folder / f"robustness_{fields_tag(fields)}.json", result)
+    robustness_figure(result, folder / f"robustness_{fields_tag(fields)}.png")
     return result
+
+
+def check_suites(data_dir: Path | str, suites: Sequence[str], fields: Sequence[str], set_name: str) -> None:
+    """Refuse fewer than two suites, or a suite without maps of every field (before any work)."""
+    if len(suites) < 2:
+        raise ValueError(f"robustness.suites needs at least two suites, got {list(suites)}")
+    for suite in suites:
+        missing = sorted(set(fields) - set(available_fields(data_dir, suite, set_name)))
+        if missing:
+            raise ValueError(
+                f"suite {suite} has no maps of {missing} in {data_dir}; choose robustness.fields that every suite "
+                "has (N-body suites have Mtot only)"
+            )
+
+
+def matrix_summary(result: dict, recalibrated: bool) -> dict:
+    """The matrices of relative error, bias and coverage (and recalibrated coverage): ``key -> a -> b -> param``."""
+    keys = ("rel_err", "bias", "coverage68", "coverage95") + (
+        ("coverage68_cal", "coverage95_cal") if recalibrated else ()
+    )
+    m, suites = result["matrix"], result["suites"]
+    return {
+        key: {a: {b: {p: m[a][b][p][key] for p in result["params"]} for b in suites} for a in suites} for key in keys
+    }
 
 
 TABLE_KEYS = ("rel_err", "bias", "r2", "chi2", "coverage68", "coverage95", "coverage68_cal", "coverage95_cal")

@@ -1,645 +1,442 @@
-"""Stage functions of ``cosmobench multifield <stage>``: plain keyword arguments, outputs under ``out_dir``.
+"""Stages of ``cosmobench multifield <stage>``: simulate, train, search, test, robustness, fields, calibrate, run.
 
-``simulate`` writes CMD-format maps (or point ``data_dir`` at real CMD files and skip it); ``train`` fits one
-o3_err; ``search`` runs the optuna study; ``test`` writes the true parameters, posterior means and standard
-deviations of every test map with the metrics; ``robustness`` the cross-suite matrix; ``fields`` the smallest
-field sets; ``calibrate`` coverage, TARP and the NPE posterior; ``run`` chains them. Every stage skips finished
-work on rerun and returns a JSON-serialisable summary.
+Each stage turns its settings (:mod:`cosmobench.multifield.settings`, the sections of ``conf/multifield.yaml``)
+into library calls under the stage contract of :mod:`cosmobench.core.stage`: validate (settings, storage URL,
+parameter file, maps), check the record, work, record the outputs. Layout::
+
+    data_dir/                       CMD-format maps and parameters, seeds_*.txt, stage.json (simulate)
+    out_dir/model/                  model.pt (the trained o3_err), model.json, losses.csv, last.pt/best.pt
+    out_dir/search/                 study.db (default storage), trial_NNN/, best.json
+    out_dir/test/<source>_on_<suite>_<split>_<tta|notta>/
+                                    predictions.txt/.npz/.png, split.json, metrics.json
+    out_dir/robustness/             models/<suite>_<fields>/, robustness_<fields>.json/.png
+    out_dir/fields/                 models/<suite>_<subset>/, fields_<suite>_<fields>.json/.png
+    out_dir/calibration/            calibration.json/.png
+    out_dir/report.md               (run)
+
+Consumers of a model (test, calibrate) require the finished train (or search) record and record its identity, so
+their outputs become invalid when the model changes; every stage records the identity of the dataset.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from ..core.runtime import apply_threads, resolve_device
+from ..core.settings import as_dict, build
+from ..core.stage import Stage, identity, require
+from .dataset import check_resources, check_simulate, data_identity, write_dataset
+from .settings import (
+    RECALIBRATIONS,
+    STAGES,
+    CalibrateSettings,
+    FieldsSettings,
+    RobustnessSettings,
+    RunSettings,
+    SearchSettings,
+    SimulateSettings,
+    TestSettings,
+    TrainingSettings,
+    TrainSettings,
+)
+from .train import load_model, prepare_data, train_model, training_settings
 
-from ..core.io import check_writable, read_json, write_json
-from .cmd import PARAM_NAMES, LabelScaler
-from .search import SEARCH_SPACE, STUDY_NAME
-from .train import fields_tag, set_threads, settings_from
+__all__ = ["simulate", "train", "search", "test", "robustness", "fields", "calibrate", "run"]
 
-__all__ = ["simulate", "train", "search", "test", "robustness", "fields", "calibrate", "run", "STAGES"]
-
-STAGES = ("simulate", "train", "search", "test", "robustness", "fields", "calibrate")
+SOURCES = ("train", "search")
+SPLITS = ("train", "valid", "test")
 
 
-def simulate(
-    *,
-    out_dir: str | Path,
-    seed: int = 0,
-    suites: Sequence[str] = ("TNGlike", "SIMBAlike", "Nbody_TNGlike"),
-    n_sims: int = 1000,
-    npix: int = 64,
-    fields: Sequence[str] | None = None,
-    set_name: str = "LH",
-    cache_dir: str | None = None,
-    executor: str = "serial",
-    workers: int = 1,
-    progress: bool = True,
-) -> dict:
+def _command(stage: str, out_dir: str) -> str:
+    return f"cosmobench multifield {stage} out_dir={out_dir}"
+
+
+def _recorded(s, recipe: TrainingSettings | None = None) -> dict:
+    """The settings a stage records: its section, with the training section resolved in full."""
+    out = as_dict(s)
+    if recipe is not None:
+        out["training"] = as_dict(recipe)
+    return out
+
+
+def _pick(s, keys: tuple[str, ...]) -> dict:
+    """``{key: s.key}`` for ``keys``: the settings a library function takes as keywords."""
+    return {k: getattr(s, k) for k in keys}
+
+
+def _check_recalibration(method: str | None, section: str) -> None:
+    if method is not None and method not in RECALIBRATIONS:
+        raise ValueError(f"{section}.recalibration must be one of {list(RECALIBRATIONS)} or null, got {method!r}")
+
+
+def _model(out_dir: str, source: str) -> tuple[Path, dict]:
+    """The model file of ``source`` and the finished record that produced it (refusing an unfinished one)."""
+    if source == "train":
+        folder = Path(out_dir) / "model"
+        record = require(folder, "multifield.train", _command("train", out_dir), what="the trained model")
+        return folder / "model.pt", record
+    folder = Path(out_dir) / "search"
+    record = require(folder, "multifield.search", _command("search", out_dir), what="the search's best model")
+    return folder / Path(record["summary"]["best"]["model_path"]).parent.name / "model.pt", record
+
+
+# ------------------------------------------------------------------------------------------------ checks
+# Each stage's checks of its settings alone (no data needed): the stage runs them before any work, and `run` runs
+# all of them before the first stage. They return the resolved training settings of the stages that train.
+def _check_simulate(s: SimulateSettings) -> None:
+    check_simulate(s)
+    check_resources(s, Path(s.out_dir))
+
+
+def _check_train(s: TrainSettings) -> TrainingSettings:
+    resolve_device(s.device)
+    return training_settings(s.training)
+
+
+def _check_search(s: SearchSettings) -> TrainingSettings:
+    from .search import check_storage
+
+    check_storage(s.storage)
+    for name in ("lr_range", "wd_range", "dropout_range", "hidden_range"):
+        lo, hi = getattr(s, name)
+        if not lo <= hi:
+            raise ValueError(f"search.{name} must be [low, high] with low <= high, got {[lo, hi]}")
+    if s.n_trials < 1 or s.n_startup_trials < 0:
+        raise ValueError(f"search.n_trials must be >= 1 and n_startup_trials >= 0, got {s.n_trials}")
+    return _check_train(s)
+
+
+def _check_test(s: TestSettings) -> None:
+    if s.split not in SPLITS:
+        raise ValueError(f"test.split must be one of {list(SPLITS)}, got {s.split!r}")
+    if s.source not in SOURCES:
+        raise ValueError(f"test.source must be one of {list(SOURCES)}, got {s.source!r}")
+    _check_recalibration(s.recalibration, "test")
+    resolve_device(s.device)
+
+
+def _check_robustness(s: RobustnessSettings) -> TrainingSettings:
+    _check_recalibration(s.recalibration, "robustness")
+    resolve_device(s.device)
+    return training_settings(s.training, params=tuple(s.params))
+
+
+def _check_fields(s: FieldsSettings) -> TrainingSettings:
+    from .fields import check_options
+
+    check_options(s.strategy, s.kind, s.select_split, s.thresholds)
+    resolve_device(s.device)
+    return training_settings(s.training, params=tuple(s.params))
+
+
+def _check_calibrate(s: CalibrateSettings) -> None:
+    if s.source not in SOURCES:
+        raise ValueError(f"calibrate.source must be one of {list(SOURCES)}, got {s.source!r}")
+    if s.npe_split not in ("valid", "train"):
+        raise ValueError(f"calibrate.npe_split must be 'valid' or 'train', got {s.npe_split!r}")
+    _check_recalibration(s.recalibration, "calibrate")
+    resolve_device(s.device)
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+def simulate(**settings) -> dict:
     """Simulate CMD-format multifield maps of several suites offline (log-normal matter + baryonic responses).
 
     Parameters
     ----------
-    out_dir : path
-        Data folder; files get CMD's names (``Maps_{field}_{suite}_{set}_z=0.00.npy``, ``params_{set}_{suite}.txt``).
-    seed : int
-        Dataset seed (Latin hypercube and initial conditions; N-body twins share their hydro twin's).
-    suites : list of str
-        Names from :data:`cosmobench.multifield.simulate.SUITES`.
-    n_sims, npix : int
-        Simulations per suite (15 maps each) and map side (64 default, 256 like CMD).
-    fields : list of str, optional
-        Subset of fields (default: all the suite has).
-    cache_dir : str, optional
-        Where the CAMB P(k) table is cached (default ``$COSMOBENCH_CACHE`` or ``~/.cache/cosmobench``).
-    executor, workers : str, int
-        ``serial`` / ``processes`` / ``dask`` over simulations.
-    """
-    from ..sky.cosmology import default_cache_dir
-    from .power import load_or_build_power_table
-    from .simulate import get_suite, simulate_suite
-
-    out_dir = Path(out_dir)
-    check_writable(out_dir)
-    if n_sims < 3:
-        raise ValueError(f"n_sims must be >= 3 (train/valid/test split by simulation), got {n_sims}")
-    for s in suites:
-        get_suite(s)
-    t0 = time.perf_counter()
-    power = load_or_build_power_table(cache_dir or default_cache_dir() / "multifield")
-    t_power = time.perf_counter() - t0
-    done = [
-        simulate_suite(
-            out_dir,
-            s,
-            n_sims=n_sims,
-            npix=npix,
-            seed=seed,
-            fields=fields,
-            power=power,
-            set_name=set_name,
-            executor=executor,
-            workers=workers,
-            progress=progress,
-        )
-        for s in suites
-    ]
-    wall = time.perf_counter() - t0
-    return {
-        "data_dir": str(out_dir),
-        "suites": done,
-        "power_table_s": t_power,
-        "wall_s": wall,
-        "maps_per_s": sum(d["n_sims"] for d in done) * 15 / max(wall - t_power, 1e-9),
-    }
-
-
-def train(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suite: str,
-    fields: Sequence[str],
-    training: dict | None = None,
-    seed: int = 0,
-) -> dict:
-    """Train one o3_err on ``fields`` of ``suite`` (settings: ``training``, see ``TrainSettings``).
-
-    The model goes to ``out_dir/models/{suite}_{fields}_{settings hash}/`` (see ``train.model_dir``), where the
-    robustness, fields, test and calibrate stages find it.
-
-    Parameters
-    ----------
-    out_dir, data_dir : path
-        Output root and CMD-format data folder (simulated, or the real CMD ``2D_maps/data``).
-    suite : str
-        Suite name in the file names (``IllustrisTNG``, ``TNGlike``...).
-    fields : list of str
-        Fields stacked as input channels, in order.
-    training : dict
-        ``TrainSettings`` keys (unknown keys raise ``TypeError``).
-    seed : int
-        Weights initialisation, shuffling and augmentation draws.
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.SimulateSettings` (``out_dir`` is the data folder).
 
     Returns
     -------
     dict
-        ``run_dir``, ``model_path``, ``best_val_loss``, ``epochs``, ``seconds``, ``train_maps_per_s``,
-        ``n_parameters``.
+        Data folder, per-suite files, timings; ``skipped`` when already done.
     """
-    from .train import model_dir, prepare_data, train_model
-
-    set_threads()
-    settings = settings_from(training)
-    run_dir = model_dir(out_dir, suite, fields, settings, seed)
-    check_writable(run_dir)
-    if (run_dir / "model.pt").exists():
-        summary = read_json(run_dir / "model.json")["summary"]
-    else:
-        summary = train_model(prepare_data(data_dir, suite, fields, settings), run_dir, settings, seed=seed)
-    return {"run_dir": str(run_dir), **summary}
+    s = build(SimulateSettings, settings)
+    _check_simulate(s)
+    folder = Path(s.out_dir)
+    command = f"cosmobench multifield simulate data_dir={s.out_dir}"
+    stage = Stage(folder, "multifield.simulate", as_dict(s), command=command)
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    return stage.finish(write_dataset(s, folder), outputs=[folder])
 
 
-def search(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suite: str,
-    fields: Sequence[str],
-    training: dict | None = None,
-    seed: int = 0,
-    n_trials: int = 50,
-    n_startup_trials: int = 20,
-    storage: str | None = None,
-    study_name: str = STUDY_NAME,
-    lr_range: Sequence[float] = SEARCH_SPACE["lr"],
-    wd_range: Sequence[float] = SEARCH_SPACE["wd"],
-    dropout_range: Sequence[float] = SEARCH_SPACE["dr"],
-    hidden_range: Sequence[int] = SEARCH_SPACE["hidden"],
-    prune_warmup: int = 2,
-) -> dict:
-    """Optuna search over lr, weight decay, dropout and width with an RDB storage (SQLite file by default).
+# ------------------------------------------------------------------------------------------------ train
+def train(**settings) -> dict:
+    """Train one o3_err on ``fields`` of ``suite`` into ``out_dir/model/model.pt``.
 
-    Start the same command on several machines with ``storage=postgresql://...`` (or one SQLite file on a shared
-    disk for a few workers) to share the study; the study stops at ``n_trials`` finished trials in total.
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.TrainSettings`.
+
+    Returns
+    -------
+    dict
+        ``model_path``, ``best_val_loss``, ``epochs``, ``seconds``, ``train_maps_per_s``, ``n_parameters``;
+        ``skipped`` when already trained with these settings.
+    """
+    s = build(TrainSettings, settings)
+    recipe = _check_train(s)
+    device = resolve_device(s.device)
+    inputs = {"data": data_identity(s.data_dir, [s.suite], s.fields, recipe.set_name)}
+    folder = Path(s.out_dir) / "model"
+    stage = Stage(folder, "multifield.train", _recorded(s, recipe), inputs, command=_command("train", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    data = prepare_data(
+        s.data_dir, s.suite, s.fields, recipe, in_memory=s.in_memory, device_data=s.device_data, device=device
+    )
+    summary = train_model(data, folder, recipe, seed=s.seed, device=device, progress=s.progress)
+    return stage.finish(summary, outputs=[folder / "model.json", folder / "model.pt"])
+
+
+# ----------------------------------------------------------------------------------------------- search
+def search(**settings) -> dict:
+    """Optuna search over lr, weight decay, dropout and width, with an RDB storage (SQLite file by default).
+
+    Start the same command on several machines with ``search.storage=postgresql://...`` (or one SQLite file on a
+    shared disk for a few workers) to share the study; it stops at ``n_trials`` finished trials in total.
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.SearchSettings`.
+
+    Returns
+    -------
+    dict
+        ``best`` (number, validation loss, hyper-parameters, model path), trial counts, wall time, storage.
     """
     from .search import run_search
-    from .train import prepare_data
 
-    set_threads()
-    settings = settings_from(training)
-    folder = Path(out_dir) / "search" / f"{suite}_{fields_tag(fields)}"
-    check_writable(folder)
-    data = prepare_data(data_dir, suite, fields, settings)
-    out = run_search(
-        data,
-        folder,
-        settings,
-        n_trials=n_trials,
-        n_startup_trials=n_startup_trials,
-        storage=storage,
-        study_name=study_name,
-        lr_range=lr_range,
-        wd_range=wd_range,
-        dropout_range=dropout_range,
-        hidden_range=hidden_range,
-        prune_warmup=prune_warmup,
-        seed=seed,
+    s = build(SearchSettings, settings)
+    recipe = _check_search(s)
+    device = resolve_device(s.device)
+    inputs = {"data": data_identity(s.data_dir, [s.suite], s.fields, recipe.set_name)}
+    folder = Path(s.out_dir) / "search"
+    stage = Stage(folder, "multifield.search", _recorded(s, recipe), inputs, command=_command("search", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    data = prepare_data(
+        s.data_dir, s.suite, s.fields, recipe, in_memory=s.in_memory, device_data=s.device_data, device=device
     )
-    return {"folder": str(folder), **{k: v for k, v in out.items() if k != "trials"}}
+    keys = ("n_trials", "n_startup_trials", "storage", "study_name", "lr_range", "wd_range", "dropout_range")
+    options = _pick(s, (*keys, "hidden_range", "prune_warmup", "seed", "progress"))
+    out = run_search(data, folder, recipe, device=device, **options)
+    summary = {"folder": str(folder), **{k: v for k, v in out.items() if k != "trials"}}
+    return stage.finish(summary, outputs=[folder / "best.json", *sorted(folder.glob("trial_*/model.pt"))])
 
 
-def _model_path(
-    out_dir: Path, suite: str, fields: Sequence[str], source: str, model_path: str | None, training, seed: int
-) -> Path:
-    from .train import model_dir
+# ------------------------------------------------------------------------------------------------- test
+def test(**settings) -> dict:
+    """Predict every map of a split with the trained model; write the predictions, the metrics and a figure.
 
-    if model_path:
-        return Path(model_path)
-    if source == "train":
-        return model_dir(out_dir, suite, fields, settings_from(training), seed) / "model.pt"
-    if source == "search":
-        best = out_dir / "search" / f"{suite}_{fields_tag(fields)}" / "best.json"
-        if not best.exists():
-            raise FileNotFoundError(f"{best} does not exist; run `cosmobench multifield search` first")
-        return Path(read_json(best)["best"]["model_path"])
-    raise ValueError(f"source must be 'train' or 'search' (or give model_path), got {source!r}")
-
-
-def _model_tag(path: Path) -> str:
-    """Folder tag of a model: its folder name, with the search folder for trials."""
-    return "_".join(path.parent.parts[-2:]) if path.parent.name.startswith("trial_") else path.parent.name
-
-
-def test(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suite: str,
-    fields: Sequence[str],
-    training: dict | None = None,
-    source: str = "train",
-    model_path: str | None = None,
-    test_suite: str | None = None,
-    split: str = "test",
-    tta: bool = True,
-    batch_size: int = 128,
-    device: str | None = None,
-    seed: int = 0,
-    recalibration: str | None = "loglinear",
-) -> dict:
-    """Write true parameters, posterior means and standard deviations of every map of a split, and the metrics.
-
-    The model is the train stage's for ``training`` (``source="train"``), the best search trial
-    (``source="search"``), or ``model_path``. Outputs in ``out_dir/test/<model tag>_on_<test_suite>/``:
-    ``predictions.txt`` (the reference's 18
-    columns), ``predictions.npz`` (with map/simulation indices and per-transform predictions), ``metrics.json``
-    (R^2, relative error, chi^2, coverage..., per map with bootstrap intervals over simulations, and per-simulation
-    aggregates; with ``recalibration``, chi^2, coverage and mean sigma of the recalibrated sigma's with the suffix
-    ``_cal``, the fitted scales, and ``coverage68_cal_total_ci``/``coverage95_cal_total_ci``: 68 % bands that
-    resample the validation simulations of the fit as well as the test ones), ``split.json`` (the simulation
-    indices used) and ``predictions.png``.
+    Each (source, test suite, split, tta) has its own folder ``out_dir/test/<source>_on_<suite>_<split>_<tta>``
+    and record; another setting changed over an existing result is refused, naming it.
 
     Parameters
     ----------
-    out_dir, data_dir : path
-    suite, fields, training, seed : the training suite, fields, settings and seed that identify the model.
-    source : {"train", "search"}
-    model_path : str, optional
-        An explicit ``model.pt`` (overrides ``source``).
-    test_suite : str, optional
-        Suite to predict (default ``suite``); normalised with the model's own statistics.
-    split : {"test", "valid", "train"}
-    tta : bool
-        Average over the 8 dihedral transforms.
-    batch_size : int
-    device : str, optional
-    recalibration : {"loglinear", "conformal", "chi2"}, optional
-        Post-hoc sigma recalibration fitted on the validation split of the model's own suite (see
-        :func:`cosmobench.multifield.calibration.fit_recalibration`) and applied to ``test_suite`` as it is: on
-        another suite it shows what an in-suite calibration is worth there. ``None`` skips it.
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.TestSettings`.
+
+    Returns
+    -------
+    dict
+        What ``metrics.json`` holds (see :func:`cosmobench.multifield.evaluate.evaluate_split`) and the folder.
     """
-    from .calibration import recalibrated_coverage_band
-    from .evaluate import metrics, predict_split, recalibrate_on_valid, split_indices, write_predictions
-    from .figures import predictions_figure
-    from .train import load_model
+    from .evaluate import evaluate_split
 
-    set_threads()
-    out_dir = Path(out_dir)
-    test_suite = test_suite or suite
-    path = _model_path(out_dir, suite, fields, source, model_path, training, seed)
-    folder = out_dir / "test" / f"{_model_tag(path)}_on_{test_suite}"
-    if (folder / "metrics.json").exists():
-        return read_json(folder / "metrics.json")
-    check_writable(folder)
-    model, meta = load_model(path, device=device)
-    s = meta["settings"]
-    sims = split_indices(meta, data_dir, test_suite, split)
-    options = {"tta": tta, "batch_size": batch_size, "device": device}
-    pred = predict_split(model, meta, data_dir, split, suite=test_suite, **options)
-    write_predictions(folder, pred)
-    write_json(
-        folder / "split.json",
-        {
-            "suite": test_suite,
-            "split": split,
-            "sims": sims.tolist(),
-            "split_fractions": s["split"],
-            "split_seed": s["split_seed"],
-        },
-    )
-    recal, valid = (
-        recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options) if recalibration else 2 * (None,)
-    )
-    result = {
-        "model": str(path),
-        "trained_on": meta["suite"],
-        "tested_on": test_suite,
-        "fields": list(fields),
-        "tta": tta,
-        "metrics": metrics(
-            pred["theta"],
-            pred["mu"],
-            pred["sigma"],
-            pred["sim_index"],
-            params=tuple(meta["params"]),
-            seed=seed,
-            recalibration=recal,
-        ),
-    }
-    if recal is not None:
-        result["recalibration"] = {**recal.as_dict(PARAM_NAMES), "fitted_on": f"valid split of {meta['suite']}"}
-        # the band of the calibrated coverage with the validation fit's own noise (validation and test resampled)
-        band = recalibrated_coverage_band(
-            tuple(valid[k] for k in ("theta", "mu", "sigma", "sim_index")),
-            tuple(pred[k] for k in ("theta", "mu", "sigma", "sim_index")),
-            columns=meta["params"],
-            method=recalibration,
-            seed=seed,
-        )
-        for j, p in enumerate(meta["params"]):
-            for i, lvl in enumerate((68, 95)):
-                result["metrics"][PARAM_NAMES[p]][f"coverage{lvl}_cal_total_ci"] = band[:, i, j].tolist()
-    predictions_figure(pred, folder / "predictions.png", params=[p for p in (0, 1) if p in meta["params"]])
-    write_json(folder / "metrics.json", result)
-    return result
+    s = build(TestSettings, settings)
+    _check_test(s)
+    device = resolve_device(s.device)
+    path, model_record = _model(s.out_dir, s.source)
+    model, meta = load_model(path)
+    test_suite = s.test_suite or meta["suite"]
+    suites = list(dict.fromkeys([meta["suite"], test_suite]))
+    data = data_identity(s.data_dir, suites, meta["fields"], meta["settings"]["set_name"])
+    tag = f"{s.source}_on_{test_suite}_{s.split}_{'tta' if s.tta else 'notta'}"
+    folder = Path(s.out_dir) / "test" / tag
+    inputs = {"data": data, "model": identity(model_record)}
+    stage = Stage(folder, "multifield.test", as_dict(s), inputs, command=_command("test", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    options = _pick(s, ("split", "tta", "batch_size", "seed", "recalibration"))
+    result = evaluate_split(model, meta, s.data_dir, folder, test_suite=test_suite, device=device, **options)
+    return stage.finish({**result, "model": str(path), "folder": str(folder)}, outputs=[folder])
 
 
-def robustness(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suites: Sequence[str],
-    fields: Sequence[str] = ("Mtot",),
-    training: dict | None = None,
-    seed: int = 0,
-    params: Sequence[int] = (0, 1),
-    tta: bool = True,
-    recalibration: str | None = "loglinear",
-) -> dict:
-    """Train on each suite, test on every suite; print and return the matrix of errors for Omega_m and sigma_8.
+# ------------------------------------------------------------------------------------------- robustness
+def robustness(**settings) -> dict:
+    """Train on each suite, test on every suite: the matrices of error, bias and coverage for Omega_m and sigma_8.
 
     Parameters
     ----------
-    out_dir, data_dir : path
-    suites : list of str
-        At least two suites that all have ``fields`` (N-body suites: Mtot only).
-    fields : list of str
-    training : dict
-        ``TrainSettings`` keys; ``params`` is overridden by ``params``.
-    seed : int
-    params : list of int
-        Parameters trained and reported (cosmology only by default: astrophysical parameters differ between suites).
-    tta : bool
-        Average predictions over the 8 dihedral transforms.
-    recalibration : {"loglinear", "conformal", "chi2"}, optional
-        Sigma recalibration fitted on each training suite's validation split and applied to every test suite
-        (coverage before and after is reported; ``None`` skips it).
-    """
-    from .figures import robustness_figure
-    from .robustness import cross_suite
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.RobustnessSettings`.
 
-    set_threads()
-    settings = settings_from(training, params=tuple(params))
-    folder = Path(out_dir) / "robustness"
-    check_writable(folder)
-    result = cross_suite(
-        data_dir, out_dir, suites, fields, settings, seed=seed, params=params, tta=tta, recalibration=recalibration
-    )
-    robustness_figure(result, folder / f"robustness_{fields_tag(fields)}.png")
-    print(result["table"])
-    keys = ("rel_err", "bias", "coverage68", "coverage95") + (
-        ("coverage68_cal", "coverage95_cal") if recalibration else ()
-    )
-    return {
+    Returns
+    -------
+    dict
+        ``table`` (text), and ``rel_err``, ``bias``, ``coverage68``... as ``key -> trained on -> tested on -> param``.
+    """
+    from .robustness import check_suites, cross_suite, matrix_summary
+
+    s = build(RobustnessSettings, settings)
+    recipe = _check_robustness(s)
+    device = resolve_device(s.device)
+    check_suites(s.data_dir, s.suites, s.fields, recipe.set_name)
+    inputs = {"data": data_identity(s.data_dir, s.suites, s.fields, recipe.set_name)}
+    folder = Path(s.out_dir) / "robustness"
+    command = _command("robustness", s.out_dir)
+    stage = Stage(folder, "multifield.robustness", _recorded(s, recipe), inputs, command=command)
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    keys = ("seed", "params", "tta", "batch_size", "recalibration", "progress", "in_memory", "device_data")
+    result = cross_suite(s.data_dir, folder, s.suites, s.fields, recipe, device=device, **_pick(s, keys))
+    summary = {
         "folder": str(folder),
         "suites": result["suites"],
         "fields": result["fields"],
-        **{
-            key: {a: {b: {p: result["matrix"][a][b][p][key] for p in result["params"]} for b in suites} for a in suites}
-            for key in keys
-        },
+        "table": result["table"],
+        **matrix_summary(result, s.recalibration is not None),
     }
+    return stage.finish(summary, outputs=[folder])
 
 
-def fields(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suite: str,
-    fields: Sequence[str],
-    training: dict | None = None,
-    seed: int = 0,
-    params: Sequence[int] = (0, 1),
-    strategy: str = "auto",
-    kind: str = "empirical",
-    select_split: str = "valid",
-    thresholds: Sequence[float] = (0.9, 0.95),
-) -> dict:
+# ----------------------------------------------------------------------------------------------- fields
+def fields(**settings) -> dict:
     """Smallest field sets holding 90 % and 95 % of the full multifield model's information (see ``fields.py``).
 
     Parameters
     ----------
-    out_dir, data_dir : path
-    suite : str
-    fields : list of str
-        Candidate fields; the full set is the reference (information fraction 1).
-    training : dict
-        ``TrainSettings`` keys; ``params`` is overridden by ``params``.
-    seed : int
-    params : list of int
-        Parameters whose information is measured (default Omega_m, sigma_8).
-    strategy : {"auto", "exhaustive", "greedy"}
-    kind : {"empirical", "posterior"}
-        Information from actual errors (inverse MSE) or from predicted posterior precision.
-    select_split : {"valid", "test"}
-    thresholds : list of float
-    """
-    from .fields import field_importance
-    from .figures import fields_figure
-
-    set_threads()
-    settings = settings_from(training, params=tuple(params))
-    folder = Path(out_dir) / "fields"
-    check_writable(folder)
-    result = field_importance(
-        data_dir,
-        out_dir,
-        suite,
-        fields,
-        settings,
-        seed=seed,
-        params=params,
-        strategy=strategy,
-        kind=kind,
-        select_split=select_split,
-        thresholds=thresholds,
-    )
-    fields_figure(result, folder / f"fields_{suite}_{fields_tag(fields)}.png")
-    return {
-        "folder": str(folder),
-        "smallest": result["smallest"],
-        "definition": result["definition"],
-        "fractions": {"+".join(e["fields"]): e[select_split]["fraction"] for e in result["subsets"]},
-        "test_metrics": {"+".join(e["fields"]): e["test"]["metrics"] for e in result["subsets"]},
-    }
-
-
-def calibrate(
-    *,
-    out_dir: str | Path,
-    data_dir: str | Path,
-    suite: str,
-    fields: Sequence[str],
-    training: dict | None = None,
-    source: str = "train",
-    model_path: str | None = None,
-    seed: int = 0,
-    recalibration: str | None = "loglinear",
-    npe: bool = True,
-    npe_split: str = "valid",
-    npe_epochs: int = 200,
-    n_samples: int = 500,
-    tta: bool = True,
-    batch_size: int = 128,
-    device: str | None = None,
-) -> dict:
-    """Coverage of the mean +- std intervals (per map and per simulation), TARP, and an NPE posterior on CNN summaries.
-
-    The raw moment-network intervals, the same intervals recalibrated on the validation split and the NPE (``sbi``)
-    trained on the summaries of ``npe_split`` simulations, which the CNN was not fitted on, are all evaluated on the
-    test split.
-
-    Parameters
-    ----------
-    out_dir, data_dir : path
-        Output root and CMD-format data folder.
-    suite, fields, training, seed : as for :func:`train`, to find the model (or ``source="search"``, ``model_path``).
-    recalibration : {"loglinear", "conformal", "chi2"}, optional
-        Sigma recalibration fitted on the validation split at every nominal level of the coverage curve
-        (:func:`cosmobench.multifield.calibration.fit_recalibration`); its TARP uses the 68 % scale. ``None`` skips it.
-    npe : bool
-        Also train and evaluate the NPE posterior (needs ``sbi``).
-    npe_split : {"valid", "train"}
-        Simulations whose CNN summaries train the NPE (``train`` ones are over-fitted by the CNN: optimistic).
-    npe_epochs : int
-        Maximum NPE training epochs.
-    n_samples : int
-        Posterior samples per map for TARP and the NPE intervals.
-    tta, batch_size, device : prediction options (see :func:`cosmobench.multifield.evaluate.predict`).
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.FieldsSettings`.
 
     Returns
     -------
     dict
-        Per parameter: coverage at 68 % and 95 % per map and per simulation (with bootstrap intervals); TARP
-        (ATC, largest deviation, KS p-value) per map and per simulation; the same for the recalibrated intervals
-        (``gaussian_recalibrated``, with the scales) and for the NPE, with its leakage.
+        ``smallest`` (threshold -> fields), ``fractions`` and test metrics per subset, the definition.
     """
-    from .calibration import (
-        coverage_curve,
-        coverage_from_samples,
-        default_levels,
-        fit_npe,
-        fit_recalibration,
-        gaussian_samples,
-        sample_npe,
-        tarp,
-    )
-    from .evaluate import predict_split
-    from .figures import coverage_figure
-    from .train import load_model
+    from .fields import field_importance
 
-    set_threads()
-    out_dir = Path(out_dir)
-    path = _model_path(out_dir, suite, fields, source, model_path, training, seed)
-    folder = out_dir / "calibration" / _model_tag(path)
-    if (folder / "calibration.json").exists():
-        return read_json(folder / "calibration.json")
-    check_writable(folder)
-    model, meta = load_model(path, device=device)
-    params = list(meta["params"])
-    names = [PARAM_NAMES[p] for p in params]
-    scaler = LabelScaler(meta["labels"]["prior"], meta["labels"]["log"])
-    options = {"tta": tta, "batch_size": batch_size, "device": device}
-    preds = {name: predict_split(model, meta, data_dir, name, **options) for name in {"test", "valid", npe_split}}
-
-    def normalised(pred):
-        """Normalised truths, means and standard deviations of the trained parameters."""
-        return scaler.normalise(pred["theta"])[:, params], pred["mu_norm"][:, params], pred["sigma_norm"][:, params]
-
-    theta_n, mu_n, sd_n = normalised(preds["test"])
-    sims = preds["test"]["sim_index"]
-    first = np.unique(sims, return_index=True)[1]
-    levels = default_levels()
-
-    def gaussian_diagnostics(recal=None):
-        """Coverage curve (raw or recalibrated intervals), TARP per map and per simulation of the Gaussians
-        N(mu_n, sd^2) on the test split (recalibrated: the 68 % sigma)."""
-        cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, recalibration=recal, seed=seed)
-        sd = sd_n if recal is None else recal.sigma(sd_n, 0.68)
-        per_map = tarp(gaussian_samples(mu_n, sd, n_samples, seed), theta_n, seed=seed)
-        per_sim = tarp(gaussian_samples(mu_n[first], sd[first], n_samples, seed), theta_n[first], seed=seed)
-        return cov, per_map, per_sim
-
-    gauss_cov, gauss_tarp, gauss_tarp_sim = gaussian_diagnostics()
-    curves = {"moment network": {"coverage": gauss_cov, "tarp": gauss_tarp, "params": names}}
-    result = {
-        "model": str(path),
-        "suite": suite,
-        "fields": list(fields),
-        "params": names,
-        "n_test_maps": int(len(theta_n)),
-        "n_test_sims": int(len(first)),
-        "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
+    s = build(FieldsSettings, settings)
+    recipe = _check_fields(s)
+    device = resolve_device(s.device)
+    inputs = {"data": data_identity(s.data_dir, [s.suite], s.fields, recipe.set_name)}
+    folder = Path(s.out_dir) / "fields"
+    stage = Stage(folder, "multifield.fields", _recorded(s, recipe), inputs, command=_command("fields", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    keys = ("seed", "params", "strategy", "kind", "select_split", "thresholds", "tta", "batch_size", "progress")
+    options = _pick(s, (*keys, "in_memory", "device_data"))
+    result = field_importance(s.data_dir, folder, s.suite, s.fields, recipe, device=device, **options)
+    summary = {
+        "folder": str(folder),
+        "smallest": result["smallest"],
+        "definition": result["definition"],
+        "fractions": {"+".join(e["fields"]): e[s.select_split]["fraction"] for e in result["subsets"]},
+        "test_metrics": {"+".join(e["fields"]): e["test"]["metrics"] for e in result["subsets"]},
     }
-    result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
-    if recalibration:
-        v_theta, v_mu, v_sd = normalised(preds["valid"])
-        recal = fit_recalibration(
-            v_theta,
-            v_mu,
-            v_sd,
-            preds["valid"]["sim_index"],
-            columns=range(len(params)),
-            levels=levels,
-            method=recalibration,
-        )
-        cal_cov, cal_tarp, cal_tarp_sim = gaussian_diagnostics(recal)
-        curves["recalibrated"] = {"coverage": cal_cov, "tarp": cal_tarp, "params": names}
-        result["gaussian_recalibrated"] = {
-            **_summarise(cal_cov, cal_tarp, cal_tarp_sim, names, levels),
-            "recalibration": {**recal.as_dict(names, levels=(0.68, 0.95)), "fitted_on": "valid split"},
-            "mean_std_norm": dict(zip(names, recal.sigma(sd_n, 0.68).mean(0).tolist())),
-        }
-    if npe:
-
-        def summaries(pred):
-            return np.concatenate([pred["mu_norm"][:, params], np.log(pred["sigma_norm"][:, params] + 1e-6)], axis=1)
-
-        theta_cal = normalised(preds[npe_split])[0]
-        posterior = fit_npe(summaries(preds[npe_split]), theta_cal, seed=seed, max_epochs=npe_epochs)
-        samples, leakage = sample_npe(posterior, summaries(preds["test"]), n_samples, seed=seed)
-        npe_cov = coverage_from_samples(samples, theta_n, sims, levels, seed=seed)
-        npe_tarp = tarp(samples, theta_n, seed=seed)
-        npe_tarp_sim = tarp(samples[:, first], theta_n[first], seed=seed)
-        curves["NPE"] = {"coverage": npe_cov, "tarp": npe_tarp, "params": names}
-        npe_mu, npe_sd = samples.mean(0), samples.std(0)
-        result["npe"] = {
-            **_summarise(npe_cov, npe_tarp, npe_tarp_sim, names, levels),
-            "trained_on": f"{npe_split} split, {len(theta_cal)} maps",
-            "leakage": leakage,
-            "rmse_norm": dict(zip(names, np.sqrt(np.mean((npe_mu - theta_n) ** 2, 0)).tolist())),
-            "mean_std_norm": dict(zip(names, npe_sd.mean(0).tolist())),
-        }
-    coverage_figure(curves, folder / "calibration.png")
-    write_json(folder / "calibration.json", result)
-    return result
+    return stage.finish(summary, outputs=[folder])
 
 
-def _summarise(cov: dict, tarp_map: dict, tarp_sim: dict, names, levels) -> dict:
-    i68, i95 = int(np.argmin(np.abs(levels - 0.68))), int(np.argmin(np.abs(levels - 0.95)))
-    out = {}
-    for j, name in enumerate(names):
-        out[name] = {
-            f"coverage{lvl}_{kind}": float(cov[kind][i, j])
-            for lvl, i in (("68", i68), ("95", i95))
-            for kind in ("per_map", "per_sim")
-        }
-        for lvl, i in (("68", i68), ("95", i95)):
-            out[name][f"coverage{lvl}_per_sim_ci"] = [float(cov["ci"][0][i, j]), float(cov["ci"][1][i, j])]
-    out["tarp_per_map"] = {k: tarp_map[k] for k in ("atc", "max_dev", "ks_p")}
-    out["tarp_per_sim"] = {k: tarp_sim[k] for k in ("atc", "max_dev", "ks_p")}
-    return out
+# -------------------------------------------------------------------------------------------- calibrate
+def calibrate(**settings) -> dict:
+    """Coverage of the mean +- std intervals (per map and per simulation), TARP, and an NPE posterior.
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.multifield.settings.CalibrateSettings`.
+
+    Returns
+    -------
+    dict
+        See :func:`cosmobench.multifield.calibration.calibrate_model`.
+    """
+    from .calibration import calibrate_model
+
+    s = build(CalibrateSettings, settings)
+    _check_calibrate(s)
+    device = resolve_device(s.device)
+    path, model_record = _model(s.out_dir, s.source)
+    model, meta = load_model(path)
+    data = data_identity(s.data_dir, [meta["suite"]], meta["fields"], meta["settings"]["set_name"])
+    folder = Path(s.out_dir) / "calibration"
+    inputs = {"data": data, "model": identity(model_record)}
+    stage = Stage(folder, "multifield.calibrate", as_dict(s), inputs, command=_command("calibrate", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    apply_threads(s.threads)
+    keys = ("recalibration", "npe", "npe_split", "npe_epochs", "n_samples", "tta", "batch_size", "seed")
+    result = calibrate_model(model, meta, s.data_dir, folder, device=device, **_pick(s, keys))
+    return stage.finish({**result, "model": str(path), "folder": str(folder)}, outputs=[folder])
+
+
+# -------------------------------------------------------------------------------------------------- run
+_FUNCTIONS = {
+    "simulate": simulate,
+    "train": train,
+    "search": search,
+    "test": test,
+    "robustness": robustness,
+    "fields": fields,
+    "calibrate": calibrate,
+}
+_CHECKS = {
+    "simulate": (SimulateSettings, _check_simulate),
+    "train": (TrainSettings, _check_train),
+    "search": (SearchSettings, _check_search),
+    "test": (TestSettings, _check_test),
+    "robustness": (RobustnessSettings, _check_robustness),
+    "fields": (FieldsSettings, _check_fields),
+    "calibrate": (CalibrateSettings, _check_calibrate),
+}
 
 
 def run(config: dict) -> dict:
-    """The whole pipeline: the stages listed in ``config["run"]["stages"]`` (default all), in order."""
-    stages = (config.get("run") or {}).get("stages", list(STAGES))
-    unknown = sorted(set(stages) - set(STAGES))
+    """The whole pipeline: the stages of ``run.stages`` (default all) in order; writes ``out_dir/report.md``.
+
+    The settings of every stage are checked before the first one starts (a bad storage URL fails before the
+    simulation, not after the training).
+
+    Parameters
+    ----------
+    config : dict
+        The resolved configuration (sections ``simulate`` ... ``calibrate``, ``run``).
+
+    Returns
+    -------
+    dict
+        The report's path, seconds per stage, and the headline numbers.
+    """
+    from .report import write_report
+
+    r = build(RunSettings, config.get("run"))
+    unknown = sorted(set(r.stages) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stages {unknown} in run.stages; expected a subset of {list(STAGES)}")
-    functions = {
-        "simulate": simulate,
-        "train": train,
-        "search": search,
-        "test": test,
-        "robustness": robustness,
-        "fields": fields,
-        "calibrate": calibrate,
-    }
+    stages = [k for k in STAGES if k in r.stages]
+    missing = [k for k in stages if k not in config]
+    if missing:
+        raise ValueError(f"the configuration lacks the sections {missing}")
+    for name in stages:
+        cls, check = _CHECKS[name]
+        check(build(cls, config[name]))
     out, timings = {}, {}
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        if stage not in config:
-            raise ValueError(f"the configuration has no section {stage!r}")
+    for name in stages:
         t0 = time.perf_counter()
-        out[stage] = functions[stage](**config[stage])
-        timings[stage] = time.perf_counter() - t0
-    out["timings_s"] = timings
-    folder = Path(config.get("out_dir", "."))
-    write_json(folder / "run_summary.json", out)
-    return out
+        out[name] = _FUNCTIONS[name](**config[name])
+        timings[name] = round(time.perf_counter() - t0, 1)
+    out_dir = config.get("out_dir") or next(config[k]["out_dir"] for k in STAGES[1:] if k in config)
+    report = write_report(Path(out_dir), out, timings)
+    return {"report": str(report), "seconds": timings, "skipped": {k: v["skipped"] for k, v in out.items()}}
