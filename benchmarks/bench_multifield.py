@@ -7,7 +7,7 @@
 
 On CPU the CNN is measured at 64^2 (the embedded default, hidden 2 and 8) and at 256^2 with a small batch; on CUDA
 at CMD's 256^2, hidden 8, batch 128, in fp32 and bf16 autocast, channels-last (TARGETS.md: >= 2 x 1477 images/s on
-an H100). Usage: ``python benchmarks/bench_multifield.py [--quick] [--device cpu|cuda]``.
+an H100). Usage: ``python benchmarks/bench_multifield.py [--quick] [--device cpu|cuda] [--simulator-only]``.
 """
 
 from __future__ import annotations
@@ -157,11 +157,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: see train.set_threads)")
+    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: the usable cores)")
+    parser.add_argument("--simulator-only", action="store_true", help="measure the simulator only (no CNN)")
     args = parser.parse_args()
-    from cosmobench.multifield.train import set_threads
+    from cosmobench.core.runtime import apply_threads
 
-    torch.set_num_threads(set_threads(args.threads))
+    apply_threads(args.threads or "auto")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     steps = 3 if args.quick else 7
     result = {
@@ -174,6 +175,9 @@ def main() -> None:
         }
     }
     result["simulator"] = {"64": bench_simulator(64, 3 if args.quick else 7)}
+    if args.simulator_only:
+        print(json.dumps(result, indent=2))
+        return
     cpu = torch.device("cpu")
     result["cpu"] = {
         "o3_err_64_h2_3fields_b32": bench_network(cpu, 64, 2, 3, 32, steps, False, True),

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 from cosmobench.core.seeds import rng
 from cosmobench.multifield import cmd
-from cosmobench.multifield.power import CMD_FIXED
+from cosmobench.multifield.power import CMD_FIXED, build_power_table, map_band_power, slab_band_power
 from cosmobench.multifield.simulate import (
     BOX,
     RHO_CRIT,
     SLAB,
     SUITES,
     _kgrid,
+    baryon_spread,
     latin_hypercube,
     lognormal_density,
+    lognormal_values,
     project,
     simulate_sim,
     simulate_suite,
@@ -100,7 +104,7 @@ def _power_ratio(suite, theta, power, n=32):
     return r[(kk >= 1) & (kk < 2)].mean(), r[kk >= n / 4].mean()
 
 
-def test_feedback_suppresses_small_scale_power_and_suites_differ(toy_power):
+def test_feedback_suppresses_small_scale_power_and_simba_most(toy_power):
     low, high = [], []
     for a_agn1 in (0.25, 1.0, 4.0):
         lo, hi = _power_ratio("TNGlike", np.array([0.3, 0.8, 1.0, a_agn1, 1.0, 1.0]), toy_power)
@@ -108,11 +112,28 @@ def test_feedback_suppresses_small_scale_power_and_suites_differ(toy_power):
         high.append(hi)
     assert high[0] > high[1] > high[2]  # stronger AGN feedback, more suppression
     assert high[2] < 0.9 and all(abs(x - 1) < 0.05 for x in low)  # large scales nearly untouched
-    simba = _power_ratio("SIMBAlike", FID, toy_power)[1]
-    astrid = _power_ratio("Astridlike", FID, toy_power)[1]
-    values = [simba, high[1], astrid]
-    assert max(values) < 0.97  # every hydro suite suppresses small-scale power ...
-    assert min(abs(a - b) for i, a in enumerate(values) for b in values[i + 1 :]) > 0.02  # ... by its own law
+    simba = _power_ratio("SIMBAlike", FID, toy_power)
+    astrid = _power_ratio("Astridlike", FID, toy_power)
+    assert max(simba[1], high[1], astrid[1]) < 0.97  # every hydro suite suppresses small-scale power
+    # SIMBA spreads its baryons farthest (Gebhardt et al. 2024), so it suppresses most, on both scales
+    assert simba[0] < min(low[1], astrid[0]) and simba[1] < min(high[1], astrid[1]) - 0.05
+
+
+def test_baryon_spread_is_calibrated_to_camels(hmcode_nodes):
+    """Gebhardt et al. 2024 (MNRAS 529, 4896), fiducial CAMELS: SIMBA moves ~40 % of its baryons > 1 Mpc from their
+    initial dark-matter neighbours, IllustrisTNG and Astrid ~10 %; more AGN outflow, more spread; stronger SN winds,
+    less spread (also Delgado et al. 2023 on the suppression of P(k)). Measured at 64^3, fiducial: 0.40, 0.10, 0.10."""
+    fid = np.array([0.3, 0.8, 1.0, 1.0, 1.0, 1.0])
+    dens = [lognormal_density(hmcode_nodes(_kgrid(64, BOX), 0.3, 0.8), 64, rng(0, "spread", i)) for i in range(2)]
+
+    def spread(suite, theta=fid):
+        return np.mean([baryon_spread(d, theta, SUITES[suite].response) for d in dens])
+
+    for suite, target in (("SIMBAlike", 0.40), ("TNGlike", 0.10), ("Astridlike", 0.10)):
+        assert abs(spread(suite) / target - 1) < 0.15, (suite, spread(suite))
+    for suite in ("SIMBAlike", "TNGlike"):
+        assert spread(suite, fid * [1, 1, 1, 4, 1, 1]) > 1.3 * spread(suite)  # A_AGN1 x 4
+        assert spread(suite, fid * [1, 1, 4, 1, 1, 1]) < 0.9 * spread(suite)  # A_SN1 x 4
 
 
 def test_simulate_suite_writes_cmd_files_and_resumes(tiny_data, toy_power):
@@ -128,3 +149,58 @@ def test_simulate_suite_writes_cmd_files_and_resumes(tiny_data, toy_power):
     assert path.stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="seed=3"):
         simulate_suite(tiny_data, "TNGlike", n_sims=12, npix=16, seed=4, power=toy_power, progress=False)
+
+
+def test_lognormal_values_have_unit_mean_and_the_requested_sample_variance():
+    for variance in (0.01, 30.0, 400.0):
+        v = lognormal_values(variance, 32**3)
+        assert np.isclose(v.mean(), 1.0) and np.isclose(v.var(), variance, rtol=1e-6) and np.all(np.diff(v) > 0)
+
+
+@pytest.fixture(scope="module")
+def hmcode_nodes():
+    """CAMB HMcode-2020 P(k) at the corners and centre line of CMD's prior (table nodes: exact there)."""
+    return build_power_table([0.1, 0.3, 0.5], [0.6, 0.8, 1.0], kmax=20.0)
+
+
+def _map_power_over_hmcode(table, npix, n_sims, edges):
+    """Band power of the N-body Mtot contrast maps / HMcode projected on the slab, per prior point, (9, nbands)."""
+    out = []
+    for om in table.omega_m:
+        for s8 in table.sigma8:
+            theta = np.array([om, s8, 1.0, 1.0, 1.0, 1.0])
+            p = np.mean(
+                [
+                    map_band_power(
+                        simulate_sim("Nbody_TNGlike", theta, npix=npix, seed=0, index=i, power=table)["Mtot"]
+                        / (om * RHO_CRIT * SLAB),
+                        edges,
+                        box=BOX,
+                    ).mean(0)
+                    for i in range(n_sims)
+                ],
+                axis=0,
+            )
+            out.append(
+                p
+                / slab_band_power(functools.partial(table, omega_m=om, sigma8=s8), edges, npix=npix, box=BOX, slab=SLAB)
+            )
+    return np.array(out)
+
+
+def _check_response(ratio):
+    # the same initial conditions at every point: the ratio between two points is free of most cosmic variance
+    spread = ratio.max(0) / ratio.min(0) - 1
+    assert np.all(spread < 0.15), (spread, ratio)  # power ratio between any two points within 15 % of HMcode's
+    assert np.all(np.abs(ratio - 1) < 0.30), ratio  # level within 30 %
+
+
+def test_map_power_responds_to_omega_m_and_sigma8_as_hmcode(hmcode_nodes):
+    """32^2 maps (Nyquist 4 h/Mpc), 8 simulations per point; measured: ratios <= 0.054, levels 0.97-1.05."""
+    _check_response(_map_power_over_hmcode(hmcode_nodes, 32, 8, np.array([0.5, 1.0, 2.0, 3.0, 4.0])))
+
+
+@pytest.mark.slow
+def test_map_power_responds_to_omega_m_and_sigma8_as_hmcode_at_64(hmcode_nodes):
+    """64^2 maps, 8 simulations per point; measured: ratios <= 0.13 (0.5-1 h/Mpc), levels 1.01-1.18."""
+    _check_response(_map_power_over_hmcode(hmcode_nodes, 64, 8, np.array([0.5, 1.0, 2.0, 3.0, 5.0])))

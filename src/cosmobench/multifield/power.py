@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ __all__ = [
     "build_power_table",
     "load_or_build_power_table",
     "sigma_r",
+    "slab_power",
+    "map_band_power",
+    "slab_band_power",
 ]
 
 #: Fixed cosmological parameters of CAMELS/CMD (flat LambdaCDM, w = -1, massless neutrinos).
@@ -93,6 +97,118 @@ def sigma_r(k: np.ndarray, pk: np.ndarray, radius: float = 8.0) -> float:
     w = 3 * (np.sin(x) - x * np.cos(x)) / x**3
     integrand = k**3 * pk * w**2 / (2 * np.pi**2)
     return float(np.sqrt(np.trapezoid(integrand, np.log(k))))
+
+
+def slab_power(
+    pk: Callable[[np.ndarray], np.ndarray], k_perp: np.ndarray, *, box: float, slab: float, n: int
+) -> np.ndarray:
+    """2-D power of the density contrast projected over a slab of a periodic box, from the 3-D P(k).
+
+    The contrast averaged over ``slab`` along z, delta_2D = (1/slab) int delta dz, has
+    P_2D(k_perp) = (1/box) sum_{k_z} P(sqrt(k_perp^2 + k_z^2)) sinc^2(k_z slab / 2) over the box's modes
+    k_z = 2 pi m / box, |m| <= n / 2 (those of an n^3 grid).
+
+    Parameters
+    ----------
+    pk : callable
+        P(k) of the 3-D contrast, k in h/Mpc (any shape), (Mpc/h)^3.
+    k_perp : ndarray, any shape, h/Mpc
+    box, slab : float
+        Box side and slab depth, Mpc/h.
+    n : int
+        Grid size along the line of sight.
+
+    Returns
+    -------
+    ndarray, shape of ``k_perp``, (Mpc/h)^2.
+    """
+    kz = 2 * np.pi * np.arange(-(n // 2), n // 2 + 1) / box
+    window = np.sinc(kz * slab / (2 * np.pi)) ** 2  # np.sinc(x) = sin(pi x) / (pi x)
+    k_perp = np.asarray(k_perp, dtype=float)
+    return np.sum(pk(np.sqrt(k_perp[..., None] ** 2 + kz**2)) * window, axis=-1) / box
+
+
+def _band_average(npix: int, edges: np.ndarray, box: float) -> tuple[np.ndarray, np.ndarray]:
+    """|k| on the rfft2 grid of an npix^2 map, h/Mpc, and the (nbands, npix, npix // 2 + 1) averaging weights.
+
+    Row i of the weights averages over the modes with edges[i] <= |k| < edges[i + 1], each of +-k counted (the
+    rfft half-plane holds one of each conjugate pair, except in the k_y = 0 and Nyquist columns).
+    """
+    kx = 2 * np.pi * np.fft.fftfreq(npix, d=box / npix)
+    ky = 2 * np.pi * np.fft.rfftfreq(npix, d=box / npix)
+    k = np.hypot(kx[:, None], ky[None, :])
+    weight = np.full(k.shape, 2.0)
+    weight[:, 0] = 1.0
+    if npix % 2 == 0:
+        weight[:, -1] = 1.0
+    band = np.digitize(k, edges) - 1
+    nbands = len(edges) - 1
+    sel = (band >= 0) & (band < nbands)
+    avg = np.zeros((nbands,) + k.shape)
+    avg[(band[sel],) + np.nonzero(sel)] = weight[sel]
+    counts = avg.sum(axis=(1, 2))
+    if np.any(counts == 0):
+        raise ValueError(f"some bands of {np.asarray(edges).tolist()} hold no mode of a {npix}^2 map of side {box}")
+    return k, avg / counts[:, None, None]
+
+
+def map_band_power(maps: np.ndarray, edges: np.ndarray, *, box: float, other: np.ndarray | None = None) -> np.ndarray:
+    """Auto- (or cross-) power spectra of periodic square maps, averaged in annuli of |k|.
+
+    Each map's mean is removed; P(k) = Re(F_a F_b^*) / box^2 with F the discrete Fourier transform times the
+    pixel area, normalised so that the sum of P(k) / box^2 over all modes is the map's variance (Parseval): a white
+    field of variance s^2 has P = s^2 (box / npix)^2, and A cos(k_0 . x) has P = A^2 box^2 / 4 at +-k_0. A band's
+    value is the mean over its modes (each of +-k counted).
+
+    Parameters
+    ----------
+    maps : ndarray, shape (..., npix, npix)
+    edges : ndarray, shape (nbands + 1,), h/Mpc, increasing
+        Band [edges[i], edges[i + 1]); a band without modes raises ``ValueError``.
+    box : float
+        Map side, Mpc/h.
+    other : ndarray, shape of ``maps``, optional
+        Second field for a cross spectrum.
+
+    Returns
+    -------
+    ndarray, shape (..., nbands), (map unit)^2 (Mpc/h)^2.
+    """
+    npix = maps.shape[-1]
+    if maps.shape[-2] != npix or (other is not None and other.shape != maps.shape):
+        raise ValueError(f"expected square maps of one shape, got {maps.shape} and {getattr(other, 'shape', None)}")
+    _, avg = _band_average(npix, edges, box)
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.fft.rfft2(x - x.mean(axis=(-2, -1), keepdims=True)) * (box / npix) ** 2
+
+    fa = transform(maps)
+    fb = fa if other is None else transform(other)
+    return np.tensordot((fa * fb.conj()).real / box**2, avg, axes=([-2, -1], [1, 2]))
+
+
+def slab_band_power(
+    pk: Callable[[np.ndarray], np.ndarray], edges: np.ndarray, *, npix: int, box: float, slab: float
+) -> np.ndarray:
+    """Expected :func:`map_band_power` of the contrast of slab maps: :func:`slab_power` averaged over each band's modes.
+
+    Parameters
+    ----------
+    pk : callable
+        3-D P(k) of the density contrast, (Mpc/h)^3, k in h/Mpc.
+    edges : ndarray, shape (nbands + 1,), h/Mpc
+    npix : int
+        Map side in pixels (and grid size along the line of sight).
+    box, slab : float
+        Box side and slab depth, Mpc/h.
+
+    Returns
+    -------
+    ndarray, shape (nbands,), (Mpc/h)^2.
+    """
+    k, avg = _band_average(npix, edges, box)
+    return np.tensordot(avg, slab_power(pk, k, box=box, slab=slab, n=npix), axes=([1, 2], [0, 1]))
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 Each simulation is a periodic (25 Mpc/h)^3 box on an N^3 grid (N = map size):
 
-1. **Matter.** A log-normal density field whose two-point function is the HMcode-2020 (dark matter only) P(k) of
-   (Omega_m, sigma_8) from CAMB (:mod:`cosmobench.multifield.power`): xi_G = ln(1 + xi) on the grid, a Gaussian
-   field with P_G = FT[xi_G], and 1 + delta = exp(G - sigma_G^2 / 2). The mean density is Omega_m rho_crit, so the
-   projected total mass carries Omega_m as in the real maps.
+1. **Matter.** A field with a log-normal one-point PDF and the HMcode-2020 (dark matter only) P(k) of
+   (Omega_m, sigma_8) from CAMB (:mod:`cosmobench.multifield.power`): the classic log-normal construction gives
+   phases and cell ranks, then iterative amplitude-adjusted Fourier transforms match the box's power to a Gaussian
+   realisation of P(k) while keeping the PDF (:func:`lognormal_density`). The mean density is Omega_m rho_crit, so
+   the projected total mass carries Omega_m as in the real maps.
 2. **Baryons** (hydro suites only), per grid cell, with the cosmic baryon fraction f_b = Omega_b / Omega_m:
    a fraction f_ej = f_max A_AGN1^a A_SN1^b / (1 + (Delta_h / (1 + delta))^p) of the gas in halo-like cells is
    ejected and redistributed by a Gaussian kernel of radius R = R_0 A_AGN2^c A_SN2^d (mass conserving); a
@@ -20,8 +21,10 @@ Each simulation is a periodic (25 Mpc/h)^3 box on an N^3 grid (N = map size):
    mass-weighted along the line of sight (K, dimensionless); P = rho_gas k_B T / (mu m_p) is volume-weighted, in
    h^2 Msun (km/s)^2 / kpc^3.
 
-Suites differ in their response laws (coefficients in the literal registry :data:`SUITES`, loosely inspired by
-the feedback models of IllustrisTNG, SIMBA and Astrid, *not* calibrated to them); ``Nbody_*`` suites are the
+Suites differ in their response laws (coefficients in the literal registry :data:`SUITES`, inspired by the
+feedback models of IllustrisTNG, SIMBA and Astrid; only the fraction of gas moved beyond 1 Mpc at the fiducial
+parameters, ~40 % in SIMBA and ~10 % in IllustrisTNG and Astrid, and the signs of its A_AGN1 and A_SN1 responses are
+calibrated to CAMELS, Gebhardt et al. 2024: :func:`baryon_spread`); ``Nbody_*`` suites are the
 gravity-only twins with the same initial conditions and parameters as their hydro twin (Mtot only). Parameters
 are a Latin hypercube over each suite's prior, uniform in Omega_m and sigma_8, log-uniform in the astrophysical
 parameters. Limits: log-normal statistics (no filaments, no halo profiles, no velocities), grid resolution equal
@@ -53,9 +56,11 @@ __all__ = [
     "SUITES",
     "get_suite",
     "latin_hypercube",
+    "lognormal_values",
     "lognormal_density",
     "project",
     "baryonic_fields",
+    "baryon_spread",
     "simulate_sim",
     "simulate_suite",
 ]
@@ -70,6 +75,7 @@ _KB_OVER_MUMP = 1.380649e-23 / (0.59 * 1.67262192e-27) / 1e6  # (km/s)^2 per K, 
 _X_H = 0.76  # hydrogen mass fraction
 _T_IGM, _GAMMA_IGM = 5.0e3, 1.55  # z = 0 photo-heated IGM: T = T_0 Delta^(gamma - 1)
 _YIELD, _Z_FLOOR = 0.02, 1.0e-5  # metal yield per stellar mass, pre-enrichment floor
+SPREAD_DISTANCE = CMD_FIXED["h"]  #: 1 Mpc in Mpc/h, the distance of Gebhardt et al.'s (2024) baryon spread
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,9 +143,9 @@ class Suite:
 
 
 _TNG = Response(  # kinetic AGN winds at low accretion: moderate ejection over ~0.7 Mpc/h
-    eject_max=0.35,
+    eject_max=0.237,
     eject_agn1=0.35,
-    eject_sn1=0.15,
+    eject_sn1=-0.15,
     halo_delta=30.0,
     halo_slope=2.0,
     radius=0.7,
@@ -160,20 +166,20 @@ _TNG = Response(  # kinetic AGN winds at low accretion: moderate ejection over ~
     metal_sn2=0.6,
 )
 _SIMBA = Response(  # bipolar jets in massive haloes: strong ejection over Mpc scales, speed set by A_AGN2
-    eject_max=0.55,
+    eject_max=0.64,
     eject_agn1=0.25,
-    eject_sn1=0.10,
-    halo_delta=100.0,
+    eject_sn1=-0.2,
+    halo_delta=10.0,
     halo_slope=3.0,
-    radius=2.0,
+    radius=1.0,
     radius_agn2=0.6,
     radius_sn2=0.2,
-    dm_coupling=0.3,
+    dm_coupling=0.15,
     star_eff=0.08,
     star_sn1=-0.7,
     star_agn1=-0.3,
     star_delta=50.0,
-    virial_temp=3.0e5,
+    virial_temp=6.5e4,
     heat_temp=1.0e7,
     heat_agn1=0.3,
     heat_sn1=0.1,
@@ -183,7 +189,7 @@ _SIMBA = Response(  # bipolar jets in massive haloes: strong ejection over Mpc s
     metal_sn2=0.4,
 )
 _ASTRID = Response(  # weak AGN effect on matter, strong SN winds
-    eject_max=0.18,
+    eject_max=0.333,
     eject_agn1=0.2,
     eject_sn1=0.35,
     halo_delta=20.0,
@@ -248,10 +254,58 @@ def _kgrid(n: int, box: float) -> np.ndarray:
     return np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + kz[None, None, :] ** 2)
 
 
+@functools.lru_cache(maxsize=4)
+def _normal_quantiles(cells: int) -> np.ndarray:
+    """Stratified standard-normal sample Phi^-1((i + 1/2) / cells), i = 0 ... cells - 1, increasing."""
+    from scipy import special
+
+    return special.ndtri((np.arange(cells) + 0.5) / cells)
+
+
+def lognormal_values(variance: float, cells: int) -> np.ndarray:
+    """The ``cells`` stratified quantiles of a log-normal of mean 1 whose *sample* variance is ``variance``.
+
+    Values exp(s nu_i) / mean, nu_i the stratified normal quantiles, with s solved so that the variance of the
+    ``cells`` values (not of the continuous distribution) is ``variance``; a box then carries its target variance
+    exactly instead of in expectation (the upper tail of a log-normal with ln(1 + variance) ~ 5-6 is not sampled by
+    a 64^3 grid, which is why a plain log-normal realisation falls short of its P(k); docs/multifield.md).
+
+    Returns
+    -------
+    ndarray, shape (cells,), increasing, mean exactly 1.
+    """
+    from scipy import optimize
+
+    nu = _normal_quantiles(cells)
+
+    def excess(s: float) -> float:
+        x = np.exp(s * (nu - nu[-1]))  # shifted by the largest exponent: no overflow
+        return np.log(np.mean(x**2) / np.mean(x) ** 2) - np.log1p(variance)
+
+    s = optimize.brentq(excess, 1e-6, 20.0, xtol=1e-8)
+    x = np.exp(s * (nu - nu[-1]))
+    return x / x.mean()
+
+
 def lognormal_density(
-    pk: np.ndarray, n: int, generator: np.random.Generator, *, box: float = BOX, workers: int = 1
+    pk: np.ndarray, n: int, generator: np.random.Generator, *, box: float = BOX, iterations: int = 10, workers: int = 1
 ) -> np.ndarray:
-    """One log-normal realisation of 1 + delta on an n^3 periodic grid with power spectrum ``pk``.
+    """One realisation of 1 + delta on an n^3 periodic grid with a log-normal one-point PDF and power spectrum ``pk``.
+
+    A log-normal field (Coles & Jones 1991) whose variance is that of a 0.4 Mpc/h cell under HMcode (150-680 at
+    64^3) has its power in a tail that one box does not sample: a realisation carries 0.2-0.9 of its target P(k),
+    less at larger sigma_8. Here the field is built in two steps instead:
+
+    1. the classic log-normal construction (xi_G = ln(1 + xi), a Gaussian G with P_G = FT[xi_G], negative modes
+       clipped) gives the phases and the ranks of the cells;
+    2. iterative amplitude-adjusted Fourier transform (IAAFT, Schreiber & Schmitz 1996, Phys. Rev. Lett. 77, 635):
+       alternately set the Fourier amplitudes to those of a Gaussian realisation of ``pk`` drawn from the same white
+       noise (|W_k| sqrt(P(k) N^3 / V), so the box keeps the cosmic variance of its initial conditions) and rank-map
+       the cells onto :func:`lognormal_values` with the grid variance of ``pk``; after each rank map the amplitudes
+       are corrected shell by shell (|k| rounded to the fundamental mode) by the ratio of target to realised power,
+       so the rank map's whitening is compensated. The field ends on a rank map: positive, log-normal one-point
+       PDF, mean exactly 1; its shell power is that of the Gaussian realisation within a few per cent above
+       |k| ~ 1 h/Mpc and within 10-20 % in the few-mode shells below (measured at 64^3, 10 iterations).
 
     Parameters
     ----------
@@ -261,26 +315,46 @@ def lognormal_density(
     generator : numpy Generator
     box : float
         Box side, Mpc/h.
+    iterations : int
+        IAAFT iterations (0: rank-mapped log-normal without spectral matching).
 
     Returns
     -------
-    ndarray, shape (n, n, n), float64, positive, with mean exactly 1 (the k = 0 mode of a periodic box is zero:
-    the realisation is divided by its own mean, as usual for log-normal mocks).
+    ndarray, shape (n, n, n), float64, positive, mean exactly 1.
     """
     from scipy import fft
 
     volume, cells = box**3, n**3
     pk = np.array(pk, dtype=np.float64)
     pk[0, 0, 0] = 0.0
+    half = np.ones(pk.shape)  # rfft half-space: conjugate pairs count twice
+    half[..., 1 : (n + 1) // 2] = 2.0
+    values = lognormal_values(float(np.sum(half * pk)) / volume, cells)
     xi = fft.irfftn(pk, s=(n, n, n), workers=workers) * cells / volume
-    xi_g = np.log1p(np.maximum(xi, -0.99))
-    pk_g = np.maximum(fft.rfftn(xi_g, workers=workers).real * volume / cells, 0.0)
+    pk_g = np.maximum(fft.rfftn(np.log1p(np.maximum(xi, -0.99)), workers=workers).real * volume / cells, 0.0)
     pk_g[0, 0, 0] = 0.0
-    var_g = fft.irfftn(pk_g, s=(n, n, n), workers=workers)[0, 0, 0] * cells / volume
     white = fft.rfftn(generator.standard_normal((n, n, n)), workers=workers)
-    gauss = fft.irfftn(white * np.sqrt(pk_g * cells / volume), s=(n, n, n), workers=workers)
-    density = np.exp(gauss - var_g / 2)
-    return density / density.mean()
+    field = fft.irfftn(white * np.sqrt(pk_g * cells / volume), s=(n, n, n), workers=workers)
+
+    def rank_map(x: np.ndarray) -> np.ndarray:
+        out = np.empty(cells)
+        out[np.argsort(x, axis=None)] = values
+        return out.reshape(n, n, n)
+
+    density = rank_map(field)
+    amplitude = np.abs(white) * np.sqrt(pk * cells / volume)
+    shell = np.rint(_kgrid(n, box) * box / (2 * np.pi)).astype(np.intp).ravel()
+    target = np.bincount(shell, (half * amplitude**2).ravel())
+    gain = np.ones_like(target)
+    for it in range(iterations):
+        f = fft.rfftn(density, workers=workers)
+        if it:
+            realised = np.bincount(shell, (half * np.abs(f) ** 2).ravel(), minlength=len(target))
+            gain *= np.sqrt(np.divide(target, realised, out=np.ones_like(target), where=realised > 0))
+        f *= amplitude * gain[shell].reshape(f.shape) / np.maximum(np.abs(f), 1e-300)  # target amplitude, same phase
+        f[0, 0, 0] = cells
+        density = rank_map(fft.irfftn(f, s=(n, n, n), workers=workers))
+    return density
 
 
 def _smooth(field: np.ndarray, radius: float, box: float = BOX, workers: int = 1) -> np.ndarray:
@@ -322,6 +396,41 @@ def project(field: np.ndarray, *, box: float = BOX) -> np.ndarray:
     return np.concatenate([np.tensordot(w, np.moveaxis(field, axis, 0), axes=(1, 0)) for axis in range(3)])
 
 
+def _ejection(one_plus_delta: np.ndarray, params: np.ndarray, r: Response) -> tuple[np.ndarray, np.ndarray, float]:
+    """Halo indicator and ejected gas fraction per cell (shape of ``one_plus_delta``), and ejection radius (Mpc/h)."""
+    _, _, a_sn1, a_agn1, a_sn2, a_agn2 = (float(p) for p in params)
+    halo = 1.0 / (1.0 + (r.halo_delta / one_plus_delta) ** r.halo_slope)
+    f_ej = min(r.eject_max * a_agn1**r.eject_agn1 * a_sn1**r.eject_sn1, 0.9) * halo
+    radius = float(np.clip(r.radius * a_agn2**r.radius_agn2 * a_sn2**r.radius_sn2, 0.05, 6.0))
+    return halo, f_ej, radius
+
+
+def baryon_spread(
+    one_plus_delta: np.ndarray, params: np.ndarray, response: Response, *, distance: float = SPREAD_DISTANCE
+) -> float:
+    """Fraction of the gas moved farther than ``distance`` (Mpc/h) by feedback, the metric of Gebhardt et al. 2024.
+
+    The ejected gas of a cell is displaced by an isotropic Gaussian of standard deviation R per axis, so its
+    displacement follows a Maxwell distribution: P(r > a) = erfc(a / (sqrt(2) R)) + sqrt(2 / pi) (a / R)
+    exp(-a^2 / (2 R^2)). The spread is the mass-weighted ejected fraction times that probability.
+
+    Parameters
+    ----------
+    one_plus_delta : ndarray, shape (n, n, n)
+        Gravity-only density in units of the mean.
+    params : ndarray, shape (6,)
+    response : Response
+    distance : float
+        Mpc/h; default 1 Mpc = 0.6711 Mpc/h, Gebhardt et al.'s threshold.
+    """
+    from scipy import special
+
+    _, f_ej, radius = _ejection(one_plus_delta, params, response)
+    x = distance / radius
+    far = special.erfc(x / np.sqrt(2)) + np.sqrt(2 / np.pi) * x * np.exp(-(x**2) / 2)
+    return float(np.sum(f_ej * one_plus_delta) / np.sum(one_plus_delta) * far)
+
+
 def baryonic_fields(
     one_plus_delta: np.ndarray, params: np.ndarray, response: Response, *, workers: int = 1
 ) -> dict[str, np.ndarray]:
@@ -340,13 +449,11 @@ def baryonic_fields(
     dict of ndarray (n, n, n)
         ``cdm``, ``gas``, ``star``, ``hi``, ``metals`` in units of the mean matter density, ``T`` in K.
     """
-    omega_m, _, a_sn1, a_agn1, a_sn2, a_agn2 = (float(p) for p in params)
+    omega_m, _, a_sn1, a_agn1, a_sn2, _ = (float(p) for p in params)
     r = response
     f_b = CMD_FIXED["omega_b"] / omega_m
     d = one_plus_delta
-    halo = 1.0 / (1.0 + (r.halo_delta / d) ** r.halo_slope)
-    f_ej = min(r.eject_max * a_agn1**r.eject_agn1 * a_sn1**r.eject_sn1, 0.9) * halo
-    radius = float(np.clip(r.radius * a_agn2**r.radius_agn2 * a_sn2**r.radius_sn2, 0.05, 6.0))
+    halo, f_ej, radius = _ejection(d, params, r)
     ejected = _smooth(f_ej * d, radius, workers=workers)  # redistributed ejecta per unit matter, same mean
     gas0 = f_b * ((1 - f_ej) * d + ejected)
     cdm = (1 - f_b) * ((1 - r.dm_coupling * f_ej) * d + r.dm_coupling * ejected)
@@ -494,7 +601,7 @@ def simulate_suite(
         "box_mpc_h": BOX,
         "slab_mpc_h": SLAB,
         "power": power.kind,
-        "simulator": "cosmobench.multifield.simulate v1",
+        "simulator": "cosmobench.multifield.simulate v2",
     }
     if manifest_path.exists():
         old = read_json(manifest_path)
