@@ -11,7 +11,7 @@ from scipy import constants, integrate
 from cosmobench.core.seeds import rng
 from cosmobench.sky import sht, units
 from cosmobench.sky.components import Component, Sky
-from cosmobench.sky.foregrounds import synthetic_foregrounds
+from cosmobench.sky.foregrounds import make_foregrounds, synthetic_foregrounds
 from cosmobench.sky.instrument import (
     Channel,
     Instrument,
@@ -20,7 +20,7 @@ from cosmobench.sky.instrument import (
     load_channels,
     planck_like,
 )
-from cosmobench.sky.noise import noise_maps
+from cosmobench.sky.noise import noise_maps, pixel_side_arcmin
 from cosmobench.sky.units import kcmb_to_krj, unit_factor
 
 NSIDE = 16
@@ -176,14 +176,56 @@ def test_beam_smoothing_matches_analytic_bl():
     alm_in = sht.synalm(cl, lmax, np.random.default_rng(2))
     comp = MapComponent(sht.alm2map(alm_in, NSIDE))
     ch = Channel(band="b", center_ghz=100.0, fwhm_arcmin=300.0, depth_i=0, depth_p=0)
-    out = Instrument([ch], beam_tol=0).observe(comp, seed=0, noise=False, lmax=lmax, fg_iter=10)["b"]
-    alm_out = sht.map2alm(out, lmax=lmax, iter=10) / unit_factor(100.0, "uK_RJ", "uK_CMB")
     bl = sht.gauss_beam(300.0, lmax, pol=True)
     ell = sht.alm_ell(lmax)
-    for k in range(3):
-        sel = ell >= (2 if k else 0)
-        assert_allclose(alm_out[k, sel], alm_in[k, sel] * bl[k, ell[sel]], atol=1e-6)
+    for tol in (0.0, 0.01):  # without, then with the sky window (a scalar Gaussian on T, E and B alike)
+        inst = Instrument([ch], beam_tol=0, sky_window_tol=tol)
+        out = inst.observe(comp, seed=0, noise=False, lmax=lmax, fg_iter=10)["b"]
+        alm_out = sht.map2alm(out, lmax=lmax, iter=10) / unit_factor(100.0, "uK_RJ", "uK_CMB")
+        window = sht.gauss_beam(inst.sky_window_fwhm(lmax), lmax)
+        assert (inst.sky_window_fwhm(lmax) > 0) == (tol > 0)
+        for k in range(3):
+            sel = ell >= (2 if k else 0)
+            assert_allclose(alm_out[k, sel], alm_in[k, sel] * (bl[k] * window)[ell[sel]], atol=1e-6)
     assert bl[1, 30] > bl[0, 30]  # the spin-2 beam differs from the temperature one
+
+
+def test_sky_window_width():
+    """Window x narrowest beam = tol at the band limit; no window where the beams alone vanish (nside 512)."""
+    inst = planck_like()
+    for lmax in (95, 383):
+        total = np.hypot(inst.sky_window_fwhm(lmax), 20.6)  # 20.6' is the narrowest beam (857 GHz)
+        assert_allclose(sht.gauss_beam(total, lmax)[-1], 0.01, rtol=0.06)  # ell (ell + 1) here, ell^2 in the width
+    assert inst.sky_window_fwhm(1535) == 0.0
+    assert Instrument(inst.channels, sky_window_tol=0).sky_window_fwhm(95) == 0.0
+    with pytest.raises(ValueError, match="sky_window_tol"):
+        Instrument(inst.channels, sky_window_tol=1.0)
+
+
+def _check_no_ringing(nside: int, model: str, seed: int) -> None:
+    """Foregrounds alone, noise-free, at 353 and 857 GHz: no pixel below -(5 sigma_noise + 5 sigma_CMB).
+
+    sigma_noise is the white-noise rms per pixel at the mean hit count, sigma_CMB = 110 uK_CMB; before the sky
+    window the minima were -2.6e3 / -5.1e6 uK_CMB at nside 64 (seed 0) against thresholds of -514 / -3.6e3.
+    """
+    inst = planck_like(bands=["353", "857"])
+    fgs = make_foregrounds("synthetic", nside, np.random.default_rng(seed), model=model)
+    obs = inst.observe(Sky(fgs), seed=0, noise=False)
+    for ch in inst.channels:
+        floor = -(5 * ch.depth_i / pixel_side_arcmin(nside) + 5 * 110.0)
+        assert obs[ch.band][0].min() > floor, (ch.band, obs[ch.band][0].min(), floor)
+
+
+@pytest.mark.parametrize("nside", [32, 64])
+@pytest.mark.parametrize("model", ["default", "alt", "filament"])
+def test_no_beam_ringing_around_the_galactic_plane(nside, model):
+    _check_no_ringing(nside, model, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_no_beam_ringing_nside_128(seed):
+    _check_no_ringing(128, "default", seed)
 
 
 def test_unit_response_cmb_only():

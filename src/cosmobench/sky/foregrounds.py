@@ -8,14 +8,17 @@ template at a reference frequency and spectral-parameter maps, scalars allowed),
 - :class:`TwoComponentDust`: two modified black bodies (cold and hot dust), the dust of the "alt" model.
 - :class:`Synchrotron`: power law (optionally curved), per-pixel beta, polarised.
 - :class:`FreeFree`: power law in intensity.
-- :class:`AME`: spinning dust as a log-normal spectrum in intensity with a per-pixel peak frequency.
+- :class:`SpinningDust`: AME with a peaked spinning-dust spectrum and a per-pixel peak frequency (default).
+- :class:`AME`: AME as a log-normal spectrum in intensity (the broad SED of the "alt" model).
 
 Synthetic morphology = a Galactic latitude profile (with an inner-Galaxy enhancement along the plane) times
-exp(sigma G), G a Gaussian field with a power-law spectrum. Polarisation angles follow a large-scale
-magnetic field plus a random spin-2 field. The defaults reproduce levels measured on PySM's d1/s1/f1/a1 at
-nside 64 (see ``docs/foregrounds.md``). Named parametrisations live in :data:`FOREGROUND_MODELS`: "default"
-and "alt", a physically different sky for out-of-distribution test splits. :func:`make_foregrounds` builds
-either backend by name.
+exp(sigma G), G a Gaussian field with a power-law spectrum, optionally times a network of filaments (the zero
+set of another Gaussian field). Polarisation angles follow a large-scale magnetic field plus a random spin-2
+field with E > B (plus, with filaments, a part across the filaments). The defaults reproduce the real-sky
+statistics measured on PySM's d1/s1/f1/a1 at nside 64 (:mod:`cosmobench.sky.realism`, ``docs/foregrounds.md``).
+Named parametrisations live in :data:`FOREGROUND_MODELS`: "default", and for out-of-distribution test splits
+"alt" (other emission laws and correlations) and "filament" (another morphology generator).
+:func:`make_foregrounds` builds either backend by name.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ __all__ = [
     "Synchrotron",
     "FreeFree",
     "AME",
+    "SpinningDust",
     "SYNTHETIC_COMPONENTS",
     "FOREGROUND_BACKENDS",
     "FOREGROUND_MODELS",
     "DUST_MODELS",
+    "AME_MODELS",
     "foreground_model",
     "synthetic_foregrounds",
     "make_foregrounds",
@@ -57,6 +62,11 @@ H_OVER_K = constants.h * 1e9 / constants.k  # K per GHz
 S_HIGH = 0.75  # median |sin b| over |b| > 30 deg (the area is uniform in sin b)
 S_PLANE = 0.5 * np.sin(np.radians(5.0))  # median |sin b| over |b| < 5 deg
 SMOOTH_LMAX = 256  # band limit of spectral-parameter, polarisation-angle and polarisation-fraction fields
+# structure fields have unit variance over ell <= NORM_LMAX (the multipoles of nside 64) at every nside, so a shallow
+# spectrum keeps its large-scale amplitude when the resolution grows
+NORM_LMAX = 191
+MORPHOLOGIES = ("lognormal", "filament")
+FILAMENT_ELL_FLAT = 5.0  # the filament field's spectrum is flat below this multipole (filaments up to ~30 deg long)
 
 
 def _ghz(freq) -> float:
@@ -113,9 +123,15 @@ def _geometry(nside: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gaussian_field(
-    nside: int, rng: np.random.Generator, *, alpha: float, ell_flat: float = 1.0, lmax: int | None = None
+    nside: int,
+    rng: np.random.Generator,
+    *,
+    alpha: float,
+    ell_flat: float = 1.0,
+    lmax: int | None = None,
+    norm_lmax: int | None = None,
 ) -> np.ndarray:
-    """A Gaussian random field with unit expected variance and C_ell ~ (max(ell, ell_flat))^-alpha for ell >= 1.
+    """A Gaussian random field with C_ell ~ (max(ell, ell_flat))^-alpha for ell >= 1 (unit variance, see norm_lmax).
 
     Parameters
     ----------
@@ -127,26 +143,42 @@ def gaussian_field(
         Below this multipole the spectrum is flat.
     lmax : int, optional
         Band limit (default and maximum 3 nside - 1).
+    norm_lmax : int, optional
+        The spectrum is normalised so that the multipoles up to ``norm_lmax`` (default ``lmax``) carry unit
+        variance; the field's variance is then below 1 if ``lmax < norm_lmax``, above 1 if ``lmax > norm_lmax``.
 
     Returns
     -------
     ndarray, shape (npix,)
     """
+    return sht.alm2map(_field_alm(nside, rng, alpha, ell_flat, lmax, norm_lmax), nside)
+
+
+def _field_alm(
+    nside: int, rng: np.random.Generator, alpha: float, ell_flat: float, lmax: int | None, norm_lmax: int | None
+) -> np.ndarray:
+    """alm of :func:`gaussian_field`, shape (nalm,), band limit min(lmax, 3 nside - 1)."""
     lmax = sht.default_lmax(nside) if lmax is None else min(int(lmax), sht.default_lmax(nside))
-    ell = np.arange(lmax + 1, dtype=np.float64)
-    cl = np.zeros(lmax + 1)
+    norm_lmax = lmax if norm_lmax is None else int(norm_lmax)
+    ell = np.arange(max(lmax, norm_lmax) + 1, dtype=np.float64)
+    cl = np.zeros(ell.size)
     cl[1:] = np.maximum(ell[1:], ell_flat) ** -alpha
-    cl /= np.sum((2 * ell + 1) * cl) / (4 * np.pi)
-    return sht.alm2map(sht.synalm(cl, lmax, rng), nside, lmax)
+    cl /= np.sum((2 * ell[: norm_lmax + 1] + 1) * cl[: norm_lmax + 1]) / (4 * np.pi)
+    return sht.synalm(cl[: lmax + 1], lmax, rng)
 
 
 def _spin2_field(nside: int, rng: np.random.Generator, *, alpha: float, eb_ratio: float, lmax: int) -> np.ndarray:
-    """Complex Q + iU of a Gaussian spin-2 field, C_EE ~ ell^-alpha, C_BB = eb_ratio C_EE, E|Q + iU|^2 = 1."""
+    """Complex Q + iU of a Gaussian spin-2 field, C_EE ~ ell^-alpha, C_BB = eb_ratio C_EE, bandlimit ``lmax``.
+
+    Normalised so that the multipoles ell <= NORM_LMAX carry E|Q + iU|^2 = 1 (the same power per multipole at
+    every nside).
+    """
     lmax = min(lmax, sht.default_lmax(nside))
-    ell = np.arange(lmax + 1, dtype=np.float64)
-    ee = np.zeros(lmax + 1)
+    ell = np.arange(max(lmax, NORM_LMAX) + 1, dtype=np.float64)
+    ee = np.zeros(ell.size)
     ee[2:] = ell[2:] ** -alpha
-    ee /= np.sum((2 * ell + 1) * ee * (1 + eb_ratio)) / (4 * np.pi)
+    ee /= np.sum((2 * ell[: NORM_LMAX + 1] + 1) * ee[: NORM_LMAX + 1] * (1 + eb_ratio)) / (4 * np.pi)
+    ee = ee[: lmax + 1]
     cls = np.stack([np.zeros_like(ee), ee, eb_ratio * ee, np.zeros_like(ee)])
     _, q, u = sht.alm2map(sht.synalm(cls, lmax, rng), nside, lmax)
     return q + 1j * u
@@ -210,6 +242,16 @@ def _profile(nside: int, high: float, plane: float, s0: float, lon_contrast: flo
     return prof
 
 
+def _structure_field(nside: int, rng: np.random.Generator, alpha: float, ell_flat: float) -> np.ndarray:
+    """The structure field G of a component: :func:`gaussian_field` normalised over ell <= NORM_LMAX.
+
+    Spectra shallower than ell^-2 are band-limited at SMOOTH_LMAX: their variance would otherwise grow with the
+    resolution and exp(sigma G) become ever spikier.
+    """
+    lmax = None if alpha >= 2 else SMOOTH_LMAX
+    return gaussian_field(nside, rng, alpha=alpha, ell_flat=ell_flat, lmax=lmax, norm_lmax=NORM_LMAX)
+
+
 def _intensity(
     nside: int,
     rng: np.random.Generator,
@@ -225,7 +267,7 @@ def _intensity(
 ) -> np.ndarray:
     """Latitude profile x exp(sigma G): the intensity template (units of ``high``)."""
     if structure is None:
-        structure = gaussian_field(nside, rng, alpha=alpha, ell_flat=ell_flat)
+        structure = _structure_field(nside, rng, alpha, ell_flat)
     prof = latitude_profile(nside, high, plane, plane_width=plane_width, lon_contrast=lon_contrast)
     return prof * np.exp(sigma * structure)
 
@@ -263,16 +305,23 @@ def _polarisation(
     alpha_pol: float,
     field_l0: float,
     field_b0: float,
+    aligned: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Q, U = p I (cos 2 psi, sin 2 psi): angle of (ordered + turbulent) field, fraction with median ``pol_frac``."""
+    """Q, U = p I (cos 2 psi, sin 2 psi): angle of (ordered + turbulent [+ aligned]) field, median P/I ``pol_frac``.
+
+    ``aligned`` (complex Q + iU direction field, shape (npix,)) is added to the field direction: the
+    structure-aligned part of the filament morphology.
+    """
     if not 0 <= pol_frac <= pol_frac_max <= 1:
         raise ValueError(f"need 0 <= pol_frac <= pol_frac_max <= 1, got {pol_frac}, {pol_frac_max}")
     lmax = min(sht.default_lmax(nside), SMOOTH_LMAX)
     field = _ordered_field(nside, float(field_l0), float(field_b0)) + turbulence * _spin2_field(
         nside, rng, alpha=alpha_pol, eb_ratio=eb_ratio, lmax=lmax
     )
+    if aligned is not None:
+        field = field + aligned
     amp = np.abs(field)
-    depol = amp * np.exp(pol_sigma * gaussian_field(nside, rng, alpha=alpha_pol, lmax=lmax))
+    depol = amp * np.exp(pol_sigma * gaussian_field(nside, rng, alpha=alpha_pol, lmax=lmax, norm_lmax=NORM_LMAX))
     frac = np.minimum(pol_frac * depol / np.median(depol), pol_frac_max)
     p = frac * intensity / np.where(amp > 0, amp, 1.0)
     return p * field.real, p * field.imag
@@ -298,7 +347,8 @@ _POLARISATION_KEYS = (
     "field_l0",
     "field_b0",
 )
-_POLARISED_KEYS = _INTENSITY_KEYS + _POLARISATION_KEYS
+_FILAMENT_KEYS = ("morphology", "filament_width", "filament_contrast", "filament_alpha", "alignment")
+_POLARISED_KEYS = _INTENSITY_KEYS + _POLARISATION_KEYS + _FILAMENT_KEYS
 
 
 def _pick(args: dict, keys: Sequence[str]) -> dict:
@@ -306,14 +356,59 @@ def _pick(args: dict, keys: Sequence[str]) -> dict:
     return {k: args[k] for k in keys}
 
 
+def _filament_network(
+    nside: int, rng: np.random.Generator, *, width: float, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filaments as the zero set of a Gaussian field, and the polarisation direction across them.
+
+    A unit-variance Gaussian field G (C_ell ~ max(ell, FILAMENT_ELL_FLAT)^-alpha, ell <= SMOOTH_LMAX, so the
+    filaments keep their angular size at every nside) gives the ridges ``R = exp(-G^2 / 2 w^2) / E[.]`` (mean 1;
+    a connected network of filaments of width ~ w in G along its zero contours) and the spin-2 field
+    ``(g_theta + i g_phi)^2 / <|g|^2>`` of the gradient g of G: polarisation across the filaments (the magnetic
+    field runs along them, as observed in diffuse dust), weaker where the field is flat.
+
+    Returns
+    -------
+    ridges : ndarray, shape (npix,), > 0
+    across : ndarray, shape (npix,), complex, mean abs^2 = 1 (Q + iU direction, HEALPix convention)
+    """
+    import healpy as hp
+
+    if not width > 0:
+        raise ValueError(f"filament_width must be positive, got {width}")
+    lmax = min(sht.default_lmax(nside), SMOOTH_LMAX)
+    alm = _field_alm(nside, rng, alpha, FILAMENT_ELL_FLAT, lmax, None)
+    g, g_theta, g_phi = hp.alm2map_der1(alm, nside, lmax=lmax)
+    ridges = np.exp(-0.5 * (g / width) ** 2) * np.sqrt(1 + width**2) / width
+    grad = g_theta + 1j * g_phi
+    return ridges, grad**2 / np.mean(np.abs(grad) ** 2)
+
+
 def _polarised_template(nside: int, rng: np.random.Generator, structure: np.ndarray | None, **morphology) -> np.ndarray:
     """Stokes I, Q, U template of a polarised component (intensity, then polarisation), shape (3, npix).
 
-    ``morphology`` holds the keyword arguments of :func:`_intensity` and :func:`_polarisation`
-    (``_POLARISED_KEYS``); the draws from ``rng`` come in that order.
+    ``morphology`` holds the keyword arguments of :func:`_intensity` and :func:`_polarisation` and the filament
+    options (``_POLARISED_KEYS``); the draws from ``rng`` come in that order (the filament network between the
+    intensity and the polarisation). With ``morphology="filament"`` the intensity is multiplied by
+    ``1 - c + c R`` (c = ``filament_contrast``, R the ridges of :func:`_filament_network`) and ``alignment R``
+    times the across-filament direction joins the field direction.
     """
+    kind = morphology["morphology"]
+    if kind not in MORPHOLOGIES:
+        raise ValueError(f"unknown morphology {kind!r}; expected one of {list(MORPHOLOGIES)}")
     amp = _intensity(nside, rng, structure, **_pick(morphology, _INTENSITY_KEYS))
-    q, u = _polarisation(amp, nside, rng, **_pick(morphology, _POLARISATION_KEYS))
+    aligned = None
+    if kind == "filament":
+        contrast = morphology["filament_contrast"]
+        if not 0 <= contrast <= 1:
+            raise ValueError(f"filament_contrast must be in [0, 1], got {contrast}")
+        ridges, across = _filament_network(
+            nside, rng, width=morphology["filament_width"], alpha=morphology["filament_alpha"]
+        )
+        modulation = 1 - contrast + contrast * ridges
+        amp *= modulation / np.median(modulation)  # keeps the intensity medians of the latitude profile
+        aligned = morphology["alignment"] * ridges * across
+    q, u = _polarisation(amp, nside, rng, aligned=aligned, **_pick(morphology, _POLARISATION_KEYS))
     return np.stack([amp, q, u])
 
 
@@ -404,19 +499,26 @@ class ThermalDust(_Polarised):
         lon_contrast: float = 1.5,
         sigma: float = 0.5,
         alpha: float = 2.8,
-        ell_flat: float = 12.0,
+        ell_flat: float = 8.0,
         beta_mean: float = 1.54,
-        beta_rms: float = 0.1,
+        beta_rms: float = 0.04,
+        beta_temp_slope: float = 0.0,
         temp_mean: float = 20.0,
-        temp_rms: float = 2.0,
-        pol_frac: float = 0.09,
+        temp_rms: float = 1.2,
+        temp_column_slope: float = 1.2,
+        pol_frac: float = 0.08,
         pol_frac_max: float = 0.25,
         pol_sigma: float = 0.4,
         turbulence: float = 0.8,
-        eb_ratio: float = 0.5,
-        alpha_pol: float = 2.5,
+        eb_ratio: float = 0.25,
+        alpha_pol: float = 2.3,
         field_l0: float = 70.0,
         field_b0: float = 0.0,
+        morphology: str = "lognormal",
+        filament_width: float = 0.6,
+        filament_contrast: float = 0.7,
+        filament_alpha: float = 4.5,
+        alignment: float = 2.0,
         structure: np.ndarray | None = None,
     ) -> ThermalDust:
         """Draw a synthetic dust sky.
@@ -434,7 +536,13 @@ class ThermalDust(_Polarised):
         sigma, alpha, ell_flat : float
             Structure exp(sigma G), G with C_ell ~ max(ell, ell_flat)^-alpha.
         beta_mean, beta_rms, temp_mean, temp_rms : float
-            Spectral index and temperature (K) maps: mean + rms x smooth Gaussian field.
+            Spectral index and temperature (K) maps: mean + rms x smooth Gaussian field, before the two
+            couplings below.
+        temp_column_slope : float
+            K per e-fold of intensity by which the dust is colder where denser:
+            ``T -= temp_column_slope ln(I / median I)`` (then at least 5 K).
+        beta_temp_slope : float
+            ``beta -= beta_temp_slope (T - temp_mean)``: the beta-T anticorrelation of a positive slope.
         pol_frac, pol_frac_max, pol_sigma : float
             Median and cap of P/I, log-normal scatter of the fraction.
         turbulence, eb_ratio, alpha_pol : float
@@ -442,13 +550,26 @@ class ThermalDust(_Polarised):
             spectral slope.
         field_l0, field_b0 : float
             Direction of the ordered magnetic field, Galactic degrees.
+        morphology : {"lognormal", "filament"}
+            "filament" multiplies the intensity by a network of filaments (the zero set of a Gaussian field with
+            C_ell ~ ell^-filament_alpha, relative width ``filament_width`` in that field, share
+            ``filament_contrast`` of the emission) and polarises them across their length with weight
+            ``alignment`` (relative to the ordered field).
+        filament_width, filament_contrast, filament_alpha, alignment : float
+            Filament options (ignored for "lognormal").
         structure : ndarray, shape (npix,), optional
-            A unit-variance Gaussian field to use as G (to correlate components); drawn if omitted.
+            A Gaussian field to use as G (to correlate components; unit variance over ell <= NORM_LMAX);
+            drawn if omitted.
         """
         nside = sht.check_nside(nside)
         iqu = _polarised_template(nside, rng, structure, **_pick(locals(), _POLARISED_KEYS))
         beta = _smooth_param(nside, rng, beta_mean, beta_rms)
-        temp = np.maximum(_smooth_param(nside, rng, temp_mean, temp_rms), 5.0)
+        temp = _smooth_param(nside, rng, temp_mean, temp_rms)
+        if temp_column_slope:
+            temp = temp - temp_column_slope * np.log(iqu[0] / np.median(iqu[0]))
+        temp = np.maximum(temp, 5.0)
+        if beta_temp_slope:
+            beta = beta - beta_temp_slope * (temp - temp_mean)
         return cls(iqu, beta=beta, temp=temp, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
 
@@ -547,7 +668,7 @@ class TwoComponentDust(_Polarised):
         spectral = sorted(k for k in morphology if k.startswith(("beta_", "temp_")))
         if spectral:
             raise ValueError(f"{spectral} are single-MBB options; TwoComponentDust takes its own spectral options")
-        base = ThermalDust.random(nside, rng, beta_rms=0.0, temp_rms=0.0, **morphology)
+        base = ThermalDust.random(nside, rng, beta_rms=0.0, temp_rms=0.0, temp_column_slope=0.0, **morphology)
         intensity = base.iqu[0]
         frac = np.clip(_smooth_param(base.nside, rng, frac_cold_mean, frac_cold_rms), 0.0, 1.0)
         temp_hot = _smooth_param(base.nside, rng, temp_hot_mean, temp_hot_rms)
@@ -607,12 +728,17 @@ class Synchrotron(_Polarised):
         curvature: float = 0.0,
         pol_frac: float = 0.2,
         pol_frac_max: float = 0.7,
-        pol_sigma: float = 0.4,
-        turbulence: float = 0.6,
-        eb_ratio: float = 0.5,
-        alpha_pol: float = 2.7,
+        pol_sigma: float = 0.3,
+        turbulence: float = 1.5,
+        eb_ratio: float = 0.1,
+        alpha_pol: float = 2.4,
         field_l0: float = 70.0,
         field_b0: float = 0.0,
+        morphology: str = "lognormal",
+        filament_width: float = 0.6,
+        filament_contrast: float = 0.7,
+        filament_alpha: float = 4.5,
+        alignment: float = 2.0,
         structure: np.ndarray | None = None,
     ) -> Synchrotron:
         """Draw a synthetic synchrotron sky; parameters as :meth:`ThermalDust.random` (``high``/``plane`` in
@@ -674,8 +800,8 @@ class FreeFree(_IntensityOnly):
         freq_ref_ghz: float = 30.0,
         plane_width: float = 0.01,
         lon_contrast: float = 1.5,
-        sigma: float = 0.9,
-        alpha: float = 2.4,
+        sigma: float = 1.0,
+        alpha: float = 1.6,
         ell_flat: float = 12.0,
         beta_mean: float = -2.14,
         beta_rms: float = 0.0,
@@ -689,12 +815,31 @@ class FreeFree(_IntensityOnly):
         return cls(amp, beta=beta, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
 
-class AME(_IntensityOnly):
+class _PeakedAME(_IntensityOnly):
+    """Spinning-dust emission in intensity with a per-pixel peak frequency (subclasses define the SED shape)."""
+
+    def __init__(self, i, freq_peak_ghz, freq_ref_ghz: float, unit: str):
+        super().__init__(i, freq_ref_ghz, unit, "AME")
+        self.freq_peak_ghz = _param(freq_peak_ghz, self.i.shape[-1], "freq_peak_ghz")
+        if np.any(self.freq_peak_ghz <= 0):
+            raise ValueError("AME peak frequency must be positive")
+
+    @classmethod
+    def _draw(
+        cls, nside: int, rng: np.random.Generator, structure, freq_peak_mean: float, freq_peak_rms: float, **intensity
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Intensity (uK_CMB at the reference frequency) and peak-frequency (GHz) maps of ``random``."""
+        amp = _intensity(sht.check_nside(nside), rng, structure, **intensity)
+        peak = np.maximum(_smooth_param(nside, rng, freq_peak_mean, freq_peak_rms), 5.0)
+        return amp, peak
+
+
+class AME(_PeakedAME):
     """Anomalous microwave emission (spinning dust) as a log-normal spectrum in specific intensity.
 
     ``I_nu(nu) / I_nu(nu0) = exp(-[ln^2(nu / nu_p) - ln^2(nu0 / nu_p)] / (2 W^2))``, so
-    ``T_RJ(nu) = A(nu0) (nu0 / nu)^2 I_nu(nu) / I_nu(nu0)``: a phenomenological stand-in for the spdust2
-    spectra of PySM's a1, peaking at ``nu_p`` in I_nu.
+    ``T_RJ(nu) = A(nu0) (nu0 / nu)^2 I_nu(nu) / I_nu(nu0)``: a broad phenomenological spectrum (too bright
+    above 70 GHz for the real sky; the "alt" stress model uses it, :class:`SpinningDust` is the default).
 
     Parameters
     ----------
@@ -709,10 +854,9 @@ class AME(_IntensityOnly):
     """
 
     def __init__(self, i, *, freq_peak_ghz=28.0, width: float = 0.5, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
-        super().__init__(i, freq_ref_ghz, unit, "AME")
-        self.freq_peak_ghz = _param(freq_peak_ghz, self.i.shape[-1], "freq_peak_ghz")
-        if np.any(self.freq_peak_ghz <= 0) or not width > 0:
-            raise ValueError("AME peak frequency and width must be positive")
+        super().__init__(i, freq_peak_ghz, freq_ref_ghz, unit)
+        if not width > 0:
+            raise ValueError("AME width must be positive")
         self.width = float(width)
         self._log_peak = np.log(self.freq_peak_ghz)
         self._log_ref = (np.log(self.freq_ref_ghz) - self._log_peak) ** 2
@@ -746,21 +890,79 @@ class AME(_IntensityOnly):
     ) -> AME:
         """Draw a synthetic AME sky; ``high``/``plane`` in uK_CMB at ``freq_ref_ghz``, peak-frequency map
         ``freq_peak_mean + freq_peak_rms G`` (GHz). Pass the dust ``structure`` to correlate AME with dust."""
-        nside = sht.check_nside(nside)
-        amp = _intensity(nside, rng, structure, **_pick(locals(), _INTENSITY_KEYS))
-        peak = np.maximum(_smooth_param(nside, rng, freq_peak_mean, freq_peak_rms), 5.0)
+        amp, peak = cls._draw(nside, rng, structure, freq_peak_mean, freq_peak_rms, **_pick(locals(), _INTENSITY_KEYS))
         return cls(amp, freq_peak_ghz=peak, width=width, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
+
+
+class SpinningDust(_PeakedAME):
+    """Anomalous microwave emission with a spinning-dust-like peaked spectrum.
+
+    ``I_nu(nu) ~ (nu / nu_p)^a exp[(a / 2)(1 - (nu / nu_p)^2)]``: a power law below the peak ``nu_p`` and a
+    Gaussian cut-off above it, the shape of the emission of grains with a thermal (Maxwellian) spread of
+    rotation rates, broadened by a low ``a`` for a spread of grain sizes (spdust2 spectra, PySM a1, fall as
+    fast above the peak; a log-normal does not). In RJ temperature relative to ``nu0``:
+    ``T_RJ(nu) / T_RJ(nu0) = (nu / nu0)^(a - 2) exp(-(a / 2)(nu^2 - nu0^2) / nu_p^2)``.
+
+    Parameters
+    ----------
+    i : array_like, shape (npix,)
+        Intensity at ``freq_ref_ghz`` in ``unit``.
+    freq_peak_ghz : float or ndarray (npix,)
+        Peak frequency of I_nu, GHz.
+    index : float
+        a (> 0), the low-frequency slope of I_nu; larger is narrower.
+    freq_ref_ghz : float
+    unit : str
+    """
+
+    def __init__(self, i, *, freq_peak_ghz=28.0, index: float = 1.2, freq_ref_ghz: float = 30.0, unit: str = "uK_RJ"):
+        super().__init__(i, freq_peak_ghz, freq_ref_ghz, unit)
+        if not index > 0:
+            raise ValueError(f"spinning-dust index must be positive, got {index}")
+        self.index = float(index)
+        self._cut = 0.5 * self.index / self.freq_peak_ghz**2
+
+    def sed(self, freq) -> np.ndarray:
+        """T_RJ(freq) / T_RJ(freq_ref), scalar or shape (npix,)."""
+        nu = _ghz(freq)
+        return (nu / self.freq_ref_ghz) ** (self.index - 2.0) * np.exp(-self._cut * (nu**2 - self.freq_ref_ghz**2))
+
+    @classmethod
+    def random(
+        cls,
+        nside: int,
+        rng: np.random.Generator,
+        *,
+        high: float = 14.0,
+        plane: float = 440.0,
+        freq_ref_ghz: float = 30.0,
+        plane_width: float = 0.02,
+        lon_contrast: float = 1.2,
+        sigma: float = 1.0,
+        alpha: float = 1.2,
+        ell_flat: float = 12.0,
+        freq_peak_mean: float = 28.0,
+        freq_peak_rms: float = 2.0,
+        index: float = 1.2,
+        structure: np.ndarray | None = None,
+    ) -> SpinningDust:
+        """Draw a synthetic spinning-dust sky; as :meth:`AME.random` with the SED index ``index``."""
+        amp, peak = cls._draw(nside, rng, structure, freq_peak_mean, freq_peak_rms, **_pick(locals(), _INTENSITY_KEYS))
+        return cls(amp, freq_peak_ghz=peak, index=index, freq_ref_ghz=freq_ref_ghz, unit="uK_CMB")
 
 
 # --------------------------------------------------------------------------------------------- factories
 
-_CLASSES = {"dust": ThermalDust, "synchrotron": Synchrotron, "freefree": FreeFree, "ame": AME}
+_CLASSES = {"dust": ThermalDust, "synchrotron": Synchrotron, "freefree": FreeFree, "ame": SpinningDust}
 DUST_MODELS = {"mbb": ThermalDust, "two_mbb": TwoComponentDust}
+AME_MODELS = {"spinning": SpinningDust, "lognormal": AME}
 
 # Named synthetic foreground models: keyword arguments of synthetic_foregrounds (docs/foregrounds.md).
-# "default" is calibrated on PySM d1/s1/f1/a1; "alt" is a physically different parametrisation for
-# out-of-distribution test splits (two-component dust cooling with column density and with more small-scale
-# structure, curved and steeper synchrotron, a lower AME peak less tied to dust, higher dust polarisation).
+# "default" is calibrated on the real-sky statistics of PySM d1/s1/f1/a1 (cosmobench.sky.realism); "alt" is the
+# stress model for out-of-distribution test splits (two-component dust with more small-scale structure, curved
+# and steeper synchrotron, a broad log-normal AME peaking lower and less tied to dust, higher dust polarisation,
+# E ~ B); it spells out the former defaults it relies on. "filament" has an independent morphology (filament
+# networks in dust and synchrotron, polarised across the filaments) and a beta-T anticorrelated dust SED.
 FOREGROUND_MODELS: dict[str, dict] = {
     "default": {},
     "alt": {
@@ -768,10 +970,13 @@ FOREGROUND_MODELS: dict[str, dict] = {
         "dust": {
             "high": 250.0,
             "plane": 1.0e4,
+            "ell_flat": 12.0,
             "sigma": 0.6,
             "alpha": 2.3,
             "pol_frac": 0.12,
             "turbulence": 1.0,
+            "eb_ratio": 0.5,
+            "alpha_pol": 2.5,
         },
         "synchrotron": {
             "high": 25.0,
@@ -781,11 +986,47 @@ FOREGROUND_MODELS: dict[str, dict] = {
             "beta_rms": 0.15,
             "curvature": -0.052,
             "pol_frac": 0.15,
+            "pol_sigma": 0.4,
+            "turbulence": 0.6,
+            "eb_ratio": 0.5,
+            "alpha_pol": 2.7,
             "field_l0": 80.0,
         },
-        "freefree": {"sigma": 1.1, "beta_rms": 0.05},
+        "freefree": {"sigma": 1.1, "alpha": 2.4, "beta_rms": 0.05},
+        "ame_model": "lognormal",
         "ame": {"high": 10.0, "plane": 500.0, "freq_peak_mean": 22.0, "freq_peak_rms": 3.0, "width": 0.6},
         "ame_dust_correlation": 0.5,
+    },
+    "filament": {
+        "dust": {
+            "morphology": "filament",
+            "high": 295.0,
+            "sigma": 0.4,
+            "alpha": 3.0,
+            "beta_mean": 1.58,
+            "beta_rms": 0.03,
+            "beta_temp_slope": 0.03,
+            "temp_mean": 19.5,
+            "temp_rms": 1.5,
+            "temp_column_slope": 0.8,
+            "turbulence": 0.5,
+            "eb_ratio": 0.5,
+            "field_l0": 60.0,
+        },
+        "synchrotron": {
+            "morphology": "filament",
+            "filament_width": 0.4,
+            "filament_contrast": 0.5,
+            "alpha": 3.1,
+            "beta_mean": -3.05,
+            "beta_rms": 0.08,
+            "turbulence": 0.5,
+            "eb_ratio": 0.5,
+            "field_l0": 60.0,
+        },
+        "freefree": {"sigma": 1.2, "alpha": 1.8},
+        "ame": {"freq_peak_mean": 25.0, "index": 1.5},
+        "ame_dust_correlation": 0.9,
     },
 }
 
@@ -825,7 +1066,7 @@ def _structure(nside: int, rng: np.random.Generator, cls: type, opts: dict) -> n
     """The structure field G that ``cls.random`` would draw with options ``opts``."""
     defaults = inspect.signature(cls.random).parameters
     alpha = opts.get("alpha", defaults["alpha"].default)
-    return gaussian_field(nside, rng, alpha=alpha, ell_flat=opts.get("ell_flat", defaults["ell_flat"].default))
+    return _structure_field(nside, rng, alpha, opts.get("ell_flat", defaults["ell_flat"].default))
 
 
 def synthetic_foregrounds(
@@ -837,8 +1078,9 @@ def synthetic_foregrounds(
     synchrotron: dict | None = None,
     freefree: dict | None = None,
     ame: dict | None = None,
-    ame_dust_correlation: float = 0.8,
+    ame_dust_correlation: float = 0.65,
     dust_model: str = "mbb",
+    ame_model: str = "spinning",
 ) -> list[Component]:
     """A new synthetic foreground sky.
 
@@ -860,6 +1102,9 @@ def synthetic_foregrounds(
     dust_model : {"mbb", "two_mbb"}
         :class:`ThermalDust` (one modified black body) or :class:`TwoComponentDust`; ``dust`` holds the
         chosen class's ``random`` options.
+    ame_model : {"spinning", "lognormal"}
+        :class:`SpinningDust` (peaked SED) or :class:`AME` (log-normal SED); ``ame`` holds its ``random``
+        options.
 
     Returns
     -------
@@ -874,7 +1119,9 @@ def synthetic_foregrounds(
         raise ValueError(f"ame_dust_correlation must be in [-1, 1], got {ame_dust_correlation}")
     if dust_model not in DUST_MODELS:
         raise ValueError(f"unknown dust_model {dust_model!r}; expected one of {list(DUST_MODELS)}")
-    classes = dict(_CLASSES, dust=DUST_MODELS[dust_model])
+    if ame_model not in AME_MODELS:
+        raise ValueError(f"unknown ame_model {ame_model!r}; expected one of {list(AME_MODELS)}")
+    classes = dict(_CLASSES, dust=DUST_MODELS[dust_model], ame=AME_MODELS[ame_model])
     options = {"dust": dust, "synchrotron": synchrotron, "freefree": freefree, "ame": ame}
     for name, opts in options.items():
         if opts and name not in names:
@@ -892,7 +1139,7 @@ def synthetic_foregrounds(
             opts["structure"] = shared
         elif name == "ame":
             rho = ame_dust_correlation
-            own = _structure(nside, streams["ame"], AME, opts)
+            own = _structure(nside, streams["ame"], classes["ame"], opts)
             opts["structure"] = rho * shared + np.sqrt(1 - rho**2) * own
         out.append(classes[name].random(nside, streams[name], **opts))
     return out
@@ -933,7 +1180,7 @@ def make_foregrounds(
     presets : sequence of str, optional
         PySM3 preset strings (e.g. ``["d9", "s4", "f1", "a1", "co1"]``); only for "pysm3".
     model : str or mapping, optional
-        "synthetic" only: a named model of :data:`FOREGROUND_MODELS` ("default", "alt") or a mapping of
+        "synthetic" only: a named model of :data:`FOREGROUND_MODELS` ("default", "alt", "filament") or a mapping of
         :func:`synthetic_foregrounds` options (see :func:`foreground_model`).
     **params
         "synthetic": keyword arguments of :func:`synthetic_foregrounds`, on top of ``model`` (a component's
