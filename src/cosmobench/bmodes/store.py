@@ -18,7 +18,6 @@ another one.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,34 +71,16 @@ def simulator_settings(s: SimulateSettings) -> dict:
 
 
 def check_resources(s: SimulateSettings, folder: Path) -> int:
-    """Bytes the dataset needs on disk; refuse (unless ``force``) when it exceeds the free disk or memory."""
-    import psutil
-
+    """Bytes the dataset needs on disk; refuse (unless ``force``) when it exceeds the free disk or memory (the
+    largest set is held in memory once)."""
+    from ..core.resources import require_resources
     from .dataset import ell_range
 
     n_ell = len(ell_range(s.nside, s.ell_min, s.ell_max))
     n_spectra = s.n_train + s.n_val + 2 * len(s.r_test) * s.n_test + len(s.r_test) * s.n_train_per_r
     need = 2 * n_spectra * n_ell * 8 + s.n_train + s.n_val
-    free = shutil.disk_usage(_existing_parent(folder)).free
-    memory = psutil.virtual_memory().available
-    if not s.force and need > free:
-        raise ValueError(
-            f"the dataset needs about {need / 1e9:.2f} GB but {folder} has {free / 1e9:.2f} GB free; "
-            "reduce n_train/n_val/n_test, choose another out_dir, or pass force=true"
-        )
-    if not s.force and need > memory:  # the largest set is held in memory once
-        raise ValueError(
-            f"the dataset needs about {need / 1e9:.2f} GB of memory but {memory / 1e9:.2f} GB are available; "
-            "reduce n_train, or pass force=true"
-        )
+    require_resources(folder, disk=need, memory=need, force=s.force, fix="lower n_train, n_val or n_test")
     return need
-
-
-def _existing_parent(path: Path) -> Path:
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def write_dataset(s: SimulateSettings, data: Path) -> dict:
