@@ -21,13 +21,13 @@ def test_help_lists_tasks_and_stages(capsys):
         assert word in out
     assert main(["cmb", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "presets (preset=NAME): bench128, cmbml_512_1450, tiny" in out and "evaluate" in out
+    assert "presets (preset=NAME): bench128, cmbml_512_1450, default, tiny" in out and "evaluate" in out
 
 
 def test_config_resolves_presets_and_overrides():
     cfg = load_config("cmb", ["preset=bench128", "simulate.splits.Train=5", "seed=9"])
     assert cfg["simulate"]["nside"] == 128 and cfg["simulate"]["splits"]["Train"] == 5
-    assert cfg["simulate"]["seed"] == 9 and cfg["separate"]["root"] == cfg["out_dir"]
+    assert cfg["simulate"]["seed"] == 9 and cfg["separate"]["out_dir"] == cfg["out_dir"]
 
 
 def test_config_subcommand_prints_yaml():

@@ -15,8 +15,9 @@ def test_reads_cmbml_official_layout_in_kcmb(tmp_path):
         sim = tmp_path / "Simulation" / split / "sim0000"
         sim.mkdir(parents=True)
         for band, m in maps.items():
-            hp.write_map(sim / f"obs_{band}_map.fits", m, column_names=["I_STOKES"], column_units="K_CMB",
-                         dtype=np.float64)
+            hp.write_map(
+                sim / f"obs_{band}_map.fits", m, column_names=["I_STOKES"], column_units="K_CMB", dtype=np.float64
+            )
         hp.write_map(sim / "cmb_map_fid.fits", truth, column_units="K_CMB", dtype=np.float64)
     ds = CMBDataset(tmp_path)
     assert ds.nside == nside and ds.bands == ["100", "143", "857"] and ds.splits == {"Test": 1, "Train": 1}

@@ -48,8 +48,6 @@ def dataset(tmp_path_factory):
     )
     _, lat = hp.pix2ang(NSIDE, np.arange(sht.npix(NSIDE)), lonlat=True)
     beam = sht.gauss_beam(20.6, LMAX)
-    for name, fwhm in (("perfect", None), ("beamed", 20.6), ("noisy", None)):
-        write_json(root / name / "method.json", {"method": name, "settings": {}, "output_beam_arcmin": fwhm})
     for split, seed, noise in (("Test", 1, NOISE), ("TestOOD", 2, 2 * NOISE)):
         _write_split(root, split, seed, noise, lat, beam)
     return root
@@ -72,6 +70,9 @@ def _write_split(root, split, seed, noise, lat, beam):
         }
         for name, m in preds.items():
             write_healpix(root / name / split / f"sim{i:04d}" / "cmb_pred.fits", m, dtype=np.float64)
+    for name, fwhm in (("perfect", None), ("beamed", 20.6), ("noisy", None)):
+        info = {"method": name, "settings": {}, "output_beam_arcmin": fwhm}
+        write_json(root / name / split / "method.json", info)
 
 
 def test_evaluate_scores_known_cases(dataset):

@@ -72,7 +72,7 @@ def test_untrained_hybrid_is_nilc_exactly(data, tmp_path):
     np.testing.assert_array_equal(hybrid, nilc)
     # the NILC maps of both splits were cached in the dataset layout, with nilc's method.json
     assert all(pred_path(data.root, "nilc", s, i).is_file() for s in ("Train", "Valid") for i in data.sim_indices(s))
-    assert read_json(method_info_path(data.root, "nilc"))["output_beam_arcmin"] == 20.6
+    assert read_json(method_info_path(data.root, "nilc", "Valid"))["output_beam_arcmin"] == 20.6
     cached = NILCResidualData(data, method.nilc).nilc_map("Valid", 0)
     np.testing.assert_allclose(cached, nilc, rtol=0, atol=1e-4 * np.abs(nilc).max())  # float32 on disk
 
@@ -97,9 +97,10 @@ def test_training_reduces_the_residual_of_nilc(data, tmp_path):
 
 def test_registry_yaml_and_settings(tmp_path):
     assert get_method("nilc_unet") is NILCUNet
-    cfg = load_config("cmb", [f"out_dir={tmp_path}", "+methods.nilc.ilc_bias_tol=0.01"])
+    cfg = load_config("cmb", [f"out_dir={tmp_path}", "methods.nilc.ilc_bias_tol=0.01"])
     settings = cfg["methods"]["nilc_unet"]
-    assert settings["nilc"] == cfg["methods"]["nilc"] == {"ilc_bias_tol": 0.01}  # corrects the configured NILC
+    assert settings["nilc"] == cfg["methods"]["nilc"]  # corrects the configured NILC
+    assert settings["nilc"]["ilc_bias_tol"] == 0.01
     method = NILCUNet(**settings)
     assert method.settings.bands == ["nilc", "100", "143", "217", "353"]
     assert method.nilc.ilc_bias_tol == 0.01

@@ -3,7 +3,7 @@
 import json
 
 from cosmobench.cli import load_config
-from cosmobench.cmb.pipeline import run
+from cosmobench.cmb.stages import run
 
 
 def test_run_writes_a_leaderboard_and_ilc_recovers_the_cmb(tmp_path):
@@ -33,3 +33,6 @@ def test_run_writes_a_leaderboard_and_ilc_recovers_the_cmb(tmp_path):
     assert "TestOOD / Test" in (tmp_path / "report" / "leaderboard.md").read_text()
     # the channels hold foregrounds far brighter than the CMB in the plane; the ILCs leave a small residual
     assert all(r["nrmse_mean"] < 0.3 and r["n"] == 2 for r in rows)
+    # every stage recorded its run: a second `run` skips them all
+    assert all(json.loads(p.read_text())["status"] == "finished" for p in tmp_path.rglob("stage.json"))
+    assert len(list(tmp_path.rglob("stage.json"))) == 1 + 2 * 2 + 2 + 1

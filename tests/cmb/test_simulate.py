@@ -56,7 +56,7 @@ def test_rerun_skips_finished_simulations(tmp_path):
     out = simulate_dataset(tmp_path, splits={"Train": 2}, seed=1, **SMALL)
     assert out["simulated"] == 2
     again = simulate_dataset(tmp_path, splits={"Train": 2}, seed=1, **SMALL)
-    assert again["simulated"] == 0 and again["skipped"] == 2
+    assert again["simulated"] == 0 and again["kept"] == 2
 
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_bytes(tmp_path):

@@ -23,7 +23,7 @@ from cosmobench.cmb import figures
 from cosmobench.cmb.evaluate import METRIC_COLUMNS, beam_tag
 from cosmobench.core.io import atomic_path, read_json, write_json
 
-__all__ = ["compare", "find_results", "leaderboard_markdown", "leaderboard_text", "ood_markdown"]
+__all__ = ["compare", "check_map_beams", "find_results", "leaderboard_markdown", "leaderboard_text", "ood_markdown"]
 
 # metric -> (table header, unit, higher is better)
 HEADLINE = {
@@ -65,11 +65,7 @@ def compare(
     folders = find_results(results)
     summaries = {split: read_json(folder / "summary.json") for split, folder in folders.items()}
     report = Path(report_dir) if report_dir is not None else results.parent / "report"
-    for split, summary in summaries.items():
-        beams = list(summary["settings"]["beams"])
-        unknown = sorted({beam_tag(b) for b in (beams if map_beams is None else map_beams)} - set(beams))
-        if unknown:
-            raise ValueError(f"map_beams {unknown} were not evaluated on {split}; evaluated beams: {beams}")
+    check_map_beams(summaries, map_beams)
 
     rows = [row for summary in summaries.values() for row in _rows(summary)]
     with atomic_path(report / "leaderboard.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -95,6 +91,17 @@ def compare(
     with atomic_path(report / "report.md") as tmp:
         tmp.write_text(text)
     return report / "report.md"
+
+
+def check_map_beams(summaries: Mapping[str, dict], map_beams: Sequence[str | float] | None) -> None:
+    """Refuse map beams that were not evaluated on every split (``summaries``: split -> ``summary.json``)."""
+    for split, summary in summaries.items():
+        beams = list(summary["settings"]["beams"])
+        unknown = sorted({beam_tag(b) for b in (beams if map_beams is None else map_beams)} - set(beams))
+        if unknown:
+            raise ValueError(
+                f"map_beams {unknown} were not evaluated on {split}; evaluated beams: {beams} (fix compare.map_beams)"
+            )
 
 
 def find_results(results_dir: str | Path) -> dict[str, Path]:

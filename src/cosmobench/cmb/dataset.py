@@ -9,7 +9,10 @@ Layout (compatible with CMB-ML's; the reader also accepts CMB-ML's official ``Si
     <root>/Simulations/<Split>/simNNNN/theory_cls.npy        (4, lmax+1) C_ell TT,EE,BB,TE used, uK^2
     <root>/Simulations/<Split>/simNNNN/params.json           cosmology, seeds, file checksums (written last)
     <root>/<method>/<Split>/simNNNN/cmb_pred.fits            a method's prediction, I, uK_CMB
-    <root>/<method>/method.json                               the method's settings and output beam
+    <root>/<method>/<Split>/method.json                       the method's settings and output beam
+    <root>/<method>/<Split>/stage.json                        the separate stage's record
+    <root>/<method>/model/model.pt                            a learned method's trained model (+ stage.json)
+    <root>/stage.json                                         the simulate stage's record
 
 Every path is a pure function of its arguments. ``params.json`` is written after all other files of a
 simulation, so its presence marks the simulation as complete.
@@ -93,9 +96,9 @@ def pred_path(root: Path | str, method: str, split: str, i: int) -> Path:
     return Path(root) / method / split / f"sim{int(i):04d}" / "cmb_pred.fits"
 
 
-def method_info_path(root: Path | str, method: str) -> Path:
-    """A method's settings and output beam."""
-    return Path(root) / method / "method.json"
+def method_info_path(root: Path | str, method: str, split: str) -> Path:
+    """A method's settings and output beam, beside its predictions of ``split``."""
+    return Path(root) / method / split / "method.json"
 
 
 class CMBDataset:
@@ -140,9 +143,16 @@ class CMBDataset:
                     f"{self.root} holds neither manifest.json nor Simulation(s)/<split>/ folders; "
                     "point root= at a folder made by `cosmobench cmb simulate` or at CMB-ML's dataset"
                 )
-            first = next(sims_root(self.root).glob("*/sim*/"), None)
-            if first is None:
+            sims = sorted(p for p in sims_root(self.root).glob("*/sim*/") if _SIM_RE.match(p.name))
+            if not sims:
                 raise FileNotFoundError(f"no simNNNN folders under {sims_root(self.root)}")
+            empty = [p for p in sims if not any(p.glob("obs_*_map.fits"))]
+            if empty:
+                raise FileNotFoundError(
+                    f"{empty[0]} holds no obs_<band>_map.fits ({len(empty)} such simulation folder(s) in "
+                    f"{sims_root(self.root)}): an incomplete copy? Copy those folders again, or delete them"
+                )
+            first = sims[0]
             found = sorted(
                 (m.group(1) for p in first.glob("obs_*_map.fits") if (m := _OBS_RE.match(p.name))), key=float
             )

@@ -39,7 +39,7 @@ from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healp
 from cosmobench.metrics import pixel_metrics, summarize
 from cosmobench.sky import sht
 
-__all__ = ["evaluate", "beam_tag", "METRIC_COLUMNS"]
+__all__ = ["evaluate", "check_inputs", "beam_tag", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("mae", "rmse", "nrmse", "psnr", "rmse_ell_lo", "rmse_ell_hi", "rmse_lat", "rmse_fullsky")
 _EXAMPLE_NSIDE = 256  # resolution at which one example simulation's maps are kept for the report's figures
@@ -124,34 +124,12 @@ def evaluate(
         The content of ``summary.json``: settings (including the split's ``foreground_model``), and per method
         and beam the mean, std, standard error and count of each metric.
     """
-    from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
+    from cosmobench.cmb.dataset import CMBDataset, pred_path
 
     ds = CMBDataset(root)
     out = Path(out_dir) if out_dir is not None else ds.root / "results" / split
     nside = ds.nside
-    lmax = 2 * nside if lmax is None else int(lmax)
-    if not 2 <= lmax <= 3 * nside - 1:
-        raise ValueError(f"lmax={lmax} must be between 2 and 3*nside-1 = {3 * nside - 1}")
-    if not methods:
-        raise ValueError("no method to evaluate: give methods=[...], e.g. [hilc, nilc]")
-    fwhms = {beam_tag(b): _beam_fwhm(b) for b in beams}
-    if not fwhms:
-        raise ValueError("beams is empty: give at least one of 'deconvolved', 20.6, 60.0")
-    indices = ds.sim_indices(split)
-    if not indices:
-        raise ValueError(f"split {split!r} of {ds.root} has no finished simulation to score")
-    source_beams = {}
-    for m in methods:
-        info_file = method_info_path(ds.root, m)
-        if not info_file.is_file():
-            raise FileNotFoundError(f"{info_file} is missing; run `cosmobench cmb separate method={m}` first")
-        missing = [i for i in indices if not pred_path(ds.root, m, split, i).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"method {m!r} has no prediction for {len(missing)} of {len(indices)} {split} simulations "
-                f"(first: sim{missing[0]:04d}); run `cosmobench cmb separate method={m} separate.split={split}`"
-            )
-        source_beams[m] = read_json(info_file).get("output_beam_arcmin")
+    lmax, fwhms, indices, source_beams = check_inputs(ds, methods, split, beams, lmax, fsky, mask_path)
 
     settings = {
         "root": str(ds.root),
@@ -207,6 +185,83 @@ def evaluate(
     summary = _finite(summary)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def check_inputs(
+    ds: Any,
+    methods: Sequence[str],
+    split: str,
+    beams: Sequence[str | float],
+    lmax: int | None,
+    fsky: float,
+    mask_path: str | Path | None,
+) -> tuple[int, dict, list[int], dict]:
+    """Check the protocol settings and every prediction (present, finite, right size) before any work.
+
+    Returns
+    -------
+    lmax : int
+    fwhms : dict
+        Beam tag -> target FWHM in arcmin (None = deconvolved).
+    indices : list of int
+        The simulations scored.
+    source_beams : dict
+        Method -> the FWHM of its output beam (None = unbeamed).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Naming the setting or file and the fix.
+    """
+    from cosmobench.cmb.dataset import method_info_path, pred_path
+
+    nside = ds.nside
+    lmax = 2 * nside if lmax is None else int(lmax)
+    if not 2 <= lmax <= 3 * nside - 1:
+        raise ValueError(f"lmax={lmax} must be between 2 and 3*nside-1 = {3 * nside - 1}")
+    if not methods:
+        raise ValueError("no method to evaluate: give methods=[...], e.g. [hilc, nilc]")
+    if mask_path is None and not 0 < fsky <= 1:
+        raise ValueError(f"fsky must be in (0, 1], got {fsky}")
+    if mask_path is not None and not Path(mask_path).is_file():
+        raise FileNotFoundError(f"mask_path {mask_path} does not exist; give a HEALPix FITS mask or mask_path=null")
+    fwhms = {beam_tag(b): _beam_fwhm(b) for b in beams}
+    if not fwhms:
+        raise ValueError("beams is empty: give at least one of 'deconvolved', 20.6, 60.0")
+    indices = ds.sim_indices(split)
+    if not indices:
+        raise ValueError(f"split {split!r} of {ds.root} has no finished simulation to score")
+    source_beams = {}
+    for m in methods:
+        info_file = method_info_path(ds.root, m, split)
+        if not info_file.is_file():
+            raise FileNotFoundError(
+                f"{info_file} is missing; run `cosmobench cmb separate method={m} separate.split={split}` first"
+            )
+        missing = [i for i in indices if not pred_path(ds.root, m, split, i).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"method {m!r} has no prediction for {len(missing)} of {len(indices)} {split} simulations "
+                f"(first: sim{missing[0]:04d}); run `cosmobench cmb separate method={m} separate.split={split}`"
+            )
+        source_beams[m] = read_json(info_file).get("output_beam_arcmin")
+        for i in indices:
+            _check_prediction(pred_path(ds.root, m, split, i), m, split, nside)
+    return lmax, fwhms, indices, source_beams
+
+
+def _check_prediction(path: Path, method: str, split: str, nside: int) -> None:
+    """Refuse a prediction with NaN/inf pixels or another pixel count, naming the file and the fix."""
+    pred = read_healpix(path, field=0, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(pred)))
+    problem = f"has {bad} NaN or infinite pixel value(s)" if bad else None
+    if pred.size != sht.npix(nside):
+        problem = f"has {pred.size} pixels, the dataset {sht.npix(nside)} (nside {nside})"
+    if problem:
+        raise ValueError(
+            f"the prediction {path} {problem}; it cannot be scored. Predict again with "
+            f"`cosmobench cmb separate method={method} separate.split={split} overwrite=true`"
+        )
 
 
 def _analysis_mask(

@@ -10,8 +10,8 @@ or patches) and a network. :meth:`LearnedMethod.fit`
    target scale measured on the training split, so every checkpoint carries its own normalisation;
 3. trains through :func:`cosmobench.core.train.fit` (the one training loop): checkpoints ``last.pt`` /
    ``best.pt`` and ``train_log.csv`` under ``out_dir``, automatic resume, seeds, bfloat16 autocast on CUDA;
-4. keeps the best-validation weights for :meth:`LearnedMethod.predict`. :meth:`LearnedMethod.load` rebuilds
-   a trained method from ``out_dir`` in a new process.
+4. keeps the best-validation weights for :meth:`LearnedMethod.predict` and, last, writes them as the final
+   model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from ``out_dir`` in a new process.
 
 Training arrays go to the GPU whole when they fit in a third of its free memory (UNet5 at nside 128: 3 MB per
 map), so the input pipeline costs nothing there; otherwise batches are sliced from the memory map.
@@ -34,9 +34,10 @@ from torch.nn import functional as F
 
 from ..core.executor import map_tasks
 from ..core.io import atomic_path, check_writable, read_json, sha256, write_json
+from ..core.runtime import resolve_device
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
-from ..core.train import load_checkpoint
+from ..core.train import load_checkpoint, save_state
 from .nn import count_parameters
 
 __all__ = [
@@ -56,6 +57,8 @@ LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 SCHEDULES = ("constant", "exp", "cosine")
 NORMS = ("standard", "reference")
 REFERENCE_TARGET_SCALE = 5.0  # cmbNNCS trains on CMB / 5 with unscaled inputs
+MODEL_FILE = "model.pt"  # the final model, written last by fit
+
 # settings that may change between a run and its resumption (they do not change what is learned)
 _RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard")
 
@@ -140,13 +143,6 @@ class LearnedSettings:
     def as_dict(self) -> dict[str, Any]:
         """Plain-type dict (lists, not tuples), as stored in checkpoints."""
         return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Standardised(nn.Module):
@@ -475,6 +471,12 @@ class LearnedMethod:
         }
         facts = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in facts.items()}
         write_json(out_dir / "training.json", facts)
+        best = out_dir / "best.pt"
+        if best.is_file():  # the final model is the best checkpoint's bytes, so a resumed fit gives the same file
+            with atomic_path(out_dir / MODEL_FILE) as tmp:
+                tmp.write_bytes(best.read_bytes())
+        else:
+            save_state(out_dir / MODEL_FILE, {"model": model.state_dict(), "epoch": -1, "config": config})
         return facts
 
     def predict(self, obs: dict[str, np.ndarray], channels) -> np.ndarray:
@@ -520,8 +522,9 @@ class LearnedMethod:
         return layout.to_map(torch.cat(out).numpy())[0].astype(np.float64)
 
     @classmethod
-    def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "best"):
-        """A trained method from ``out_dir`` (``best.pt``, or ``last.pt`` with ``which="last"``).
+    def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "model"):
+        """A trained method from ``out_dir``: ``model.pt`` (the final model of a finished :meth:`fit`), or the
+        checkpoints ``best.pt`` / ``last.pt`` of a running one.
 
         Parameters
         ----------
@@ -529,11 +532,12 @@ class LearnedMethod:
             The ``out_dir`` given to :meth:`fit`.
         device : str
             Where to run predictions.
-        which : {"best", "last"}
-            Best-validation or last-epoch weights.
+        which : {"model", "best", "last"}
+            Final model (the best-validation weights, written when training finished), or the current
+            best-validation or last-epoch checkpoint.
         """
-        if which not in ("best", "last"):
-            raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+        if which not in ("model", "best", "last"):
+            raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
         path = Path(out_dir) / f"{which}.pt"
         if not path.is_file():
             raise FileNotFoundError(

@@ -1,14 +1,16 @@
-"""Run a separation method over a dataset split: ``train`` (learned methods) and ``separate`` (every method).
+"""Run a separation method over a dataset split: train a learned method, check the observed maps, predict.
 
-Predictions go to ``<root>/<method>/<split>/simNNNN/cmb_pred.fits`` (one column, I, uK_CMB), written
-atomically; finished predictions are skipped on rerun. ``<root>/<method>/method.json`` records the method's
-settings and the beam of its output, which the evaluation needs.
+Library functions on plain arguments; ``cosmobench cmb train`` and ``cosmobench cmb separate``
+(:mod:`cosmobench.cmb.stages`) add the stage records. Predictions go to
+``<root>/<method>/<split>/simNNNN/cmb_pred.fits`` (one column, I, uK_CMB), written atomically; finished predictions
+are kept on rerun. ``<root>/<method>/<split>/method.json`` records the method's settings and the beam of its
+output, which the evaluation needs. A learned method's model is ``<root>/<method>/model/model.pt``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -16,13 +18,15 @@ import numpy as np
 
 from ..core.executor import map_tasks
 from ..core.io import read_json, write_healpix, write_json
-from .dataset import CMBDataset, method_info_path, pred_path
+from .dataset import CMBDataset, method_info_path, obs_path, pred_path
 from .methods import get_method
+from .methods import is_learned as _is_learned
 
-__all__ = ["train", "separate"]
+__all__ = ["train", "separate", "predict_split", "check_observed", "model_dir"]
 
 
 def _build(method: str, settings: Mapping | None):
+    """An instance of method ``method`` with ``settings``; bad settings raise naming the method."""
     cls = get_method(method)
     try:
         return cls(**dict(settings or {}))
@@ -30,7 +34,8 @@ def _build(method: str, settings: Mapping | None):
         raise TypeError(f"bad settings for method {method!r}: {err}") from err
 
 
-def _model_dir(root: Path, method: str) -> Path:
+def model_dir(root: Path | str, method: str) -> Path:
+    """Folder of a learned method's training run, ``<root>/<method>/model`` (the model is ``model.pt``)."""
     return Path(root) / method / "model"
 
 
@@ -42,14 +47,14 @@ def train(
     train_split: str = "Train",
     val_split: str = "Valid",
 ) -> dict:
-    """Train a learned method on a dataset (resumes from its checkpoint; a no-op for classical methods).
+    """Train a learned method on a dataset into :func:`model_dir` (resumes from its checkpoint).
 
     Parameters
     ----------
     root : path
         Dataset root.
     method : str
-        Registered method name (see :data:`cosmobench.cmb.methods.METHODS`).
+        Registered method name (see :data:`cosmobench.cmb.methods.METHODS`); a classical method returns ``{}``.
     settings : mapping, optional
         The method's keyword settings.
     train_split, val_split : str
@@ -62,23 +67,107 @@ def train(
     """
     dataset = CMBDataset(root)
     model = _build(method, settings)
+    if not _is_learned(method):
+        return {}
     t0 = time.perf_counter()
-    facts = dict(
-        model.fit(dataset, _model_dir(dataset.root, method), train_split=train_split, val_split=val_split) or {}
-    )
+    facts = dict(model.fit(dataset, model_dir(dataset.root, method), train_split=train_split, val_split=val_split))
     facts.setdefault("seconds", time.perf_counter() - t0)
     facts["method"] = method
-    write_json(Path(root) / method / "train.json", facts)
     return facts
 
 
-def _predict_one(root: str, method: str, settings: dict, split: str, bands: list[str] | None, i: int) -> float:
+def _check_sim(root: str, split: str, bands: Sequence[str], nside: int, i: int) -> list[str]:
+    """Problems of the observed maps of one simulation (missing, wrong pixel count, NaN/inf), one line each."""
+    from ..core.io import read_healpix
+
+    problems = []
+    for band in bands:
+        path = obs_path(root, split, i, band)
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+            continue
+        maps = np.atleast_2d(read_healpix(path, dtype=np.float64))
+        if maps.shape[-1] != 12 * nside**2:
+            problems.append(
+                f"{path} has {maps.shape[-1]} pixels (nside {int(np.sqrt(maps.shape[-1] / 12))}), the dataset is "
+                f"nside {nside} ({12 * nside**2} pixels)"
+            )
+        bad = int(np.count_nonzero(~np.isfinite(maps)))
+        if bad:
+            problems.append(f"{path} has {bad} NaN or infinite pixel value(s)")
+    return problems
+
+
+def check_observed(
+    dataset: CMBDataset,
+    split: str,
+    bands: Sequence[str],
+    *,
+    executor: str = "serial",
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    progress: bool = False,
+) -> list[int]:
+    """Check every observed map of ``split`` that a method reads, before any work; return the simulation indices.
+
+    Raises
+    ------
+    ValueError
+        The split has no simulation, or maps are missing, at another nside or hold NaN/inf pixels (each file is
+        named with its pixel count, and the fix).
+    """
+    indices = dataset.sim_indices(split)
+    if not indices:
+        raise ValueError(
+            f"split {split!r} of {dataset.root} has no finished simulations; simulate it "
+            f"(`cosmobench cmb simulate out_dir={dataset.root}` with simulate.splits including {split})"
+        )
+    found = map_tasks(
+        partial(_check_sim, str(dataset.root), split, list(bands), int(dataset.nside)),
+        indices,
+        executor=executor,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        desc="check maps",
+        unit="sim",
+        progress=progress,
+    )
+    problems = [p for sim in found for p in sim]
+    if problems:
+        raise ValueError(
+            f"{len(problems)} observed map(s) of split {split!r} cannot be separated:\n  "
+            + "\n  ".join(problems[:10])
+            + ("\n  ..." if len(problems) > 10 else "")
+            + "\nRegenerate them (`cosmobench cmb simulate overwrite=true`, or delete the simulation folders and "
+            "rerun simulate), or copy them again from their source"
+        )
+    return indices
+
+
+_LOADED: dict = {}
+
+
+def _load(method: str, settings: dict, root: str, model_folder: str | None):
+    """Build the method once per process (learned methods load their trained weights from ``model_folder``)."""
+    key = (method, repr(sorted(settings.items())), root, model_folder)
+    if key not in _LOADED:
+        model = _build(method, settings)  # validates the settings
+        if _is_learned(method):
+            model = get_method(method).load(model_folder, device=settings.get("device", "auto"))
+        _LOADED.clear()
+        _LOADED[key] = model
+    return _LOADED[key]
+
+
+def _predict_one(
+    root: str, method: str, settings: dict, split: str, bands: list[str], model_folder: str | None, i: int
+) -> float:
     """Predict one simulation unless done; returns seconds spent (0 when skipped)."""
     out = pred_path(root, method, split, i)
     if out.is_file():
         return 0.0
     dataset = CMBDataset(root)
-    model = _load(method, settings, dataset)
+    model = _load(method, settings, root, model_folder)
     obs = dataset.load_obs(split, i, bands)
     channels = [dataset.channel(b) for b in obs]
     t0 = time.perf_counter()
@@ -93,84 +182,38 @@ def _predict_one(root: str, method: str, settings: dict, split: str, bands: list
     return seconds
 
 
-_LOADED: dict = {}
-
-
-def _is_learned(method: str) -> bool:
-    """Learned methods are the ones that can ``load`` a trained model."""
-    return hasattr(get_method(method), "load")
-
-
-def _load(method: str, settings: dict, dataset: CMBDataset):
-    """Build the method once per process (learned methods load their trained weights)."""
-    key = (method, repr(sorted(settings.items())), str(dataset.root))
-    if key not in _LOADED:
-        if _is_learned(method):
-            _build(method, settings)  # validates the settings
-            model = get_method(method).load(_model_dir(dataset.root, method), device=settings.get("device", "auto"))
-        else:
-            model = _build(method, settings)
-        _LOADED.clear()
-        _LOADED[key] = model
-    return _LOADED[key]
-
-
-def separate(
-    root: str | Path,
-    *,
+def predict_split(
+    dataset: CMBDataset,
     method: str,
-    settings: Mapping | None = None,
-    split: str = "Test",
+    settings: Mapping,
+    split: str,
+    indices: Sequence[int],
+    *,
+    model_folder: str | Path | None = None,
     executor: str = "serial",
     workers: int = 1,
     scheduler_address: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Predict the CMB of every simulation of ``split`` with ``method`` (resumable).
-
-    Parameters
-    ----------
-    root : path
-        Dataset root.
-    method : str
-        Registered method name.
-    settings : mapping, optional
-        The method's keyword settings (the same as for :func:`train`).
-    split : str
-        Split to predict.
-    executor, workers, scheduler_address
-        See :func:`cosmobench.core.executor.map_tasks`.
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    dict
-        ``method``, ``split``, ``predicted``, ``skipped``, ``seconds_per_map`` (median over the predicted maps).
-    """
-    dataset = CMBDataset(root)
-    settings = dict(settings or {})
+    """Predict simulations ``indices`` of ``split`` (checked by :func:`check_observed`); see :func:`separate`."""
+    settings = dict(settings)
     model = _build(method, settings)
-    if _is_learned(method) and not _model_dir(dataset.root, method).exists():
-        raise FileNotFoundError(
-            f"method {method!r} is not trained for {root}; run `cosmobench cmb train method={method}` first"
-        )
-    info_path = method_info_path(dataset.root, method)
+    folder = None
+    if _is_learned(method):
+        folder = str(model_folder if model_folder is not None else model_dir(dataset.root, method))
     info = {"method": method, "settings": settings, "output_beam_arcmin": model.output_beam_arcmin}
-    if info_path.is_file() and read_json(info_path) != info:
+    info_path = method_info_path(dataset.root, method, split)
+    if info_path.is_file() and read_json(info_path) != info:  # e.g. nilc_unet's NILC cache, another NILC
         raise ValueError(
-            f"{info_path.parent} holds predictions made with other settings; delete that folder "
-            "to predict again with the new settings"
+            f"{info_path.parent} holds predictions made with other settings of {method!r}; delete that folder "
+            "(or rerun the separate stage with overwrite=true) to predict again with the new settings"
         )
     write_json(info_path, info)
-    indices = dataset.sim_indices(split)
-    if not indices:
-        raise ValueError(f"split {split!r} of {root} has no finished simulations")
     bands = list(getattr(model, "bands", None) or dataset.bands)
-    fn = partial(_predict_one, str(dataset.root), method, settings, split, bands)
+    fn = partial(_predict_one, str(dataset.root), method, settings, split, bands, folder)
     seconds = map_tasks(
         fn,
-        indices,
+        list(indices),
         executor=executor,
         workers=workers,
         scheduler_address=scheduler_address,
@@ -183,6 +226,62 @@ def separate(
         "method": method,
         "split": split,
         "predicted": len(done),
-        "skipped": len(seconds) - len(done),
+        "kept": len(seconds) - len(done),
         "seconds_per_map": float(np.median(done)) if done else 0.0,
+        "output_beam_arcmin": model.output_beam_arcmin,
     }
+
+
+def separate(
+    root: str | Path,
+    *,
+    method: str,
+    settings: Mapping | None = None,
+    split: str = "Test",
+    model_folder: str | Path | None = None,
+    executor: str = "serial",
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Predict the CMB of every simulation of ``split`` with ``method`` (finished predictions are kept).
+
+    Parameters
+    ----------
+    root : path
+        Dataset root.
+    method : str
+        Registered method name.
+    settings : mapping, optional
+        The method's keyword settings (the same as for :func:`train`).
+    split : str
+        Split to predict.
+    model_folder : path, optional
+        A learned method's trained model folder; default :func:`model_dir`.
+    executor, workers, scheduler_address
+        See :func:`cosmobench.core.executor.map_tasks`.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``method``, ``split``, ``predicted``, ``kept`` (predictions already there), ``seconds_per_map`` (median
+        over the predicted maps), ``output_beam_arcmin``.
+    """
+    dataset = CMBDataset(root)
+    model = _build(method, settings)
+    bands = list(getattr(model, "bands", None) or dataset.bands)
+    indices = check_observed(dataset, split, bands, executor=executor, workers=workers)
+    return predict_split(
+        dataset,
+        method,
+        dict(settings or {}),
+        split,
+        indices,
+        model_folder=model_folder,
+        executor=executor,
+        workers=workers,
+        scheduler_address=scheduler_address,
+        progress=progress,
+    )

@@ -24,20 +24,26 @@ from .. import __version__
 from ..core.executor import map_tasks
 from ..core.io import CorruptFileError, check_writable, read_json, sha256, write_healpix, write_json, write_npy
 from ..core.seeds import rng
+from ..core.stage import digest
 from ..sky import sht
 from . import dataset as layout
+from .settings import DEFAULT_SPLIT_FOREGROUNDS, DEFAULT_SPLITS
 
 __all__ = [
     "Observation",
     "simulate_observation",
     "simulate_dataset",
     "dataset_disk_bytes",
+    "plan_dataset",
+    "pending_simulations",
+    "write_dataset",
+    "check_resources",
+    "check_manifest",
+    "DatasetPlan",
     "DEFAULT_SPLITS",
     "DEFAULT_SPLIT_FOREGROUNDS",
 ]
 
-DEFAULT_SPLITS = {"Train": 8, "Valid": 2, "Test": 2}
-DEFAULT_SPLIT_FOREGROUNDS = {"TestOOD": "alt"}  # the out-of-distribution test split, when simulated
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -233,6 +239,7 @@ class _Spec:
     dtype: str
     physics: tuple  # sorted (name, value) pairs for simulate_observation
     foreground_models: tuple = ()  # (split, foreground model) pairs
+    digests: tuple = ()  # (split, settings digest) pairs, recorded in params.json
 
 
 def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
@@ -281,6 +288,7 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
         split=split,
         index=int(i),
         foreground_bands=sim.foreground_bands,
+        settings_digest=dict(spec.digests).get(split),
         files={name: {"sha256": sha256(p), "bytes": p.stat().st_size} for name, p in files.items()},
     )
     write_json(layout.params_path(root, split, i), params)
@@ -296,95 +304,134 @@ def dataset_disk_bytes(nside: int, channels: Sequence, n_sims: int, dtype: str =
     return int(per_sim * n_sims)
 
 
-def _check_completed(root: Path, items: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Items not yet complete; raise :class:`CorruptFileError` for a complete one whose files changed size."""
-    pending = []
-    for split, i in items:
-        ppath = layout.params_path(root, split, i)
-        if not ppath.is_file():
-            pending.append((split, i))
-            continue
-        params = read_json(ppath)
-        for name, info in params.get("files", {}).items():
-            path = ppath.parent / name
-            if not path.is_file() or path.stat().st_size != info["bytes"]:
-                raise CorruptFileError(
-                    f"{path} is missing or has the wrong size for a finished simulation; "
-                    f"delete the folder {ppath.parent} and rerun to regenerate it (other simulations are kept)"
-                )
-    return pending
+def simulation_memory_bytes(nside: int, channels: Sequence, n_components: int) -> int:
+    """Approximate peak memory of simulating one sky, bytes: every map of the sky and the instrument in float64,
+    with room for the harmonic transforms' temporaries (a factor 3)."""
+    nmaps = sum(len(c.fields) for c in channels) + 3 + 3 * max(1, n_components) + 2
+    return int(3 * nmaps * sht.npix(nside) * 8)
 
 
-def simulate_dataset(
+@dataclass(frozen=True)
+class DatasetPlan:
+    """A validated dataset job, built by :func:`plan_dataset` (which writes nothing), written by
+    :func:`write_dataset`.
+
+    Attributes
+    ----------
+    root : str
+    nside : int
+    channels : list of Channel
+    seed : int
+    dtype : str
+    splits : dict of str to int
+    physics : dict
+        Keywords of :func:`simulate_observation` shared by every simulation.
+    split_models : dict
+        Split -> synthetic foreground model.
+    records : dict
+        Split -> the manifest entry of its foreground model.
+    settings : dict
+        What every simulation depends on besides its split and index (recorded in the manifest).
+    digests : dict of str to str
+        Split -> digest of ``settings`` and the split's foreground record, stored in each ``params.json`` and
+        checked, so simulations of other settings (another seed...) can never mix in one split.
+    """
+
+    root: str
+    nside: int
+    channels: list
+    seed: int
+    dtype: str
+    splits: dict
+    physics: dict
+    split_models: dict
+    records: dict
+    settings: dict
+    digests: dict
+
+    @property
+    def items(self) -> list[tuple[str, int]]:
+        """Every simulation of the dataset, (split, index)."""
+        return [(s, i) for s, n in self.splits.items() for i in range(n)]
+
+
+def check_resources(plan: DatasetPlan, pending: Sequence, workers: int = 1, *, force: bool = False) -> int:
+    """Bytes the pending simulations need on disk; refuse (unless ``force``) a job larger than the free disk or
+    one whose working set (one sky per worker) exceeds the available memory.
+
+    Raises
+    ------
+    ValueError
+        Naming both sizes and the ways out (lower nside or fewer simulations, another ``out_dir``, fewer
+        workers, ``force=true``).
+    """
+    import shutil
+
+    import psutil
+
+    need = dataset_disk_bytes(plan.nside, plan.channels, len(pending), plan.dtype)
+    existing = Path(plan.root).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if not force and need > free:
+        raise ValueError(
+            f"the dataset needs about {need / 1e9:.1f} GB ({len(pending)} simulations at nside {plan.nside}) "
+            f"but {existing} has {free / 1e9:.1f} GB free; lower nside or the split sizes, choose another out_dir, "
+            "or pass force=true to start anyway"
+        )
+    memory = simulation_memory_bytes(plan.nside, plan.channels, len(plan.physics["foreground_components"]))
+    memory *= max(1, int(workers))
+    available = psutil.virtual_memory().available
+    if not force and pending and memory > available:
+        raise ValueError(
+            f"simulating at nside {plan.nside} needs about {memory / 1e9:.1f} GB of memory ({workers} worker(s)) "
+            f"but {available / 1e9:.1f} GB are available; lower nside or workers, or pass force=true"
+        )
+    return need
+
+
+def plan_dataset(
     out_dir: str | Path,
     *,
     nside: int = 32,
-    splits: Mapping[str, int] | None = None,
+    splits: Mapping[str, int] = DEFAULT_SPLITS,
     bands: Sequence[str] | None = None,
     channel_table: str | None = None,
     fields: str | None = None,
     seed: int = 0,
     cosmology: Mapping | None = None,
     r: float = 0.0,
-    spectra_method: str = "fast",
+    spectra_method: str = "camb",
     cache_dir: str | None = None,
     foreground_backend: str = "synthetic",
     foreground_components: Sequence[str] = ("dust", "synchrotron", "freefree", "ame"),
     pysm_presets: Sequence[str] = (),
     freeze_foregrounds: bool = False,
     foreground_model: str | Mapping | None = "default",
-    split_foregrounds: Mapping[str, str | Mapping] | None = None,
+    split_foregrounds: Mapping[str, str | Mapping] = DEFAULT_SPLIT_FOREGROUNDS,
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
-    executor: str = "serial",
-    workers: int = 1,
-    scheduler_address: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Write a dataset of simulations (resumable; finished simulations are skipped).
+) -> DatasetPlan:
+    """Validate every setting of a dataset; reads and writes nothing.
 
-    Parameters
-    ----------
-    out_dir : path
-        Dataset root (created if missing).
-    nside : int
-        HEALPix resolution.
-    splits : mapping of str to int
-        Simulations per split, e.g. ``{"Train": 1000, "Valid": 250, "Test": 200}``.
-    bands, channel_table, fields
-        Channels: a subset of the bands of ``channel_table`` (the packaged 9-channel table by default),
-        and optionally the Stokes fields of every channel (``"I"`` or ``"IQU"``).
-    seed : int
-        Dataset seed; simulation ``i`` of split ``s`` draws from streams ``(seed, s, i, component)``.
-    cosmology, r, spectra_method, cache_dir, foreground_backend, foreground_components, pysm_presets,
-    freeze_foregrounds, fg_iter, noise
-        Physics settings, see :func:`simulate_observation`.
-    foreground_model : str or mapping
-        Synthetic foreground model of every split (see :func:`simulate_observation`).
-    split_foregrounds : mapping of str to (str or mapping), optional
-        Per-split model overriding ``foreground_model``; default :data:`DEFAULT_SPLIT_FOREGROUNDS`
-        (``{"TestOOD": "alt"}``: a split named TestOOD is out of distribution), ``{}`` for none. Entries for
-        splits not in ``splits`` are ignored. The manifest records the model of every split
-        (``split_foregrounds``); a split cannot change model on rerun.
-    dtype : {"float32", "float64"}
-        Stored precision of the maps.
-    executor, workers, scheduler_address
-        How to run the simulations, see :func:`cosmobench.core.executor.map_tasks`.
-    progress : bool
-        Show a progress bar.
+    Parameters are those of :func:`simulate_dataset`.
 
-    Returns
-    -------
-    dict
-        ``root``, ``simulated``, ``skipped``, ``seconds``, ``disk_bytes`` and median ``timings`` per part.
+    Raises
+    ------
+    ValueError
+        A setting out of range, naming it and the fix.
     """
-    from ..sky.foregrounds import FOREGROUND_BACKENDS
+    from ..sky.cosmology import Cosmology
+    from ..sky.foregrounds import FOREGROUND_BACKENDS, SYNTHETIC_COMPONENTS
     from ..sky.instrument import load_channels
 
     nside = sht.check_nside(nside)
-    splits = dict(DEFAULT_SPLITS if splits is None else splits)
+    splits = dict(splits)
     for name, n in splits.items():
+        if not str(name).isidentifier():
+            raise ValueError(f"split name {name!r} must be a plain name (letters, digits, _), e.g. Test")
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
             raise ValueError(f"split {name!r} must have a non-negative integer count of simulations, got {n!r}")
     if dtype not in _DTYPES:
@@ -395,24 +442,26 @@ def simulate_dataset(
         )
     if spectra_method not in ("fast", "camb"):
         raise ValueError(f"spectra_method must be 'fast' or 'camb', got {spectra_method!r}")
-    overrides = dict(DEFAULT_SPLIT_FOREGROUNDS if split_foregrounds is None else split_foregrounds)
+    if not (np.isfinite(r) and 0 <= r <= 1):
+        raise ValueError(f"r (the tensor-to-scalar ratio) must be in [0, 1], got {r}; fix simulate.r")
+    unknown = sorted(set(foreground_components) - set(SYNTHETIC_COMPONENTS))
+    if foreground_backend == "synthetic" and unknown:
+        raise ValueError(f"unknown foreground components {unknown}; expected some of {list(SYNTHETIC_COMPONENTS)}")
+    overrides = dict(split_foregrounds)
     split_models = {s: overrides.get(s, foreground_model) for s in splits}
     try:
         records = {s: _model_record(foreground_backend, m) for s, m in split_models.items()}
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise ValueError(f"{err} (splits and their models: {split_models}; see split_foregrounds)") from None
     channels = load_channels(channel_table, bands=bands, fields=fields)
     if foreground_backend == "pysm3":
         from ..sky.pysm_backend import check_pysm_templates
 
+        if not pysm_presets:
+            raise ValueError("the pysm3 backend needs pysm_presets, e.g. simulate.pysm_presets=[d1,s1,f1,a1]")
         check_pysm_templates(list(pysm_presets), nside)
     if cosmology is not None:
-        from ..sky.cosmology import Cosmology
-
         Cosmology(**dict(cosmology))  # unknown keys fail here, before any work
-    root = Path(out_dir)
-    check_writable(root)
-
     physics = {
         "cosmology": dict(cosmology) if cosmology is not None else None,
         "r": float(r),
@@ -432,30 +481,57 @@ def simulate_dataset(
         "channels": [asdict(c) for c in channels],
         **{k: v for k, v in physics.items() if k != "cache_dir"},
     }
-    manifest = _open_manifest(root, settings, splits, records)
+    digests = {s: digest({**settings, "foregrounds": records[s]}) for s in splits}
+    return DatasetPlan(
+        root=str(out_dir),
+        nside=nside,
+        channels=channels,
+        seed=int(seed),
+        dtype=dtype,
+        splits=splits,
+        physics=physics,
+        split_models=split_models,
+        records=records,
+        settings=settings,
+        digests=digests,
+    )
 
-    items = [(s, i) for s, n in splits.items() for i in range(n)]
-    pending = _check_completed(root, items)
-    need = dataset_disk_bytes(nside, channels, len(pending), dtype)
+
+def write_dataset(
+    plan: DatasetPlan,
+    pending: Sequence[tuple[str, int]],
+    *,
+    executor: str = "serial",
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Write the ``pending`` simulations of ``plan`` (:func:`pending_simulations`), then the manifest; returns the
+    summary of :func:`simulate_dataset`."""
+    root = Path(plan.root)
+    check_writable(root)
+    items = plan.items
+    need = dataset_disk_bytes(plan.nside, plan.channels, len(pending), plan.dtype)
     if progress:
         print(
-            f"cosmobench: {len(items)} simulations at nside {nside} ({len(items) - len(pending)} already done); "
-            f"about {need / 1e9:.2f} GB to write under {root}",
+            f"cosmobench: {len(items)} simulations at nside {plan.nside} ({len(items) - len(pending)} already "
+            f"done); about {need / 1e9:.2f} GB to write under {root}",
             file=sys.stderr,
         )
     spec = _Spec(
         root=str(root),
-        nside=nside,
-        channels=tuple(asdict(c) for c in channels),
-        seed=int(seed),
-        dtype=dtype,
-        physics=tuple(sorted(physics.items())),
-        foreground_models=tuple(split_models.items()),
+        nside=plan.nside,
+        channels=tuple(asdict(c) for c in plan.channels),
+        seed=plan.seed,
+        dtype=plan.dtype,
+        physics=tuple(sorted(plan.physics.items())),
+        foreground_models=tuple(plan.split_models.items()),
+        digests=tuple(plan.digests.items()),
     )
     t0 = time.perf_counter()
     timings = map_tasks(
         partial(_write_simulation, spec),
-        pending,
+        list(pending),
         executor=executor,
         workers=workers,
         scheduler_address=scheduler_address,
@@ -464,7 +540,7 @@ def simulate_dataset(
         progress=progress,
     )
     seconds = time.perf_counter() - t0
-
+    manifest = _manifest(root, plan.settings, plan.splits, plan.records)
     manifest["checksums"] = {f"{s}/sim{i:04d}": read_json(layout.params_path(root, s, i))["files"] for s, i in items}
     write_json(layout.manifest_path(root), manifest)
     done = [t for t in timings if t]
@@ -472,47 +548,196 @@ def simulate_dataset(
     return {
         "root": str(root),
         "simulated": len(done),
-        "skipped": len(items) - len(done),
+        "kept": len(items) - len(done),
         "seconds": seconds,
         "disk_bytes": sum(p.stat().st_size for p in layout.sims_root(root).rglob("*") if p.is_file()),
         "timings": {k: float(np.median([t.get(k, 0.0) for t in done])) for k in parts} if done else {},
     }
 
 
-def _open_manifest(root: Path, settings: dict, splits: dict, foregrounds: dict) -> dict:
-    """Create the manifest, or check that an existing one was made with the same settings.
+def simulate_dataset(
+    out_dir: str | Path,
+    *,
+    nside: int = 32,
+    splits: Mapping[str, int] = DEFAULT_SPLITS,
+    bands: Sequence[str] | None = None,
+    channel_table: str | None = None,
+    fields: str | None = None,
+    seed: int = 0,
+    cosmology: Mapping | None = None,
+    r: float = 0.0,
+    spectra_method: str = "camb",
+    cache_dir: str | None = None,
+    foreground_backend: str = "synthetic",
+    foreground_components: Sequence[str] = ("dust", "synchrotron", "freefree", "ame"),
+    pysm_presets: Sequence[str] = (),
+    freeze_foregrounds: bool = False,
+    foreground_model: str | Mapping | None = "default",
+    split_foregrounds: Mapping[str, str | Mapping] = DEFAULT_SPLIT_FOREGROUNDS,
+    fg_iter: int = 0,
+    noise: bool = True,
+    dtype: str = "float32",
+    executor: str = "serial",
+    workers: int = 1,
+    scheduler_address: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write a dataset of simulations (resumable; finished simulations are verified and skipped).
 
-    ``foregrounds`` maps each split to its foreground-model record; a split already in the manifest must keep
-    its record (a manifest written before per-split models existed counts as "default" for all its splits).
+    The library function (:func:`plan_dataset`, :func:`check_resources`, :func:`write_dataset`);
+    ``cosmobench cmb simulate`` (:func:`cosmobench.cmb.stages.simulate`) adds the stage record. A simulation
+    depends only on (settings, seed, split, index), and every ``params.json`` carries the digest of the
+    settings, so a split can grow and an interrupted run resumes, but simulations of other settings never mix.
+
+    Parameters
+    ----------
+    out_dir : path
+        Dataset root (created if missing).
+    nside : int
+        HEALPix resolution.
+    splits : mapping of str to int
+        Simulations per split, e.g. ``{"Train": 1000, "Valid": 250, "Test": 200}``.
+    bands, channel_table, fields
+        Channels: a subset of the bands of ``channel_table`` (the packaged 9-channel table by default),
+        and optionally the Stokes fields of every channel (``"I"`` or ``"IQU"``).
+    seed : int
+        Dataset seed; simulation ``i`` of split ``s`` draws from streams ``(seed, s, i, component)``.
+    cosmology, r, spectra_method, cache_dir, foreground_backend, foreground_components, pysm_presets,
+    freeze_foregrounds, fg_iter, noise
+        Physics settings, see :func:`simulate_observation` (``r`` in [0, 1]; ``spectra_method="camb"``, direct
+        CAMB, is the cheaper below ~100 simulations, ``"fast"`` builds the emulator once).
+    foreground_model : str or mapping
+        Synthetic foreground model of every split (see :func:`simulate_observation`).
+    split_foregrounds : mapping of str to (str or mapping)
+        Per-split model overriding ``foreground_model``; default ``{"TestOOD": "alt"}`` (a split named TestOOD
+        is out of distribution), ``{}`` for none. Entries for splits not in ``splits`` are ignored. The manifest
+        records the model of every split (``split_foregrounds``); a split cannot change model on rerun.
+    dtype : {"float32", "float64"}
+        Stored precision of the maps.
+    executor, workers, scheduler_address
+        How to run the simulations, see :func:`cosmobench.core.executor.map_tasks`.
+    force : bool
+        Start even when the job looks larger than the free disk or the memory.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``root``, ``simulated``, ``kept`` (already there), ``seconds``, ``disk_bytes`` and median ``timings`` per part.
     """
+    plan = plan_dataset(
+        out_dir,
+        nside=nside,
+        splits=splits,
+        bands=bands,
+        channel_table=channel_table,
+        fields=fields,
+        seed=seed,
+        cosmology=cosmology,
+        r=r,
+        spectra_method=spectra_method,
+        cache_dir=cache_dir,
+        foreground_backend=foreground_backend,
+        foreground_components=foreground_components,
+        pysm_presets=pysm_presets,
+        freeze_foregrounds=freeze_foregrounds,
+        foreground_model=foreground_model,
+        split_foregrounds=split_foregrounds,
+        fg_iter=fg_iter,
+        noise=noise,
+        dtype=dtype,
+    )
+    check_manifest(Path(out_dir), plan)
+    pending = pending_simulations(plan)
+    check_resources(plan, pending, workers if executor != "serial" else 1, force=force)
+    return write_dataset(
+        plan, pending, executor=executor, workers=workers, scheduler_address=scheduler_address, progress=progress
+    )
+
+
+def pending_simulations(plan: DatasetPlan) -> list[tuple[str, int]]:
+    """Simulations of ``plan`` not yet written; refuse a finished one made with other settings or whose files
+    changed (each file is checked against the SHA-256 recorded in its ``params.json``).
+
+    Raises
+    ------
+    ValueError
+        A finished simulation records another seed or settings digest (its folder and both seeds are named).
+    CorruptFileError
+        A file of a finished simulation is missing or its size or SHA-256 differs from ``params.json``.
+    """
+    pending = []
+    seed = plan.seed
+    for split, i in plan.items:
+        ppath = layout.params_path(plan.root, split, i)
+        if not ppath.is_file():
+            pending.append((split, i))
+            continue
+        params = read_json(ppath)
+        if params.get("seed") != seed or params.get("settings_digest") != plan.digests[split]:
+            what = f"seed {params.get('seed')}, not {seed}" if params.get("seed") != seed else "other physics"
+            raise ValueError(
+                f"{ppath.parent} was simulated with other settings ({what}): simulations of different settings "
+                "cannot share a dataset. Use another out_dir, or overwrite=true to delete the dataset and "
+                "simulate it again"
+            )
+        for name, info in params.get("files", {}).items():
+            path = ppath.parent / name
+            if not path.is_file() or path.stat().st_size != info["bytes"] or sha256(path) != info["sha256"]:
+                raise CorruptFileError(
+                    f"{path} is missing or differs from the checksum recorded in {ppath.name} for a finished "
+                    f"simulation; delete the folder {ppath.parent} and rerun to regenerate it (other simulations "
+                    "are kept)"
+                )
+    return pending
+
+
+def check_manifest(root: Path, plan: DatasetPlan) -> None:
+    """Refuse a dataset folder whose manifest records other settings, or another foreground model of a split."""
+    path = layout.manifest_path(root)
+    if not path.is_file():
+        return
+    old = read_json(path)
+    settings = plan.settings
+    differ = sorted(
+        k for k in set(settings) | set(old.get("settings", {})) if old.get("settings", {}).get(k) != settings.get(k)
+    )
+    if differ:
+        raise ValueError(
+            f"{root} already holds a dataset made with different settings ({', '.join(differ)}); "
+            "use another out_dir, or delete the folder to regenerate it"
+        )
+    old_fg = _old_foregrounds(old, settings)
+    changed = sorted(s for s in plan.records if s in old_fg and old_fg[s] != plan.records[s])
+    if changed:
+        models = ", ".join(f"{s}: {old_fg[s]['model']} -> {plan.records[s]['model']}" for s in changed)
+        raise ValueError(
+            f"{root} already holds splits {changed} made with other foreground models ({models}); "
+            "use another out_dir or split name, or delete the folder to regenerate it"
+        )
+
+
+def _old_foregrounds(old: dict, settings: dict) -> dict:
+    """Split -> foreground record of an existing manifest (one from before per-split models counts as default)."""
+    legacy = _model_record(settings["foreground_backend"], None)
+    return {s: old.get("split_foregrounds", {}).get(s, legacy) for s in old.get("splits", {})}
+
+
+def _manifest(root: Path, settings: dict, splits: dict, foregrounds: dict) -> dict:
+    """The manifest of the dataset: the splits and foreground models of an earlier manifest, grown by these."""
     import platform
 
     path = layout.manifest_path(root)
     foregrounds = dict(foregrounds)
     if path.is_file():
         old = read_json(path)
-        differ = sorted(
-            k for k in set(settings) | set(old.get("settings", {})) if old.get("settings", {}).get(k) != settings.get(k)
-        )
-        if differ:
-            raise ValueError(
-                f"{root} already holds a dataset made with different settings ({', '.join(differ)}); "
-                "use another out_dir, or delete the folder to regenerate it"
-            )
-        legacy = _model_record(settings["foreground_backend"], None)
-        old_fg = {s: old.get("split_foregrounds", {}).get(s, legacy) for s in old.get("splits", {})}
-        changed = sorted(s for s in foregrounds if s in old_fg and old_fg[s] != foregrounds[s])
-        if changed:
-            models = ", ".join(f"{s}: {old_fg[s]['model']} -> {foregrounds[s]['model']}" for s in changed)
-            raise ValueError(
-                f"{root} already holds splits {changed} made with other foreground models ({models}); "
-                "use another out_dir or split name, or delete the folder to regenerate it"
-            )
-        foregrounds = {**old_fg, **foregrounds}
+        foregrounds = {**_old_foregrounds(old, settings), **foregrounds}
         merged = dict(old.get("splits", {}))
         merged.update({s: max(n, merged.get(s, 0)) for s, n in splits.items()})
         splits = merged
-    manifest = {
+    return {
         "format": "cosmobench-cmb-dataset/1",
         "nside": settings["nside"],
         "channels": settings["channels"],
@@ -522,8 +747,6 @@ def _open_manifest(root: Path, settings: dict, splits: dict, foregrounds: dict) 
         "versions": _versions(),
         "python": platform.python_version(),
     }
-    write_json(path, manifest)
-    return manifest
 
 
 def _versions() -> dict[str, str]:

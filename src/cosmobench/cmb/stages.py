@@ -1,0 +1,412 @@
+"""Stages of ``cosmobench cmb <stage>``: simulate, train, separate, evaluate, compare, run.
+
+Each stage turns its settings (:mod:`cosmobench.cmb.settings`, the sections of ``conf/cmb.yaml``) into library
+calls under the stage contract of :mod:`cosmobench.core.stage`: validate everything, check the record, work,
+record the outputs. Layout of ``out_dir`` (the dataset root) and the record of each stage::
+
+    stage.json, manifest.json, Simulations/   simulate: the dataset (record: <root>/stage.json)
+    <method>/model/                           train: model.pt, training.json, checkpoints (record beside them)
+    <method>/<split>/                         separate: simNNNN/cmb_pred.fits, method.json (record beside them)
+    results/<split>/                          evaluate: summary.json, metrics, spectra (record beside them)
+    report/                                   compare: leaderboard, figures, report.md (record beside them)
+
+The inputs each stage records: ``train`` the identities of its training and validation splits; ``separate``
+the identity of its split and, for a learned method, of the finished training; ``evaluate`` those of the
+split and of every method's predictions; ``compare`` those of every evaluated split. So a retrained model
+makes its predictions, their scores and the report refuse to be reused (``overwrite=true`` redoes them).
+A split's identity is the digest of the dataset's settings and of the checksums of that split's files
+(for a CMB-ML dataset, which has no record: of the names, sizes and modification times of its files).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..core.runtime import apply_threads, resolve_device
+from ..core.settings import as_dict, build
+from ..core.stage import RUNTIME_KEYS, Stage, digest, identity, require
+from . import dataset as layout
+from .methods import get_method, is_learned, method_defaults
+from .settings import (
+    CompareSettings,
+    EvaluateSettings,
+    RunSettings,
+    SeparateSettings,
+    SimulateSettings,
+    TrainSettings,
+)
+
+__all__ = ["simulate", "train", "separate", "evaluate", "compare", "run"]
+
+# method settings that change how a method runs, not what it computes (not compared between runs)
+_METHOD_RUNTIME = RUNTIME_KEYS | {"cache_dir", "tensorboard"}
+
+
+def _command(stage: str, out_dir: str, *extra: str) -> str:
+    return " ".join(["cosmobench cmb", stage, *extra, f"out_dir={out_dir}"])
+
+
+def _recorded(settings, *drop: str) -> dict:
+    """The settings a stage records and compares: without ``out_dir`` (the record lives there) and ``drop``."""
+    return {k: v for k, v in as_dict(settings).items() if k not in ("out_dir", *drop)}
+
+
+def _dataset(out_dir: str, split: str | None = None):
+    """The dataset at ``out_dir``; refuse an unknown split (listing those it has) or an empty one."""
+    from .dataset import CMBDataset
+
+    ds = CMBDataset(out_dir)
+    if split is not None and ds.splits.get(split, 0) == 0:
+        raise ValueError(
+            f"the dataset {out_dir} has no simulation in split {split!r} (it has {ds.splits}); simulate it, e.g. "
+            f"`cosmobench cmb simulate out_dir={out_dir} 'simulate.splits={{{split}: 4}}'` into a new out_dir, "
+            "or choose a split it holds"
+        )
+    return ds
+
+
+def _split_identity(ds, split: str) -> str:
+    """Identity of one split of the dataset: its simulate record's settings and that split's file checksums."""
+    root = str(ds.root)
+    if (Path(root) / "stage.json").is_file() or layout.manifest_path(root).is_file():
+        record = require(root, "cmb.simulate", _command("simulate", root), what="the dataset")
+        prefix = f"{layout.sims_root(root).name}/{split}/"
+        outputs = {k: v for k, v in record.get("outputs", {}).items() if k.startswith(prefix)}
+        return digest({"settings": record["settings"], "outputs": outputs})
+    files = sorted(p for p in (layout.sims_root(root) / split).rglob("*") if p.is_file())
+    return digest([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def _method_settings(method: str, settings: Mapping | None, *, device: str, progress: bool) -> dict:
+    """The settings of ``method`` (its defaults when None) with the stage's device and progress; validated."""
+    from .separate import _build
+
+    get_method(method)  # an unknown method is refused here, listing the registered ones
+    values = dict(method_defaults(method) if settings is None else settings)
+    defaults = method_defaults(method)
+    values.update({k: v for k, v in (("device", device), ("progress", progress)) if k in defaults})
+    _build(method, values)
+    return values
+
+
+def _method_record(method: str, values: Mapping) -> dict:
+    return {"method": method, "settings": {k: v for k, v in values.items() if k not in _METHOD_RUNTIME}}
+
+
+def _require_model(out_dir: str, method: str) -> dict:
+    from .separate import model_dir
+
+    return require(
+        model_dir(out_dir, method),
+        "cmb.train",
+        _command("train", out_dir, f"method={method}"),
+        what=f"the trained {method} model",
+    )
+
+
+def _say(message: str) -> None:
+    print(f"cosmobench: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+def simulate(**settings) -> dict:
+    """Simulate the multi-frequency dataset (validated first: physics, splits, disk and memory).
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.SimulateSettings`.
+
+    Returns
+    -------
+    dict
+        Root, simulations written, seconds, bytes on disk, median timings per part; ``skipped`` when done.
+    """
+    from .simulate import check_resources, pending_simulations, plan_dataset, write_dataset
+
+    s = build(SimulateSettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    plan = plan_dataset(s.out_dir, **{k: v for k, v in as_dict(s).items() if k in plan_dataset.__kwdefaults__})
+    root = Path(s.out_dir)
+    owned = [root / "Simulations", layout.manifest_path(root)]
+    stage = Stage(root, "cmb.simulate", _recorded(s, "cache_dir"), owned=owned, command=_command("simulate", s.out_dir))
+    action = stage.check(overwrite=s.overwrite)  # other settings are refused here, naming the keys
+    pending = plan.items if action == "redo" else [] if action == "skip" else pending_simulations(plan)
+    check_resources(plan, pending, s.workers if s.executor != "serial" else 1, force=s.force)
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    out = write_dataset(
+        plan,
+        pending,
+        executor=s.executor,
+        workers=s.workers,
+        scheduler_address=s.scheduler_address,
+        progress=s.progress,
+    )
+    return stage.finish(out, outputs=owned)
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train(**settings) -> dict:
+    """Train a learned method on the dataset (classical methods have nothing to train).
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.TrainSettings`.
+
+    Returns
+    -------
+    dict
+        Training facts (epochs, seconds, maps/s, losses) and the model path; ``skipped`` when already trained.
+    """
+    from . import separate as library
+
+    s = build(TrainSettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    resolve_device(s.device)  # an unavailable device is refused before any work
+    values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
+    if not is_learned(s.method):
+        return {"method": s.method, "trained": False, "note": f"{s.method} is a classical method: nothing to train"}
+    ds = _dataset(s.out_dir, s.train_split)
+    inputs = {"train": _split_identity(ds, s.train_split)}
+    if s.val_split is not None:
+        if s.val_split not in ds.splits:
+            raise ValueError(
+                f"the dataset {s.out_dir} has no split {s.val_split!r} (it has {ds.splits}); choose another "
+                "train.val_split, or train.val_split=null to train without validation"
+            )
+        inputs["valid"] = _split_identity(ds, s.val_split)
+    folder = library.model_dir(s.out_dir, s.method)
+    recorded = {**_method_record(s.method, values), "train_split": s.train_split, "val_split": s.val_split}
+    stage = Stage(folder, "cmb.train", recorded, inputs, command=_command("train", s.out_dir, f"method={s.method}"))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    facts = library.train(s.out_dir, method=s.method, settings=values, train_split=s.train_split, val_split=s.val_split)
+    facts["model"] = str(folder / "model.pt")
+    return stage.finish(facts, outputs=[folder / "model.pt"])  # the identity of the model: its bytes
+
+
+# --------------------------------------------------------------------------------------------- separate
+def separate(**settings) -> dict:
+    """Predict the CMB of every simulation of a split with one method (observed maps checked first).
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.SeparateSettings`.
+
+    Returns
+    -------
+    dict
+        Method, split, maps predicted, seconds per map, output beam; ``skipped`` when already done.
+    """
+    from . import separate as library
+
+    s = build(SeparateSettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    resolve_device(s.device)  # an unavailable device is refused before any work
+    values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
+    ds = _dataset(s.out_dir, s.split)
+    inputs = {"data": _split_identity(ds, s.split)}
+    if is_learned(s.method):
+        inputs["model"] = identity(_require_model(s.out_dir, s.method))
+    model = library._build(s.method, values)
+    bands = list(getattr(model, "bands", None) or ds.bands)
+    indices = library.check_observed(
+        ds, s.split, bands, executor=s.executor, workers=s.workers, scheduler_address=s.scheduler_address
+    )
+    folder = Path(s.out_dir) / s.method / s.split
+    stage = Stage(
+        folder,
+        "cmb.separate",
+        {**_method_record(s.method, values), "split": s.split},
+        inputs,
+        command=_command("separate", s.out_dir, f"method={s.method}", f"separate.split={s.split}"),
+    )
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    out = library.predict_split(
+        ds,
+        s.method,
+        values,
+        s.split,
+        indices,
+        executor=s.executor,
+        workers=s.workers,
+        scheduler_address=s.scheduler_address,
+        progress=s.progress,
+    )
+    return stage.finish(out, outputs=[folder])
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+def evaluate(**settings) -> dict:
+    """Score every method's predictions of a split with the fixed protocol (predictions checked first).
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.EvaluateSettings`.
+
+    Returns
+    -------
+    dict
+        The content of ``summary.json`` (settings; per method and beam, the statistics of every metric).
+    """
+    from . import evaluate as library
+
+    s = build(EvaluateSettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    ds = _dataset(s.out_dir, s.split)
+    inputs = {"data": _split_identity(ds, s.split)}
+    for m in s.methods:
+        record = require(
+            Path(s.out_dir) / m / s.split,
+            "cmb.separate",
+            _command("separate", s.out_dir, f"method={m}", f"separate.split={s.split}"),
+            what=f"the {m} predictions of {s.split}",
+        )
+        inputs[f"predictions {m}"] = identity(record)
+    library.check_inputs(ds, s.methods, s.split, s.beams, s.lmax, s.fsky, s.mask_path)
+    folder = Path(s.out_dir) / "results" / s.split
+    stage = Stage(
+        folder,
+        "cmb.evaluate",
+        _recorded(s),
+        inputs,
+        command=_command("evaluate", s.out_dir, f"evaluate.split={s.split}"),
+    )
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    summary = library.evaluate(
+        s.out_dir,
+        methods=s.methods,
+        split=s.split,
+        beams=s.beams,
+        fsky=s.fsky,
+        mask_path=s.mask_path,
+        mask_smooth_deg=s.mask_smooth_deg,
+        lmax=s.lmax,
+        nbins=s.nbins,
+        apod_deg=s.apod_deg,
+        ell_split=s.ell_split,
+        lat_cut_deg=s.lat_cut_deg,
+        out_dir=folder,
+        executor=s.executor,
+        workers=s.workers,
+        progress=s.progress,
+    )
+    return stage.finish(summary, outputs=[folder])
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def compare(**settings) -> dict:
+    """Write the leaderboard, figures and report of every evaluated split.
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.CompareSettings`.
+
+    Returns
+    -------
+    dict
+        The report's path and the evaluated splits; ``skipped`` when already written from the same results.
+    """
+    from ..core.io import read_json
+    from . import compare as library
+
+    s = build(CompareSettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    results = Path(s.out_dir) / "results"
+    folders = library.find_results(results)
+    inputs = {}
+    for split, folder in folders.items():
+        record = require(folder, "cmb.evaluate", _command("evaluate", s.out_dir, f"evaluate.split={split}"))
+        inputs[f"results {split}"] = identity(record)
+    library.check_map_beams({k: read_json(f / "summary.json") for k, f in folders.items()}, s.map_beams)
+    folder = Path(s.out_dir) / "report"
+    stage = Stage(folder, "cmb.compare", _recorded(s), inputs, command=_command("compare", s.out_dir))
+    if (done := stage.start(overwrite=s.overwrite)) is not None:
+        return done
+    report = library.compare(results, report_dir=folder, map_beams=s.map_beams)
+    return stage.finish({"report": str(report), "splits": list(folders)}, outputs=[folder])
+
+
+# -------------------------------------------------------------------------------------------------- run
+def run(config: Mapping) -> dict:
+    """The whole benchmark: simulate, train and separate every method on every split, evaluate, compare.
+
+    Every split of ``run.splits`` that the dataset holds (default Test and TestOOD, whose foregrounds come from
+    another model than the training foregrounds) is separated and evaluated; splits with no simulation are
+    skipped with a message. Each stage follows the stage contract, so a rerun skips finished work.
+
+    Parameters
+    ----------
+    config : mapping
+        The resolved configuration (sections ``simulate``, ``methods``, ``train``, ``separate``, ``evaluate``,
+        ``compare``, ``run``).
+
+    Returns
+    -------
+    dict
+        The report's path, seconds per step, training facts per learned method (the leaderboard is printed to
+        standard error).
+    """
+    from .compare import leaderboard_markdown, ood_markdown
+
+    missing = [k for k in ("simulate", "methods", "train", "separate", "evaluate", "compare", "run") if k not in config]
+    if missing:
+        raise ValueError(f"the configuration lacks the sections {missing}")
+    r = build(RunSettings, config["run"])
+    for name in r.methods:
+        get_method(name)  # unknown methods are refused before any work, listing the registry
+    steps: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _say("simulating the dataset")
+    root = simulate(**config["simulate"])["root"]
+    steps["simulate"] = time.perf_counter() - t0
+    simulated = {k: n for k, n in _dataset(root).splits.items() if n > 0}
+    splits = [k for k in r.splits if k in simulated]
+    if not splits:
+        raise ValueError(f"run.splits {list(r.splits)} names no simulated split; the dataset holds {simulated}")
+    if len(splits) < len(r.splits):
+        _say(f"run.splits {sorted(set(r.splits) - set(splits))} have no simulations in the dataset; skipped")
+    trained = {}
+    for name in r.methods:
+        t = time.perf_counter()
+        settings = config["methods"].get(name)
+        _say(f"method {name}")
+        facts = train(**{**config["train"], "method": name, "settings": settings})
+        if facts.get("epochs"):
+            trained[name] = facts
+        for split in splits:
+            separate(**{**config["separate"], "method": name, "settings": settings, "split": split})
+        steps[name] = time.perf_counter() - t
+    t = time.perf_counter()
+    summaries = {}
+    for split in splits:
+        _say(f"evaluating {split}")
+        summaries[split] = evaluate(**{**config["evaluate"], "methods": list(r.methods), "split": split})
+    steps["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report = compare(**config["compare"])["report"]
+    steps["compare"] = time.perf_counter() - t
+    steps["total"] = time.perf_counter() - t0
+    table = leaderboard_markdown(summaries[splits[0]]).split("\n\n")[0]
+    _say(f"leaderboard ({splits[0]} split):\n\n{table}\n")
+    if len(splits) > 1:
+        _say(f"in-distribution vs out-of-distribution foregrounds:\n\n{ood_markdown(summaries)}")
+    _say(f"report: {report}")
+    return {
+        "report": report,
+        "seconds": {k: round(v, 1) for k, v in steps.items()},
+        "trained": {
+            name: {k: facts[k] for k in ("epochs", "seconds", "train_maps_per_s") if k in facts}
+            for name, facts in trained.items()
+        },
+    }

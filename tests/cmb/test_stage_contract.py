@@ -1,0 +1,173 @@
+"""The stage contract on every CMB stage: same settings -> skipped; changed -> refused before work, naming the
+key; ``overwrite=true`` -> redone; an unfinished training -> its consumers refuse; settings written once."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from cosmobench.cli import load_config, run_stage
+from cosmobench.cmb import evaluate as evaluate_lib
+from cosmobench.cmb import separate as separate_lib
+from cosmobench.cmb import simulate as simulate_lib
+from cosmobench.cmb.methods import METHODS, method_defaults
+from cosmobench.cmb.settings import SECTIONS, EvaluateSettings, SeparateSettings, SimulateSettings, TrainSettings
+from cosmobench.core.io import read_json, write_json
+from cosmobench.core.settings import defaults
+from cosmobench.core.stage import StageConflict, StageNotFinished
+
+from .conftest import TINY
+
+# stage, the folder of its record, a changed setting and the key the refusal must name
+STAGES = [
+    ("train", "cmbnncs/model", ["method=cmbnncs", "methods.cmbnncs.lr=0.01"], "settings.lr: 0.002 -> 0.01"),
+    ("separate", "hilc/Test", ["method=hilc", "methods.hilc.delta_ell=20"], "settings.delta_ell: 50 -> 20"),
+    ("evaluate", "results/Test", ["evaluate.nbins=3"], "nbins: 4 -> 3"),
+    ("compare", "report", ["compare.map_beams=[60.0]"], "map_beams: [] -> [60.0]"),
+]
+
+
+def _run(stage: str, root, *args: str):
+    return run_stage("cmb", stage, [*TINY, *args, f"out_dir={root}"])
+
+
+@pytest.mark.parametrize("stage,folder,changed,key", STAGES, ids=[s[0] for s in STAGES])
+def test_rerun_skips_changed_is_refused_overwrite_redoes(stage, folder, changed, key, tiny_copy, snapshot):
+    base = [a for a in changed[:1] if a.startswith("method=")]
+    before = snapshot(tiny_copy)
+    assert _run(stage, tiny_copy, *base)["skipped"] is True
+    assert snapshot(tiny_copy) == before
+    with pytest.raises(StageConflict, match="overwrite=true") as refused:
+        _run(stage, tiny_copy, *changed)
+    assert key in str(refused.value)
+    assert snapshot(tiny_copy) == before  # refused before any work or write
+    redone = _run(stage, tiny_copy, *changed, "overwrite=true")
+    assert redone["skipped"] is False
+    record = read_json(tiny_copy / folder / "stage.json")
+    assert record["status"] == "finished" and record["stage"] == f"cmb.{stage}"
+    assert _run(stage, tiny_copy, *changed)["skipped"] is True
+
+
+def test_simulate_contract_and_validation_before_the_record(tmp_path, snapshot):
+    """Finding 6: a failed validation writes nothing, so the corrected command runs; then skip/refuse/redo."""
+    root = tmp_path / "data"
+    one = ["simulate.splits={Test: 1}"]
+    with pytest.raises(ValueError, match="simulate.r"):
+        _run("simulate", root, *one, "simulate.r=-0.1")
+    assert not root.exists()
+    assert _run("simulate", root, *one, "simulate.r=0.01")["simulated"] == 1
+    params = read_json(root / "Simulations" / "Test" / "sim0000" / "params.json")
+    assert params["seed"] == 0 and len(params["settings_digest"]) == 64  # finding 4: checked on every rerun
+    before = snapshot(root)
+    assert _run("simulate", root, *one, "simulate.r=0.01")["skipped"] is True
+    with pytest.raises(StageConflict, match="noise: true -> false"):
+        _run("simulate", root, *one, "simulate.r=0.01", "simulate.noise=false")
+    assert snapshot(root) == before
+    redone = _run("simulate", root, *one, "simulate.r=0.01", "simulate.noise=false", "overwrite=true")
+    assert redone["skipped"] is False and redone["simulated"] == 1
+    assert snapshot(root) != before
+
+
+def test_killed_training_is_refused_by_its_consumers_and_finished_by_train(tiny_copy):
+    """Finding 1: a `running` training record (a killed run) makes `separate` refuse, naming the command that
+    finishes it; that command resumes it, and the predictions of the same model stay valid."""
+    record = tiny_copy / "cmbnncs" / "model" / "stage.json"
+    data = read_json(record)
+    write_json(record, {**data, "status": "running"})
+    with pytest.raises(StageNotFinished, match="cosmobench cmb train method=cmbnncs"):
+        _run("separate", tiny_copy, "method=cmbnncs", "separate.split=Valid")
+    finished = _run("train", tiny_copy, "method=cmbnncs")
+    assert finished["skipped"] is False and read_json(record)["status"] == "finished"
+    assert read_json(record)["outputs"] == data["outputs"]  # resumed: the same final model
+    assert _run("separate", tiny_copy, "method=cmbnncs")["skipped"] is True
+
+
+def test_retrained_model_invalidates_predictions_scores_and_report(tiny_copy):
+    """Finding 1, second half: outputs derived from a model are refused once the model changed."""
+    retrain = ["method=cmbnncs", "methods.cmbnncs.epochs=2"]
+    assert _run("train", tiny_copy, *retrain, "overwrite=true")["epochs"] == 2
+    with pytest.raises(StageConflict, match="input model"):
+        _run("separate", tiny_copy, *retrain)
+    assert _run("separate", tiny_copy, *retrain, "overwrite=true")["skipped"] is False
+    with pytest.raises(StageConflict, match="input predictions cmbnncs"):
+        _run("evaluate", tiny_copy)
+    assert _run("evaluate", tiny_copy, "overwrite=true")["skipped"] is False
+    with pytest.raises(StageConflict, match="input results Test"):
+        _run("compare", tiny_copy)
+
+
+def test_run_on_a_finished_run_skips_every_stage(tiny_copy, snapshot):
+    before = snapshot(tiny_copy)
+    out = run_stage("cmb", "run", [*TINY, "run.splits=[Test]", f"out_dir={tiny_copy}"])
+    assert out["report"].endswith("report.md") and out["trained"]["cmbnncs"]["epochs"] == 1
+    assert snapshot(tiny_copy) == before
+
+
+def test_classical_methods_have_nothing_to_train(tiny_copy):
+    out = _run("train", tiny_copy, "method=nilc")
+    assert out["trained"] is False and not (tiny_copy / "nilc").exists()
+
+
+# ------------------------------------------------------------------------------------ settings written once
+def test_yaml_sections_are_the_settings_dataclasses():
+    cfg = load_config("cmb")
+    for name, cls in SECTIONS.items():
+        assert set(cfg[name]) == {f.name for f in dataclasses.fields(cls)}, name
+    assert set(cfg["methods"]) == set(METHODS)
+    fixed = {"seed", "nilc", "device", "progress"}  # wired in conf/cmb.yaml or by the stages
+    bare = load_config("cmb", ["preset=tiny"])
+    for name in METHODS:
+        assert set(cfg["methods"][name]) == set(method_defaults(name)), name
+        assert {k: v for k, v in bare["methods"][name].items() if k not in fixed} or name in ("hilc", "nilc")
+    # stage sections that the YAML does not wire hold exactly the dataclass defaults
+    plain = defaults(SimulateSettings)
+    resolved = load_config("cmb", ["preset=bench128"])["simulate"]
+    assert {
+        k: v
+        for k, v in resolved.items()
+        if k not in ("out_dir", "nside", "splits", "spectra_method", "executor", "workers")
+    } == {
+        k: v
+        for k, v in plain.items()
+        if k not in ("out_dir", "nside", "splits", "spectra_method", "executor", "workers")
+    }
+
+
+@pytest.mark.parametrize(
+    "function,cls",
+    [
+        (simulate_lib.simulate_dataset, SimulateSettings),
+        (simulate_lib.plan_dataset, SimulateSettings),
+        (separate_lib.separate, SeparateSettings),
+        (separate_lib.train, TrainSettings),
+        (evaluate_lib.evaluate, EvaluateSettings),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
+def test_library_defaults_equal_the_settings(function, cls):
+    """Finding 9: a notebook calling the library gets the CLI's defaults (e.g. spectra_method="camb")."""
+    fields = defaults(cls)
+    shared = 0
+    for name, p in inspect.signature(function).parameters.items():
+        if name in fields and name != "out_dir" and p.default is not p.empty:
+            value = dict(p.default) if hasattr(p.default, "items") else p.default
+            value = list(value) if isinstance(value, tuple) else value
+            assert value == fields[name], (function.__name__, name)
+            shared += 1
+    assert shared >= 2
+
+
+def test_presets_load_and_tiny_is_tiny():
+    from cosmobench.cli import _presets
+
+    assert _presets("cmb") == ["bench128", "cmbml_512_1450", "default", "tiny"]
+    default, tiny = load_config("cmb"), load_config("cmb", ["preset=tiny"])
+    assert default == load_config("cmb", ["preset=default"])
+    assert default["nside"] == 32 and default["methods"]["cmbnncs"]["epochs"] == 60
+    assert tiny["nside"] == 8 and sum(tiny["simulate"]["splits"].values()) <= 8
+    assert max(tiny["methods"][m]["epochs"] for m in ("cmbnncs", "unet_patch", "nilc_unet")) == 1
+    bench = load_config("cmb", ["preset=bench128"])
+    assert bench["methods"]["cmbnncs"] == default["methods"]["cmbnncs"]  # built on the default preset
+    assert bench["simulate"]["spectra_method"] == "fast" and default["simulate"]["spectra_method"] == "camb"
