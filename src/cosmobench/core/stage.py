@@ -163,6 +163,7 @@ class Stage:
         self.inputs = _plain(dict(inputs or {}))
         self.owned = [Path(p) for p in owned] if owned is not None else [self.folder]
         self.command = command or f"cosmobench {name.replace('.', ' ')}"
+        self._checked: dict[bool, str] = {}  # check() results, so that start() does not hash the outputs twice
 
     # ------------------------------------------------------------------------------------------------ checks
     def _compared(self, settings: Mapping) -> dict:
@@ -198,6 +199,10 @@ class Stage:
         CorruptFileError
             A finished output changed since it was written (and not ``overwrite``).
         """
+        self._checked[overwrite] = action = self._decide(overwrite)
+        return action
+
+    def _decide(self, overwrite: bool) -> str:
         record = self.read()
         if record is None:
             stray = self._unaccounted()
@@ -247,9 +252,10 @@ class Stage:
     def start(self, *, overwrite: bool = False) -> dict | None:
         """Apply the rerun rule; return the finished run's summary (with ``skipped: True``) or None to run.
 
-        Call this after validating the user's input and before any work or write.
+        Call this after validating the user's input and before any work or write; a :meth:`check` made just before
+        (e.g. to refuse changed settings before a costly validation) is not repeated.
         """
-        action = self.check(overwrite=overwrite)
+        action = self._checked.get(overwrite) or self.check(overwrite=overwrite)
         if action == "skip":
             return {**self.read().get("summary", {}), "skipped": True}
         if action == "redo":

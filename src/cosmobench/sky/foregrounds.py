@@ -42,6 +42,8 @@ __all__ = [
     "AME",
     "SpinningDust",
     "SYNTHETIC_COMPONENTS",
+    "COMPONENTS",
+    "register_component",
     "FOREGROUND_BACKENDS",
     "FOREGROUND_MODELS",
     "DUST_MODELS",
@@ -953,7 +955,42 @@ class SpinningDust(_PeakedAME):
 
 # --------------------------------------------------------------------------------------------- factories
 
-_CLASSES = {"dust": ThermalDust, "synchrotron": Synchrotron, "freefree": FreeFree, "ame": SpinningDust}
+#: The synthetic components by name: each a :class:`~cosmobench.sky.components.Component` subclass with a
+#: classmethod ``random(nside, rng, **options)`` drawing one realisation. :func:`register_component` adds one;
+#: ``simulate.foreground_components`` (CMB task) selects them by name.
+COMPONENTS: dict[str, type[Component]] = {
+    "dust": ThermalDust,
+    "synchrotron": Synchrotron,
+    "freefree": FreeFree,
+    "ame": SpinningDust,
+}
+
+
+def register_component(name: str, cls: type[Component]) -> None:
+    """Make ``cls`` the synthetic component ``name`` (selectable in ``foreground_components``).
+
+    Parameters
+    ----------
+    name : str
+        Component name; its options go to :func:`synthetic_foregrounds` as ``name={...}``.
+    cls : type
+        A :class:`~cosmobench.sky.components.Component` subclass with a classmethod ``random(nside, rng,
+        **options)``; its realisation draws from its own stream, ``(foreground stream, "component", name)``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Component) and hasattr(cls, "random")):
+        raise TypeError(f"{cls!r} must be a Component subclass with a classmethod random(nside, rng, **options)")
+    COMPONENTS[name] = cls
+
+
+def _component_stream(rng: np.random.Generator, name: str) -> np.random.Generator:
+    """The stream of a registered (non-built-in) component: keyed by its name under ``rng``'s seed sequence, so
+    that adding a component changes no other component's realisation."""
+    from ..core.seeds import key_to_ints
+
+    seq = rng.bit_generator.seed_seq
+    return np.random.default_rng(
+        np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, *key_to_ints(("component", name))))
+    )
 DUST_MODELS = {"mbb": ThermalDust, "two_mbb": TwoComponentDust}
 AME_MODELS = {"spinning": SpinningDust, "lognormal": AME}
 
@@ -1081,6 +1118,7 @@ def synthetic_foregrounds(
     ame_dust_correlation: float = 0.65,
     dust_model: str = "mbb",
     ame_model: str = "spinning",
+    **others: dict | None,
 ) -> list[Component]:
     """A new synthetic foreground sky.
 
@@ -1102,6 +1140,8 @@ def synthetic_foregrounds(
     dust_model : {"mbb", "two_mbb"}
         :class:`ThermalDust` (one modified black body) or :class:`TwoComponentDust`; ``dust`` holds the
         chosen class's ``random`` options.
+    **others : dict, optional
+        Options of other components registered with :func:`register_component`, by name.
     ame_model : {"spinning", "lognormal"}
         :class:`SpinningDust` (peaked SED) or :class:`AME` (log-normal SED); ``ame`` holds its ``random``
         options.
@@ -1112,17 +1152,20 @@ def synthetic_foregrounds(
     """
     nside = sht.check_nside(nside)
     names = list(components)
-    unknown = [c for c in names if c not in _CLASSES]
+    unknown = [c for c in names if c not in COMPONENTS]
     if unknown or len(set(names)) != len(names):
-        raise ValueError(f"components must be distinct names from {list(SYNTHETIC_COMPONENTS)}, got {names}")
+        raise ValueError(f"components must be distinct names from {list(COMPONENTS)}, got {names}")
+    unknown = sorted(set(others) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"unknown foreground components {unknown}; registered: {list(COMPONENTS)}")
     if not -1 <= ame_dust_correlation <= 1:
         raise ValueError(f"ame_dust_correlation must be in [-1, 1], got {ame_dust_correlation}")
     if dust_model not in DUST_MODELS:
         raise ValueError(f"unknown dust_model {dust_model!r}; expected one of {list(DUST_MODELS)}")
     if ame_model not in AME_MODELS:
         raise ValueError(f"unknown ame_model {ame_model!r}; expected one of {list(AME_MODELS)}")
-    classes = dict(_CLASSES, dust=DUST_MODELS[dust_model], ame=AME_MODELS[ame_model])
-    options = {"dust": dust, "synchrotron": synchrotron, "freefree": freefree, "ame": ame}
+    classes = dict(COMPONENTS, dust=DUST_MODELS[dust_model], ame=AME_MODELS[ame_model])
+    options = {"dust": dust, "synchrotron": synchrotron, "freefree": freefree, "ame": ame, **others}
     for name, opts in options.items():
         if opts and name not in names:
             raise ValueError(f"options given for {name!r}, which is not among the components {names}")
@@ -1132,7 +1175,7 @@ def synthetic_foregrounds(
         shared = _structure(nside, streams["shared"], ThermalDust, dust or {})
     out = []
     for name in names:
-        opts = dict(options[name] or {})
+        opts = dict(options.get(name) or {})
         if "structure" in opts:
             raise ValueError("'structure' is set by synthetic_foregrounds; call the class's random() to pass one")
         if name == "dust":
@@ -1141,7 +1184,8 @@ def synthetic_foregrounds(
             rho = ame_dust_correlation
             own = _structure(nside, streams["ame"], classes["ame"], opts)
             opts["structure"] = rho * shared + np.sqrt(1 - rho**2) * own
-        out.append(classes[name].random(nside, streams[name], **opts))
+        stream = streams[name] if name in streams else _component_stream(rng, name)
+        out.append(classes[name].random(nside, stream, **opts))
     return out
 
 
