@@ -99,7 +99,13 @@ def test_pipeline_writes_everything(tiny_run):
     assert (root / "samples" / "test" / "prototype" / "r0" / "denoised.npy").exists()
     assert (root / "infer" / "test" / "r_table.md").exists() and (root / "report.md").exists()
     metrics = stages.sample(**config["sample"])["results"]["conditional/r0.01"]
-    for est in ("observed", "observed_minus_expected_contamination", "posterior_mean", "single_draw"):
+    for est in (
+        "observed",
+        "observed_minus_expected_contamination",
+        "template_projection",
+        "posterior_mean",
+        "single_draw",
+    ):
         assert {f"mse_{est}", f"mse_r_units_{est}"} <= set(metrics)
     assert np.isfinite(np.load(sub / "draws.npy")).all()  # this tiny network is not accurate; quality: slow tests
     table = result["r_table"]

@@ -7,11 +7,17 @@ import numpy as np
 __all__ = ["mse_table", "prior_check"]
 
 
-def mse_table(gt, obs, mean, single, contamination_dl, template_dl) -> dict:
-    """MSE of estimates of the clean D_l: in uK^4, and in template units (D_l / D_l^{t, r=1}, i.e. r per l)."""
+def mse_table(gt, obs, mean, single, contamination_dl, template_dl, r_ml) -> dict:
+    """MSE of estimates of the clean D_l: in uK^4, and in template units (D_l / D_l^{t, r=1}, i.e. r per l).
+
+    Besides the diffusion posterior (mean and one draw) the baselines are the raw observation, the observation
+    minus its expected contamination, and the template projection max(r_ML, 0) x D_l^{t, r=1}: the exact Gaussian
+    maximum-likelihood r of each observed spectrum (``r_ml``, shape (n,)) times the tensor template.
+    """
     estimates = {
         "observed": obs,
         "observed_minus_expected_contamination": obs - contamination_dl,
+        "template_projection": np.maximum(np.asarray(r_ml), 0.0)[:, None] * template_dl,
         "posterior_mean": mean,
         "single_draw": single,
     }

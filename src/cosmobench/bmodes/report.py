@@ -19,14 +19,14 @@ def write_report(out_dir: Path | str, sample: dict, infer: dict, seconds: float)
         "",
         "## MSE of the denoised spectra (template units: D_l / D_l^{t,r=1}, i.e. r per multipole)",
         "",
-        "| set | posterior mean | single draw | observed | observed - E[contamination] |",
-        "|---|---|---|---|---|",
+        "| set | posterior mean | single draw | template projection max(r_ML, 0) | observed | "
+        "observed - E[contamination] |",
+        "|---|---|---|---|---|---|",
     ]
     for key, m in sample["results"].items():
-        lines.append(
-            f"| {key} | {m['mse_r_units_posterior_mean']:.3g} | {m['mse_r_units_single_draw']:.3g} | "
-            f"{m['mse_r_units_observed']:.3g} | {m['mse_r_units_observed_minus_expected_contamination']:.3g} |"
-        )
+        columns = ("posterior_mean", "single_draw", "template_projection", "observed")
+        cells = [f"{m[f'mse_r_units_{c}']:.3g}" for c in (*columns, "observed_minus_expected_contamination")]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     figures = sorted(p.relative_to(out_dir) for p in (out_dir / "samples" / sample["split"]).rglob("*.png"))
     if "prior_check" in sample:
         pc = sample["prior_check"]

@@ -160,6 +160,7 @@ def sample(**settings) -> dict:
     from .dataset import dl_factor, r_label
     from .evaluation import mse_table, prior_check
     from .figures import plot_aggregate, plot_prior_check, plot_spectra, plot_trajectories
+    from .infer import exact_estimates
     from .train import load_score_model
 
     s = build(SampleSettings, settings)
@@ -202,6 +203,7 @@ def sample(**settings) -> dict:
     for r in r_values:
         gt_name, obs_name = set_files(s.split, r)
         gt, obs = np.load(data / gt_name)[: s.n_spectra], np.load(data / obs_name)[: s.n_spectra]
+        r_ml = exact_estimates(obs, model_spectra, r_max=10 * meta["r_max"])["r_hat"]  # template projection
         for mode in s.modes:
             sub = folder / mode / f"r{r_label(r)}"
             key = f"{mode}/r{r_label(r)}"
@@ -239,7 +241,7 @@ def sample(**settings) -> dict:
                 "seconds": seconds,
                 "nfe_per_trajectory": res["nfe"],
                 "spectra_steps_per_s": len(obs) * s.n_draws * opts["n_steps"] / seconds,
-                **mse_table(gt, obs, mean, draws[:, 0], contamination_dl, template_dl),
+                **mse_table(gt, obs, mean, draws[:, 0], contamination_dl, template_dl, r_ml),
             }
             write_npy(sub / "denoised.npy", mean)
             if s.n_draws > 1:
