@@ -11,21 +11,11 @@ import pytest
 from cosmobench.core.io import read_json, write_json
 
 
-def _fake_templates(lmax, cosmology=None, cache=None):
-    ell = np.arange(lmax + 1, dtype=float)
-    tensor, lens = np.zeros(lmax + 1), np.zeros(lmax + 1)
-    tensor[2:] = 0.1 / (ell[2:] * (ell[2:] + 1))
-    lens[2:] = 2e-6 * 2 * np.pi / ell[2:] ** 0.5 / (ell[2:] + 1)
-    return {"cl_tensor": tensor, "cl_lens": lens, "cosmology": {"fake": 1.0}}
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, no_camb):
     """A finished tiny run (no CAMB: fake templates)."""
     from cosmobench.cli import main
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr("cosmobench.bmodes.dataset.bb_templates", _fake_templates)
     out = tmp_path_factory.mktemp("bmodes_bad")
     assert (
         main(
@@ -41,8 +31,7 @@ def finished(tmp_path_factory):
         )
         == 0
     )
-    yield out
-    mp.undo()
+    return out
 
 
 # (overrides after `bmodes <stage>`, exit code, every fragment the message must hold)

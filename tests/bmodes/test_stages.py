@@ -10,18 +10,8 @@ from cosmobench.bmodes import stages
 from cosmobench.bmodes.train import SpectrumTransform, load_score_model
 
 
-def _fake_templates(lmax, cosmology=None, cache=None):
-    ell = np.arange(lmax + 1, dtype=float)
-    tensor, lens = np.zeros(lmax + 1), np.zeros(lmax + 1)
-    tensor[2:] = 0.1 / (ell[2:] * (ell[2:] + 1))
-    lens[2:] = 2e-6 * 2 * np.pi / ell[2:] ** 0.5 / (ell[2:] + 1)
-    return {"cl_tensor": tensor, "cl_lens": lens, "cosmology": {"fake": 1.0}}
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setattr("cosmobench.bmodes.dataset.bb_templates", _fake_templates)  # no CAMB in the fast tier
+def tiny_run(tmp_path_factory, no_camb):
     out = str(tmp_path_factory.mktemp("bmodes"))
     config = {
         "simulate": {
@@ -61,8 +51,7 @@ def tiny_run(tmp_path_factory):
         "infer": {"out_dir": out, "n_per_draw": 2},
     }
     result = stages.run(config)
-    yield out, config, result
-    mp.undo()
+    return out, config, result
 
 
 def test_pipeline_writes_everything(tiny_run):
