@@ -18,28 +18,26 @@ __all__ = [
 ]
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, **kwargs):
+    """``(figure, axes)`` of a :class:`matplotlib.figure.Figure` drawn without pyplot: no global backend switch
+    (a notebook keeps its inline figures) and nothing to close."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: Path | str) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.subplots_adjust(left=0.09, right=0.97, bottom=0.17, top=0.88, wspace=0.35)  # no layout pass: fast
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
-    _pyplot().close(fig)
+        fig.subplots_adjust(wspace=0.35)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")  # labels never cut
     return path
 
 
 def plot_loss(history: dict, path: Path | str) -> Path:
     """Training and validation loss per epoch."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _subplots(figsize=(5, 3.5))
     ax.plot(history["epoch"], history["train_loss"], label="train")
     if np.any(np.isfinite(history.get("val_loss", [np.nan]))):
         ax.plot(history["epoch"], history["val_loss"], label="validation")
@@ -69,9 +67,8 @@ def plot_spectra(
     template_dl : ndarray, shape (n_ell,), uK^2
         Tensor D_l at r = 1.
     """
-    plt = _pyplot()
     k = min(n_show, len(dl_gt))
-    fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.2), squeeze=False)
+    fig, axes = _subplots(1, k, figsize=(3.6 * k, 3.2), squeeze=False)
     for i, ax in enumerate(axes[0]):
         u = draws[i] / template_dl
         lo, med, hi = np.percentile(u, [15.865, 50, 84.135], axis=0)
@@ -100,9 +97,8 @@ def plot_trajectories(
     times : ndarray, shape (n_keep,)
     trajectory : ndarray, shape (n_keep, n_traj, n_ell)
     """
-    plt = _pyplot()
     n_traj = trajectory.shape[1]
-    fig, axes = plt.subplots(1, n_traj, figsize=(3.6 * n_traj, 3.2), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, n_traj, figsize=(3.6 * n_traj, 3.2), squeeze=False, sharey=True)
     for j, ax in enumerate(axes[0]):
         for li in ells_shown:
             idx = np.flatnonzero(np.asarray(ell) == li)
@@ -117,8 +113,7 @@ def plot_trajectories(
 
 def plot_prior_check(ell: np.ndarray, x_true: np.ndarray, x_model: np.ndarray, path: Path | str) -> Path:
     """Mean, standard deviation and correlation of held-out clean spectra vs model samples (transformed units)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, axes = _subplots(1, 4, figsize=(15, 3.4))
     for x, lab in ((x_true, "held-out"), (x_model, "model")):
         axes[0].plot(ell, x.mean(0), label=lab)
         axes[1].plot(ell, x.std(0), label=lab)
@@ -147,9 +142,8 @@ def plot_r_estimates(results: dict, path: Path | str) -> Path:
         r label -> {"r0": float, "sigma_fisher": float, estimator name -> ndarray of estimates}; the estimators
         are named in the legend (:data:`ESTIMATOR_LABELS`).
     """
-    plt = _pyplot()
     keys = list(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.2), squeeze=False)
+    fig, axes = _subplots(1, len(keys), figsize=(3.8 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         res = results[key]
         shown = [np.asarray(res[n]) for n in ESTIMATOR_LABELS if n in res]
@@ -185,8 +179,7 @@ def plot_aggregate(
     template_dl : ndarray, shape (n_ell,), uK^2
         Tensor D_l at r = 1 (the y axis is in its units: r per multipole).
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _subplots(figsize=(5.5, 3.8))
     for dl, label, color in ((dl_gt, "truth", "k"), (dl_mean, "posterior mean", "C2"), (dl_obs, "observed", "C3")):
         u = np.asarray(dl) / template_dl
         m, sd = u.mean(0), u.std(0)

@@ -118,8 +118,8 @@ class TrainSettings(StageSettings):
     out_dir : str
     seed : int
     sde : dict
-        ``{"name": "ve"|"vp"|"subvp", **arguments}``; VE ``sigma_max`` None = largest distance between
-        training points.
+        ``{"name": "ve"|"vp"|"subvp", **arguments}`` (the SDE class's defaults otherwise); VE without
+        ``sigma_max`` (or None) takes the largest distance between training points.
     conditional : bool
         Learn s(x_t, t | y); the condition is dropped with probability ``p_uncond``.
     p_uncond : float
@@ -145,7 +145,7 @@ class TrainSettings(StageSettings):
 
     out_dir: str = OUT_DIR
     seed: int = 0
-    sde: dict = field(default_factory=lambda: {"name": "ve", "sigma_min": 0.01, "sigma_max": None})
+    sde: dict = field(default_factory=lambda: {"name": "ve"})
     conditional: bool = True
     p_uncond: float = 0.2
     hidden_dim: int = 256
