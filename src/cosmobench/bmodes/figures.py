@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import atomic_path
+from ..plots import save as _save
+from ..plots import subplots as _subplots
 
 __all__ = [
     "plot_loss",
@@ -16,23 +17,6 @@ __all__ = [
     "plot_prior_check",
     "plot_r_estimates",
 ]
-
-
-def _subplots(*args, **kwargs):
-    """``(figure, axes)`` of a :class:`matplotlib.figure.Figure` drawn without pyplot: no global backend switch
-    (a notebook keeps its inline figures) and nothing to close."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=kwargs.pop("figsize", None))
-    return fig, fig.subplots(*args, **kwargs)
-
-
-def _save(fig, path: Path | str) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.subplots_adjust(wspace=0.35)
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")  # labels never cut
-    return path
 
 
 def plot_loss(history: dict, path: Path | str) -> Path:
