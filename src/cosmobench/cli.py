@@ -26,6 +26,7 @@ TASKS: dict[str, dict[str, str]] = {
         "separate": "cosmobench.cmb.stages:separate",
         "evaluate": "cosmobench.cmb.stages:evaluate",
         "compare": "cosmobench.cmb.stages:compare",
+        "apply": "cosmobench.cmb.stages:apply",
         "run": "cosmobench.cmb.stages:run",
     },
     "bmodes": {
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def summary_text(result: object, depth: int = 2, items: int = 8) -> str:
+def summary_text(result: object, depth: int = 3, items: int = 8) -> str:
     """A short, readable form of a stage's result for the terminal (the full results are in its files).
 
     Nested mappings deeper than ``depth`` and lists longer than ``items`` are elided; Markdown tables (string

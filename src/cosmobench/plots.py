@@ -77,12 +77,11 @@ def mollweide(
     image = proj.projmap(m, lambda x, y, z: hp.vec2pix(nside, x, y, z))
     outside = np.isneginf(image)  # the projector marks points outside the ellipse with -inf
     unseen = ~outside & ((image == hp.UNSEEN) | ~np.isfinite(image))
-    grey = matplotlib.colors.ListedColormap(["0.75"])
-    grey.set_bad(alpha=0)
+    transparent = (0.0, 0.0, 0.0, 0.0)
+    grey = matplotlib.colors.ListedColormap(["0.75"]).with_extremes(bad=transparent)
     extent = proj.get_extent()
     ax.imshow(np.ma.masked_where(~unseen, np.zeros_like(image)), origin="lower", cmap=grey, extent=extent)
-    colours = matplotlib.colormaps[cmap].copy()
-    colours.set_bad(alpha=0)  # outside the ellipse and masked pixels: transparent
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=transparent)  # outside the ellipse, masked: transparent
     data = np.ma.masked_where(outside | unseen, image)
     im = ax.imshow(data, origin="lower", cmap=colours, vmin=vmin, vmax=vmax, extent=extent)
     ax.set_axis_off()

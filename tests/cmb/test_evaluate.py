@@ -170,14 +170,12 @@ def test_compare_writes_leaderboard_and_report(dataset):
         .startswith("split,foreground_model,beam,method,output_beam_arcmin,mae_mean")
     )
     text = report.read_text()
-    for png in [
-        "figures/Test/spectra_20.6arcmin.png",
-        "figures/Test/transfer_60arcmin.png",
-        "figures/Test/maps_noisy_deconvolved.png",
-    ]:
-        assert png in text
-        assert (folder / png).stat().st_size > 10_000
-    assert not (folder / "figures" / "Test" / "maps_noisy_60arcmin.png").exists()
+    # one figure of each kind, at the map beam; every figure linked; the other beams in a table
+    drawn = sorted(str(p.relative_to(folder)) for p in (folder / "figures").rglob("*.png"))
+    assert drawn == [f"figures/Test/{k}_deconvolved.png" for k in ("maps", "spectra", "transfer")]
+    for png in drawn:
+        assert f"]({png})" in text and (folder / png).stat().st_size > 10_000
+    assert "| noisy | 60arcmin |" in text and "error bars are the standard deviation" in text
     with pytest.raises(ValueError, match="not evaluated"):
         compare(out, report_dir=dataset / "report", map_beams=[5.0])
 
@@ -199,15 +197,14 @@ def test_ood_split_is_scored_and_shown_beside_test(dataset):
     ratio = rmse["TestOOD", "deconvolved", "noisy"] / rmse["Test", "deconvolved", "noisy"]
     assert ratio == pytest.approx(2.0, rel=0.1)  # the OOD predictions carry twice the noise
     board = (folder / "leaderboard.md").read_text()
-    assert "| Common beam | Method | RMSE Test (μK) | RMSE TestOOD (μK) | TestOOD / Test |" in board
+    assert "| Common beam | Method | RMSE Test, default (μK) | RMSE TestOOD, alt (μK) | TestOOD / Test |" in board
     assert "### TestOOD (foregrounds: alt)" in board and "### Test (foregrounds: default)" in board
     line = next(x for x in board.splitlines() if x.startswith("| deconvolved | noisy |"))
     assert float(line.rstrip(" |").split("|")[-1]) == pytest.approx(ratio, rel=1e-2)
     text = report.read_text()
     assert "**TestOOD** (3 simulations, foreground model alt" in text
-    assert (
-        "figures/TestOOD/spectra_60arcmin.png" in text and (folder / "figures/TestOOD/spectra_60arcmin.png").is_file()
-    )
+    assert "figures/TestOOD/spectra_deconvolved.png" in text
+    assert (folder / "figures/TestOOD/spectra_deconvolved.png").is_file()
     assert not list((folder / "figures").rglob("maps_*"))
 
 

@@ -111,7 +111,8 @@ def test_corrupt_finished_file_is_reported_and_nothing_is_lost(tmp_path):
         ({"dtype": "float16"}, ValueError, "float32"),
         ({"foreground_model": "nope"}, ValueError, "unknown foreground model"),
         ({"split_foregrounds": {"Train": {"dusty": {}}}}, ValueError, "foreground-model options"),
-        ({"foreground_backend": "pysm3", "pysm_presets": ["d1"], "splits": {"TestOOD": 1}}, ValueError, "synthetic"),
+        ({"foreground_backend": "pysm3", "pysm_presets": ["d1"], "foreground_model": "alt"}, ValueError, "synthetic"),
+        ({"split_foregrounds": {"Train": {"backend": "pysm3", "presets": []}}}, ValueError, "presets: \\[d1"),
     ],
 )
 def test_bad_inputs_fail_before_any_work(tmp_path, kwargs, error, match):

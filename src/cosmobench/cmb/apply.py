@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,15 @@ from ..core.io import check_writable, read_healpix, sha256, write_healpix, write
 from ..sky import sht
 from ..sky.units import unit_factor
 
-__all__ = ["apply_method", "read_channel_table", "map_spectrum", "InputError", "TEMPERATURE_COLUMNS", "CHANNEL_KEYS"]
+__all__ = [
+    "apply_method",
+    "input_identities",
+    "read_channel_table",
+    "map_spectrum",
+    "InputError",
+    "TEMPERATURE_COLUMNS",
+    "CHANNEL_KEYS",
+]
 
 TEMPERATURE_COLUMNS = ("I_STOKES", "TEMPERATURE", "I", "T", "INTENSITY")
 CHANNEL_KEYS = ("band", "center_ghz", "fwhm_arcmin", "unit", "to_uk_cmb")
@@ -204,6 +212,38 @@ def _row_problems(rows: Sequence[Mapping[str, Any]], n_maps: int) -> list[str]:
     return problems
 
 
+def _channel_rows(channels: Sequence[Mapping[str, Any]] | str | Path) -> list[dict[str, Any]]:
+    """The channel table's rows, from a table file or a sequence of mappings."""
+    return read_channel_table(channels) if isinstance(channels, (str, Path)) else [dict(r) for r in channels]
+
+
+def input_identities(maps: Sequence[str | Path], channels: Sequence[Mapping[str, Any]] | str | Path) -> dict[str, str]:
+    """Check the maps' headers against the channel table (as :func:`apply_method` does) and identify them.
+
+    Parameters
+    ----------
+    maps, channels
+        As for :func:`apply_method`.
+
+    Returns
+    -------
+    dict of str to str
+        ``"channels"``: digest of the table's rows; ``"map <band>"``: SHA-256 of each map file.
+
+    Raises
+    ------
+    InputError
+        Listing every problem of the table and the headers.
+    """
+    from ..core.stage import digest
+
+    if not maps:
+        raise InputError("no maps given; pass maps=[path, ...], one FITS file per channel")
+    rows = _channel_rows(channels)
+    inputs = _validate(maps, rows)
+    return {"channels": digest(rows), **{f"map {i.band}": sha256(i.path) for i in inputs}}
+
+
 def _validate(maps: Sequence[str | Path], rows: Sequence[Mapping[str, Any]]) -> list[_Input]:
     problems = _row_problems(rows, len(maps))
     if problems:
@@ -271,6 +311,7 @@ def apply_method(
     model_dir: str | Path | None = None,
     nside: int | None = None,
     report: bool = True,
+    before_write: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Separate the CMB from your own frequency maps with a registered method.
 
@@ -299,6 +340,9 @@ def apply_method(
         Target resolution: the trained nside for a learned method, else the smallest input nside.
     report : bool
         Write ``report.md`` with the map and its power spectrum.
+    before_write : callable, optional
+        Called once every input is checked, the maps read and the method loaded, before the first write (the
+        ``cmb apply`` stage writes its record there).
 
     Returns
     -------
@@ -308,16 +352,18 @@ def apply_method(
         center_ghz, fwhm_arcmin, unit, to_uk_cmb, column, ordering, nside).
     """
     from ..sky.instrument import Channel
+    from .separate import prediction_header
 
     if not maps:
         raise InputError("no maps given; pass maps=[path, ...], one FITS file per channel")
-    rows = read_channel_table(channels) if isinstance(channels, (str, Path)) else [dict(r) for r in channels]
-    inputs = _validate(maps, rows)
+    inputs = _validate(maps, _channel_rows(channels))
     settings = dict(settings or {})
     model = _load_method(method, settings, model_dir)
     out_dir = Path(out_dir)
-    check_writable(out_dir)
     raw = _read(inputs)
+    if before_write is not None:
+        before_write()
+    check_writable(out_dir)
     trained = getattr(model, "config", None) or {}
     target = sht.check_nside(nside or trained.get("nside") or min(item.nside for item in inputs))
     obs = {item.band: _resample(m * item.to_uk_cmb, target)[None] for item, m in zip(inputs, raw)}
@@ -338,8 +384,7 @@ def apply_method(
         for i in inputs
     ]
     header: dict[str, Any] = {
-        "FWHM": (float(beam or 0.0), "output beam FWHM [arcmin], 0 = unbeamed"),
-        "METHOD": (method, "cosmobench separation method"),
+        **prediction_header(method, beam),
         "CREATOR": f"cosmobench {__version__}",
         "RESAMPLE": ("harmonic", "nside harmonised by map2alm/alm2map"),
     }
@@ -383,24 +428,22 @@ def map_spectrum(cmb: np.ndarray, beam_arcmin: float | None) -> tuple[np.ndarray
 
 def _write_report(out_dir: Path, cmb: np.ndarray, method: str, beam: float | None, records: list[dict]) -> Path:
     """``report.md`` with the map and its full-sky power spectrum (beam deconvolved)."""
-    from .figures import _pyplot, _save
-
-    plt = _pyplot()
-    import healpy as hp
+    from ..plots import colour_limit, mollweide, save, subplots
 
     nside = sht.nside_of(cmb)
-    lim = float(f"{np.percentile(np.abs(cmb), 99):.2g}") or 1.0  # a round colour-bar limit
-    hp.mollview(cmb, title=f"CMB ({method})", unit="uK_CMB", min=-lim, max=lim, cmap="RdBu_r", xsize=800)
-    _save(plt.gcf(), out_dir / "cmb_map.png")
+    lim = colour_limit([cmb])
+    fig, ax = subplots(figsize=(8, 4.5))
+    mollweide(ax, cmb, vmin=-lim, vmax=lim, title=f"CMB ({method})", unit=r"$\mu$K$_{\rm CMB}$", xsize=800)
+    save(fig, out_dir / "cmb_map.png")
 
     ell, dl = map_spectrum(cmb, beam)
     write_npz(out_dir / "cmb_spectrum.npz", ell=ell, dl=dl)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     ax.plot(ell[2:], dl[2:], "-", lw=1)
     ax.set_xlabel(r"multipole $\ell$")
     ax.set_ylabel(r"$D_\ell = \ell(\ell+1)C_\ell/2\pi$ [$\mu$K$^2$]")
     ax.set_title(f"{method}: full sky, {beam or 0:g}' beam deconvolved")
-    _save(fig, out_dir / "cmb_spectrum.png")
+    save(fig, out_dir / "cmb_spectrum.png")
 
     lines = [
         f"# CMB from your maps: {method}",
@@ -422,7 +465,7 @@ def _write_report(out_dir: Path, cmb: np.ndarray, method: str, beam: float | Non
         "",
         "![CMB map](cmb_map.png)",
         "",
-        "Colour scale: +-99th percentile of |T|.",
+        "Colour scale: the 99th percentile of abs(T), rounded up.",
         "",
         "![CMB power spectrum](cmb_spectrum.png)",
         "",

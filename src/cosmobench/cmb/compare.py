@@ -1,11 +1,12 @@
 """``cosmobench cmb compare``: leaderboard and report from the results of :func:`~cosmobench.cmb.evaluate.evaluate`.
 
 Reads every evaluated split under ``results_dir`` (``<split>/summary.json``: Test, and TestOOD whose
-foregrounds come from another model) and writes into ``report_dir``: ``leaderboard.md`` (the splits side by
-side with the out-of-distribution / in-distribution ratio, then per split methods x common beams, mean +- std
-across simulations, in the style of CMB-ML's README), ``leaderboard.csv`` and ``leaderboard.json`` (mean, std,
-standard error, count of every metric, one row per split, beam and method), figures under
-``figures/<split>/`` and ``report.md`` tying them together.
+foregrounds come from another model), or under the results folders of several datasets (``[A/results,
+B/results]``: each column is then ``<dataset>/<split>``), and writes into ``report_dir``: ``leaderboard.md`` (the
+splits side by side with the ratio to the first, each column naming its foreground model, then per split
+methods x common beams, mean +- std across simulations, in the style of CMB-ML's README), ``leaderboard.csv``
+and ``leaderboard.json`` (mean, std, standard error, count of every metric, one row per dataset, split, beam and
+method), figures under ``figures/<split>/`` (``figures/<dataset>/<split>/``) and ``report.md`` tying them together.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ from typing import Any
 import numpy as np
 
 from cosmobench.cmb import figures
+from cosmobench.cmb.dataset import is_fixed_sky
 from cosmobench.cmb.evaluate import METRIC_COLUMNS, beam_tag
 from cosmobench.core.io import atomic_path, read_json, write_json
 
-__all__ = ["compare", "check_map_beams", "find_results", "leaderboard_markdown", "leaderboard_text", "ood_markdown"]
+__all__ = [
+    "compare",
+    "check_map_beams",
+    "collect_results",
+    "find_results",
+    "leaderboard_markdown",
+    "leaderboard_text",
+    "ood_markdown",
+]
 
 # metric -> (table header, unit, higher is better)
 HEADLINE = {
@@ -41,33 +51,38 @@ SPLITS = {
 
 
 def compare(
-    results_dir: str | Path, *, report_dir: str | Path | None = None, map_beams: Sequence[str | float] | None = None
+    results_dir: str | Path | Sequence[str | Path],
+    *,
+    report_dir: str | Path | None = None,
+    map_beams: Sequence[str | float] | None = None,
 ) -> Path:
     """Write the leaderboard (Markdown, CSV, JSON), figures and ``report.md`` for every evaluated split.
 
     Parameters
     ----------
-    results_dir : path
+    results_dir : path or sequence of paths
         Folder of :func:`~cosmobench.cmb.evaluate.evaluate`'s per-split results (``<results_dir>/<split>/
-        summary.json``, e.g. Test and the out-of-distribution TestOOD), or one such split folder.
+        summary.json``, e.g. Test and the out-of-distribution TestOOD), or one such split folder; or the
+        results folders of several datasets, reported side by side (:func:`collect_results`).
     report_dir : path, optional
-        Report folder; ``<results_dir>/../report`` by default.
+        Report folder; ``<results_dir>/../report`` (of the first results folder) by default.
     map_beams : sequence of str or float, optional
-        Common beams at which to draw the map figures (one per method and split); all evaluated beams by
-        default, ``[]`` for none.
+        Common beams at which to draw the map figures (one per split, every method in it); all evaluated beams
+        by default, ``[]`` for none. The spectra and transfer functions are drawn at the first of them (with
+        ``[]``, at the first evaluated beam); the other beams' spectra are summarised in a table.
 
     Returns
     -------
     Path
         ``report.md``.
     """
-    results = Path(results_dir)
-    folders = find_results(results)
-    summaries = {split: read_json(folder / "summary.json") for split, folder in folders.items()}
-    report = Path(report_dir) if report_dir is not None else results.parent / "report"
+    folders = collect_results(results_dir)
+    summaries = {label: read_json(folder / "summary.json") for label, folder in folders.items()}
+    first_dir = results_dir if isinstance(results_dir, (str, Path)) else results_dir[0]
+    report = Path(report_dir) if report_dir is not None else Path(first_dir).parent / "report"
     check_map_beams(summaries, map_beams)
 
-    rows = [row for summary in summaries.values() for row in _rows(summary)]
+    rows = [row for summary in summaries.values() for row in _rows(summary)]  # one column "dataset" per root
     with atomic_path(report / "leaderboard.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -81,13 +96,15 @@ def compare(
     with atomic_path(report / "leaderboard.md") as tmp:
         tmp.write_text(table)
 
-    figs: dict[str, list[tuple[str, str]]] = {}
-    for split, summary in summaries.items():
+    figs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    beam_notes: dict[str, str] = {}
+    for label, summary in summaries.items():
         settings = summary["settings"]
         beams = list(settings["beams"])
         map_tags = beams if map_beams is None else [beam_tag(b) for b in map_beams]
-        figs.update(_split_figures(folders[split], report, split, settings, map_tags))
-    text = _report_text(summaries, table, figs)
+        figs.update(_split_figures(folders[label], report, label, settings, map_tags))
+        beam_notes[label] = _beam_table(folders[label], settings, (map_tags or beams)[0])
+    text = _report_text(summaries, table, figs, beam_notes)
     with atomic_path(report / "report.md") as tmp:
         tmp.write_text(text)
     return report / "report.md"
@@ -102,6 +119,40 @@ def check_map_beams(summaries: Mapping[str, dict], map_beams: Sequence[str | flo
             raise ValueError(
                 f"map_beams {unknown} were not evaluated on {split}; evaluated beams: {beams} (fix compare.map_beams)"
             )
+
+
+def collect_results(results_dirs: str | Path | Sequence[str | Path]) -> dict[str, Path]:
+    """The results folders to report: {column label: folder}.
+
+    One results folder gives :func:`find_results` (labels are the split names). Several (one per dataset, e.g.
+    a synthetic dataset and one with a PySM split) give ``<dataset>/<split>`` labels, ``<dataset>`` the last
+    parts of the evaluated dataset's root that tell the datasets apart; datasets in the given order, each with
+    Test first.
+
+    Raises
+    ------
+    ValueError
+        No folder given, or two folders holding results of the same dataset.
+    """
+    dirs = [results_dirs] if isinstance(results_dirs, (str, Path)) else list(results_dirs)
+    if not dirs:
+        raise ValueError("no results folder given; name one or more, e.g. compare.results_dirs=[A/results,B/results]")
+    found = [find_results(d) for d in dirs]
+    if len(found) == 1:
+        return found[0]
+    roots = [Path(read_json(next(iter(f.values())) / "summary.json")["settings"]["root"]) for f in found]
+    twice = sorted({str(r) for r in roots if roots.count(r) > 1})
+    if twice:
+        raise ValueError(
+            f"results of the dataset(s) {twice} are given twice ({[str(d) for d in dirs]}); name each dataset's "
+            "results folder once"
+        )
+    names = next(
+        names
+        for k in range(1, max(len(r.parts) for r in roots) + 1)
+        if len(set(names := ["/".join(r.parts[-k:]) for r in roots])) == len(roots)
+    )
+    return {f"{name}/{split}": folder for name, folders in zip(names, found) for split, folder in folders.items()}
 
 
 def find_results(results_dir: str | Path) -> dict[str, Path]:
@@ -138,32 +189,50 @@ def find_results(results_dir: str | Path) -> dict[str, Path]:
 def _split_figures(
     results: Path, report: Path, split: str, settings: dict, map_tags: list[str]
 ) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """Spectra, transfer and map figures of one split: {(split, kind): [(label, path relative to report)]}."""
-    figs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    """Figures of one split: {(split, kind): [(common beam, path relative to report)]}.
+
+    The common beams change the spectra by well under a per cent (:func:`_beam_table` says how much), so the
+    spectra and the transfer function are drawn at one beam, the first of ``map_tags`` (else the first evaluated
+    beam); the maps at each beam of ``map_tags``, every method in one figure on common colour scales.
+    """
     folder = report / "figures" / split
     methods = list(settings["methods"])
-    for tag in settings["beams"]:
-        spectra = {m: dict(np.load(results / m / tag / "spectra.npz")) for m in methods}
-        path = figures.plot_spectra(
-            spectra, folder / f"spectra_{tag}.png", title=f"{split}: spectra, common beam {tag}"
-        )
-        figs.setdefault((split, "spectra"), []).append((tag, _rel(path, report)))
-        path = figures.plot_transfer(
-            spectra, folder / f"transfer_{tag}.png", title=f"{split}: transfer function, common beam {tag}"
-        )
-        figs.setdefault((split, "transfer"), []).append((tag, _rel(path, report)))
-        if tag in map_tags:
-            for m in methods:
-                ex = np.load(results / m / tag / "example_maps.npz")
-                path = figures.plot_maps(
-                    ex["truth"],
-                    ex["pred"],
-                    ex["mask"],
-                    folder / f"maps_{m}_{tag}.png",
-                    title=f"{m}, {tag}, {split} sim{int(ex['sim']):04d}",
-                )
-                figs.setdefault((split, "maps"), []).append((f"{m}, {tag}", _rel(path, report)))
+    tag = (map_tags or list(settings["beams"]))[0]
+    spectra = {m: dict(np.load(results / m / tag / "spectra.npz")) for m in methods}
+    figs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    path = figures.plot_spectra(
+        spectra, folder / f"spectra_{tag}.png", fsky=settings["fsky"], title=f"{split}: spectra, common beam {tag}"
+    )
+    figs[split, "spectra"] = [(tag, _rel(path, report))]
+    path = figures.plot_transfer(
+        spectra, folder / f"transfer_{tag}.png", title=f"{split}: transfer function, common beam {tag}"
+    )
+    figs[split, "transfer"] = [(tag, _rel(path, report))]
+    for tag in map_tags:
+        examples = {m: dict(np.load(results / m / tag / "example_maps.npz")) for m in methods}
+        sim = int(next(iter(examples.values()))["sim"])
+        path = figures.plot_maps(examples, folder / f"maps_{tag}.png", title=f"{split} sim{sim:04d}, common beam {tag}")
+        figs.setdefault((split, "maps"), []).append((tag, _rel(path, report)))
     return figs
+
+
+def _beam_table(results: Path, settings: dict, shown: str) -> str:
+    """Markdown table: how far the spectra at each other common beam are from those drawn at ``shown``."""
+    others = [b for b in settings["beams"] if b != shown]
+    if not others:
+        return ""
+    lines = [
+        f"| Method | Common beam | prediction: max abs(ΔD_b / D_b) vs {shown} | max abs(ΔT_b) vs {shown} |",
+        "|---|---|---|---|",
+    ]
+    for m in settings["methods"]:
+        ref = np.load(results / m / shown / "spectra.npz")
+        for tag in others:
+            spec = np.load(results / m / tag / "spectra.npz")
+            dd = np.max(np.abs(spec["pred"].mean(0) / ref["pred"].mean(0) - 1))
+            dt = np.max(np.abs(figures.transfer_function(spec) - figures.transfer_function(ref)))
+            lines.append(f"| {m} | {tag} | {dd:.2%} | {dt:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -188,6 +257,7 @@ def _rows(summary: dict) -> list[dict[str, Any]]:
                 for q in ("mean", "std", "se"):
                     row[f"{k}_{q}"] = stats[k][q]
             row["n"] = stats[METRIC_COLUMNS[0]]["n"]
+            row["dataset"] = settings["root"]
             rows.append(row)
     return rows
 
@@ -248,9 +318,14 @@ def leaderboard_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _split_title(settings: dict) -> str:
+def _model_text(settings: dict) -> str:
+    """The foreground model of an evaluated split, as the report names it."""
     model = settings.get("foreground_model")
-    return settings["split"] + ("" if model is None else f" (foregrounds: {model})")
+    return "not recorded" if model is None else model + (", one fixed sky" if is_fixed_sky(model) else "")
+
+
+def _split_title(label: str, settings: dict) -> str:
+    return f"{label} (foregrounds: {_model_text(settings)})"
 
 
 def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
@@ -273,7 +348,8 @@ def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
     methods = [m for m in first["methods"] if all(m in summaries[s]["methods"] for s in splits)]
     beams = [b for b in first["beams"] if all(b in summaries[s]["settings"]["beams"] for s in splits)]
     unit = f" ({unit})" if unit else ""
-    head = [f"{name} {s}{unit}" for s in splits] + [f"{s} / {ref}" for s in splits[1:]]
+    models = {s: summaries[s]["settings"].get("foreground_model") or "model not recorded" for s in splits}
+    head = [f"{name} {s}, {models[s]}{unit}" for s in splits] + [f"{s} / {ref}" for s in splits[1:]]
     lines = ["| Common beam | Method | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for tag in beams:
         stats = {s: {m: summaries[s]["methods"][m]["beams"][tag][metric] for m in methods} for s in splits}
@@ -289,10 +365,10 @@ def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
                 _fmt(stats[s][m]["mean"] / r, 3) if r and stats[s][m]["mean"] is not None else "—" for s in splits[1:]
             ]
             lines.append(f"| {tag} | {m} | " + " | ".join(cells) + " |")
-    models = "; ".join(_split_title(summaries[s]["settings"]) for s in splits)
+    titles = "; ".join(_split_title(s, summaries[s]["settings"]) for s in splits)
     lines += [
         "",
-        f"{name} mean ± standard deviation across the simulations of each split: {models}. "
+        f"{name} mean ± standard deviation across the simulations of each split: {titles}. "
         f"The ratio columns divide a split's mean by the {ref} mean (1 = no loss on foregrounds the methods were "
         "not trained on; docs/foregrounds.md describes the models).",
     ]
@@ -304,12 +380,73 @@ def leaderboard_text(summaries: Mapping[str, dict]) -> str:
     if len(summaries) == 1:
         return leaderboard_markdown(next(iter(summaries.values())))
     parts = ["### Test splits side by side", "", ood_markdown(summaries)]
-    for summary in summaries.values():
-        parts += [f"### {_split_title(summary['settings'])}", "", leaderboard_markdown(summary)]
+    for label, summary in summaries.items():
+        parts += [f"### {_split_title(label, summary['settings'])}", "", leaderboard_markdown(summary)]
     return "\n".join(parts)
 
 
-def _report_text(summaries: Mapping[str, dict], table: str, figs: dict) -> str:
+def _mask_text(source: str) -> str:
+    """What a threshold mask was made from, for the report (``summary.json``'s ``mask_source``)."""
+    return "foreground intensity (foreground_I_map.fits)" if source == "foreground_I_map.fits" else source
+
+
+def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> list[str]:
+    """The report's figures of one split, each linked and captioned."""
+    n = len(settings["sims"])
+    out = []
+    spread = (
+        f"prediction, averaged over the {n} simulations; the error bars are the standard deviation of the "
+        "prediction's spectrum across the simulations (the scatter of one simulation's estimate, cosmic variance "
+        "included; the mean is known √n times better)"
+        if n > 1
+        else "prediction from the one simulation (no error bars: one simulation has no scatter)"
+    )
+    for tag, path in figs.get((split, "spectra"), []):
+        maps = (
+            "beam-deconvolved maps" if tag == "deconvolved" else f"maps at the common beam {tag}, that beam deconvolved"
+        )
+        out += [
+            "",
+            f"## Power spectra, {split}",
+            "",
+            f"![{split}: spectra at common beam {tag}]({path})",
+            "",
+            f"Binned D_ℓ of the {maps}. Top: the theory (dashed) with its cosmic variance on the scored sky (grey "
+            f"band: D_b √(2 / ((2ℓ + 1) Δℓ f_sky)), f_sky = {settings['fsky']:.3f}), the truth and each method's "
+            f"{spread}. Bottom: the absolute mean spectrum of each residual (prediction − truth) against the truth's.",
+        ]
+    for tag, path in figs.get((split, "transfer"), []):
+        out += [
+            "",
+            f"## Transfer functions, {split}",
+            "",
+            f"![{split}: transfer function at common beam {tag}]({path})",
+            "",
+            "T_b = ⟨D_b(prediction × truth)⟩ / ⟨D_b(truth)⟩ over the simulations: 1 means the CMB passes at full "
+            "amplitude, below 1 power is lost.",
+        ]
+    if beam_note:
+        out += [
+            "",
+            f"The spectra at the other common beams differ from those drawn by at most (over bins, {split}):",
+            "",
+            beam_note,
+        ]
+    for tag, path in figs.get((split, "maps"), []):
+        out += [
+            "",
+            f"## Maps, {split}, common beam {tag}",
+            "",
+            f"![{split}: maps at common beam {tag}]({path})",
+            "",
+            "The first simulation, monopole and dipole removed; grey pixels are not scored. Truth and predictions "
+            "share one colour scale and the residuals of all methods another (the 99th percentile of abs(value) on "
+            "the scored pixels, rounded up), so the methods compare by eye.",
+        ]
+    return out
+
+
+def _report_text(summaries: Mapping[str, dict], table: str, figs: dict, beam_notes: Mapping[str, str]) -> str:
     first = next(iter(summaries.values()))
     s = first["settings"]
     mask = (
@@ -317,7 +454,8 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict) -> str:
         if s["mask_path"]
         else (
             f"foreground-threshold mask keeping the faintest {s['fsky_requested']:.0%} of the sky "
-            f"(mean foreground intensity of each split, smoothed {s['mask_smooth_deg']:g}°)"
+            f"(mean {_mask_text(s.get('mask_source', 'foreground_I_map.fits'))} of each split's simulations, "
+            f"smoothed {s['mask_smooth_deg']:g}°)"
         )
     )
     beams = ", ".join(
@@ -325,14 +463,18 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict) -> str:
         for m, i in first["methods"].items()
     )
     splits = ", ".join(
-        f"**{v['settings']['split']}** ({len(v['settings']['sims'])} simulations, foreground model "
-        f"{v['settings'].get('foreground_model') or 'not recorded'}, scored sky fraction {v['settings']['fsky']:.3f})"
-        for v in summaries.values()
+        f"**{label}** ({len(v['settings']['sims'])} simulations, foreground model {_model_text(v['settings'])}, "
+        f"scored sky fraction {v['settings']['fsky']:.3f})"
+        for label, v in summaries.items()
     )
+    roots = list(
+        dict.fromkeys(f"`{v['settings']['root']}` (nside {v['settings']['nside']})" for v in summaries.values())
+    )
+    fixed = [label for label, v in summaries.items() if is_fixed_sky(v["settings"].get("foreground_model"))]
     out = [
         "# CMB component separation: report",
         "",
-        f"Dataset `{s['root']}`, nside {s['nside']}; splits {splits}.",
+        f"Dataset{'s' if len(roots) > 1 else ''} {', '.join(roots)}; splits {splits}.",
         "",
         "## Protocol",
         "",
@@ -344,17 +486,21 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict) -> str:
         "(CMB-ML took the range of truth and prediction, which rewards noisy maps).",
         f"- Spectra: binned MASTER D_ℓ ({s['nbins']} bins from ℓ = 2) with one C1-apodised mask "
         f"({s['apod_deg']:g}°) for truth, prediction, residual and cross; the common beam is deconvolved; "
-        "theory is each simulation's spectrum through the same estimator.",
+        "theory is each simulation's spectrum through the same estimator "
+        f"({'; '.join(s.get('theory') or ['theory_cls.npy'])}).",
         "",
         "## Leaderboard",
         "",
         table,
     ]
-    titles = {"spectra": "Power spectra", "transfer": "Transfer functions", "maps": "Maps (first simulation)"}
-    for split in summaries:
-        for key, title in titles.items():
-            if (split, key) in figs:
-                out += ["", f"## {title}, {split}", ""]
-                out += [f"**{label}**\n\n![{label}]({path})\n" for label, path in figs[split, key]]
+    if fixed:
+        out[4:4] = [
+            f"PySM gives one fixed sky: every simulation of {', '.join(fixed)} has the same foregrounds (PySM's "
+            "real-sky templates); only the CMB (and its cosmology, when drawn) and the noise change, so their spread "
+            "across simulations does not sample foreground morphologies.",
+            "",
+        ]
+    for split, v in summaries.items():
+        out += _figure_sections(split, v["settings"], figs, beam_notes.get(split, ""))
     out += ["", "Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`, `figures/<split>/`.", ""]
     return "\n".join(out)

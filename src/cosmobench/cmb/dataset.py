@@ -42,11 +42,26 @@ __all__ = [
     "pred_path",
     "method_info_path",
     "manifest_path",
+    "pysm_label",
+    "is_fixed_sky",
 ]
 
 SPLITS = ("Train", "Valid", "Test")
 _SIM_RE = re.compile(r"^sim(\d{4,})$")
 _OBS_RE = re.compile(r"^obs_(\w+?)(?:GHz)?_map\.fits$")
+
+
+PYSM_PREFIX = "pysm3:"
+
+
+def pysm_label(presets) -> str:
+    """The recorded foreground model of a PySM sky: ``pysm3:`` and its presets, e.g. ``pysm3:d1,s1,f1,a1``."""
+    return PYSM_PREFIX + ",".join(str(p) for p in presets)
+
+
+def is_fixed_sky(model: str | None) -> bool:
+    """True for a foreground model that gives one fixed sky, the same in every simulation (PySM's presets)."""
+    return bool(model) and model.startswith(PYSM_PREFIX)
 
 
 def manifest_path(root: Path | str) -> Path:
@@ -67,8 +82,11 @@ def sim_dir(root: Path | str, split: str, i: int) -> Path:
 
 
 def obs_path(root: Path | str, split: str, i: int, band: str) -> Path:
-    """Observed map of one band."""
-    return sim_dir(root, split, i) / f"obs_{band}_map.fits"
+    """Observed map of one band: ``obs_<band>_map.fits``, or CMB-ML's ``obs_<band>GHz_map.fits`` where only that
+    exists."""
+    folder = sim_dir(root, split, i)
+    plain, cmbml = folder / f"obs_{band}_map.fits", folder / f"obs_{band}GHz_map.fits"
+    return cmbml if cmbml.is_file() and not plain.is_file() else plain
 
 
 def target_path(root: Path | str, split: str, i: int) -> Path:
@@ -158,18 +176,21 @@ class CMBDataset:
             )
             self.channels = load_channels(bands=found)
             self.bands = [c.band for c in self.channels]
-            self.nside = nside_of(np.empty(_fits_npix(first / f"obs_{self.bands[0]}_map.fits")))
+            self.nside = nside_of(np.empty(_fits_npix(next(first.glob("obs_*_map.fits")))))
 
     def foreground_model(self, split: str) -> str | None:
-        """Foreground model ``split`` was simulated with ("default", "alt", "custom"); None if not recorded.
+        """Foreground model ``split`` was simulated with ("default", "alt", "filament", "custom", or
+        ``pysm3:<presets>`` for PySM's fixed sky, :func:`pysm_label`); None if not recorded (CMB-ML's release).
 
-        Manifests written before per-split models existed count as "default" with the synthetic backend; PySM
-        skies and CMB-ML's release give None.
+        Manifests written before per-split models existed count as "default" with the synthetic backend; in
+        those written before PySM skies were labelled, a PySM split gives ``pysm3:`` and the manifest's presets.
         """
+        settings = self.manifest.get("settings", {})
         record = self.manifest.get("split_foregrounds", {}).get(split)
-        if record is not None:
-            return record.get("model")
-        return "default" if self.manifest.get("settings", {}).get("foreground_backend") == "synthetic" else None
+        if record is not None and record.get("model") is not None:
+            return record["model"]
+        backend = settings.get("foreground_backend")
+        return {"synthetic": "default", "pysm3": pysm_label(settings.get("pysm_presets", []))}.get(backend)
 
     @property
     def splits(self) -> dict[str, int]:
@@ -244,17 +265,31 @@ def _fits_npix(path: Path) -> int:
 
 
 def _read_uk(path: Path) -> np.ndarray:
-    """Read a map and return it in uK_CMB (CMB-ML's older files are in K_CMB)."""
+    """Read a map and return it in uK_CMB.
+
+    CMB-ML's files are in K_CMB; a file in a brightness unit (``MJy/sr``, as Planck's 545 and 857 GHz maps,
+    ``K_RJ``, ...) is converted at the frequency of its ``FREQ`` card (GHz) with
+    :func:`cosmobench.sky.units.unit_factor`.
+    """
     from astropy.io import fits
+
+    from ..sky.units import unit_factor
 
     maps = np.atleast_2d(read_healpix(path, dtype=np.float64))
     try:
         with fits.open(path) as hdul:
             unit = str(hdul[1].header.get("TUNIT1", "uK_CMB")).strip()
+            freq = hdul[1].header.get("FREQ")
     except OSError as err:
         raise CorruptFileError(f"{path} is not a readable FITS file ({err}); delete it and rerun") from err
     if unit in ("K_CMB", "K"):
-        maps = maps * 1e6
-    elif unit not in ("uK_CMB", "uK", ""):
-        raise CorruptFileError(f"{path} has unit {unit!r}; expected uK_CMB or K_CMB")
-    return maps
+        return maps * 1e6
+    if unit in ("uK_CMB", "uK", ""):
+        return maps
+    try:
+        return maps * unit_factor(float(freq), unit, "uK_CMB")
+    except (TypeError, ValueError):
+        raise CorruptFileError(
+            f"{path} has unit {unit!r} and FREQ card {freq!r}: expected uK_CMB or K_CMB, or a unit such as MJy/sr "
+            "or K_RJ with the map's frequency in GHz in a FREQ card"
+        ) from None

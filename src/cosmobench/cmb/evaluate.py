@@ -3,7 +3,9 @@
 Protocol (docs/cmb_evaluation.md), the same for the truth and every prediction:
 
 1. **Mask**: a user FITS mask (binarised at 0.9 after resolution change), or the fraction ``fsky`` of the sky
-   with the faintest foregrounds, from the mean foreground intensity of the split's simulations.
+   with the faintest foregrounds, from the mean foreground intensity of the split's simulations
+   (``foreground_I_map.fits``) or, where the dataset has none (CMB-ML's release), from the mean absolute
+   observed map of its highest-frequency channel (dust-dominated).
 2. **Common beam**: each map goes to alm up to ``lmax`` (default 2 nside, like CMB-ML), is multiplied by
    b_target / b_source (b_source = the method's output beam from ``method.json``, none for the truth) and goes
    back to a map: all scored maps are band-limited to ``lmax``. Modes: ``"deconvolved"`` (b_target = 1),
@@ -12,7 +14,9 @@ Protocol (docs/cmb_evaluation.md), the same for the truth and every prediction:
 4. **Pixel metrics** on unmasked pixels: MAE, RMSE, NRMSE, PSNR (truth-only range); also the residual RMS
    split at ``ell_split`` (below / from), at Galactic abs(b) > ``lat_cut_deg`` (no other mask) and full sky.
 5. **Spectra**: binned MASTER D_b of truth, prediction, residual and truth x prediction with one apodised mask,
-   the common beam deconvolved, and the MASTER expectation of each simulation's theory spectrum.
+   the common beam deconvolved, and the MASTER expectation of each simulation's theory spectrum
+   (``theory_cls.npy``; where absent, CAMB's lensed TT for the cosmology in the simulation's ``params.json``,
+   else for the Planck 2018 fiducial cosmology).
 
 Outputs under ``out_dir`` (default ``<root>/results/<split>``; all written atomically): ``summary.json``,
 ``mask.fits``, ``<method>/<beam>/metrics.csv``, ``<method>/<beam>/spectra.npz``,
@@ -39,7 +43,7 @@ from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healp
 from cosmobench.metrics import pixel_metrics, summarize
 from cosmobench.sky import sht
 
-__all__ = ["evaluate", "check_inputs", "beam_tag", "METRIC_COLUMNS"]
+__all__ = ["evaluate", "check_inputs", "beam_tag", "theory_tt", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("mae", "rmse", "nrmse", "psnr", "rmse_ell_lo", "rmse_ell_hi", "rmse_lat", "rmse_fullsky")
 _EXAMPLE_NSIDE = 256  # resolution at which one example simulation's maps are kept for the report's figures
@@ -133,6 +137,8 @@ def evaluate(
 
     settings = {
         "root": str(ds.root),
+        "mask_source": _mask_source(ds, split, indices, mask_path),
+        "theory": sorted({_theory_source(ds, split, i) for i in indices}),
         "split": split,
         "foreground_model": ds.foreground_model(split),
         "methods": list(methods),
@@ -268,20 +274,89 @@ def _analysis_mask(
     ds: Any, split: str, indices: list[int], out: Path, mask_path: Any, fsky: float, smooth_deg: float, settings: dict
 ) -> np.ndarray:
     """The binary analysis mask, cached as ``out/mask.fits`` with the settings that made it."""
-    key = {k: settings[k] for k in ("split", "nside", "fsky_requested", "mask_path", "mask_smooth_deg", "sims")}
+    key = {
+        k: settings[k]
+        for k in ("split", "nside", "fsky_requested", "mask_path", "mask_source", "mask_smooth_deg", "sims")
+    }
     cache, meta = out / "mask.fits", out / "mask.json"
     if cache.is_file() and meta.is_file() and read_json(meta) == key:
         return read_healpix(cache, field=0, dtype=np.float64)
     if mask_path is not None:
         mask = masks.read_mask(mask_path, ds.nside)
     else:
-        fg = np.zeros((2, sht.npix(ds.nside)))
-        for i in indices:
-            fg += np.abs(np.atleast_2d(ds.load_foreground(split, i)))[:2]
-        mask = masks.threshold_mask(fg / len(indices), fsky, smooth_deg=smooth_deg)
+        mean = sum(_mask_intensity(ds, split, i, settings["mask_source"]) for i in indices) / len(indices)
+        mask = masks.threshold_mask(mean, fsky, smooth_deg=smooth_deg)
     write_healpix(cache, mask, unit="", column_names=["MASK"])
     write_json(meta, key)
     return mask
+
+
+_FOREGROUND_SOURCE = "foreground_I_map.fits"
+
+
+def _highest_band(ds: Any) -> str:
+    return max(ds.bands, key=lambda b: ds.channel(b).center_ghz)
+
+
+def _mask_intensity(ds: Any, split: str, i: int, source: str) -> np.ndarray:
+    """Absolute maps the threshold mask is made from: foreground intensity at two bands, or the highest channel."""
+    if source == _FOREGROUND_SOURCE:
+        return np.abs(np.atleast_2d(ds.load_foreground(split, i)))[:2]
+    band = _highest_band(ds)
+    return np.abs(ds.load_obs(split, i, [band])[band][:1])
+
+
+def _mask_source(ds: Any, split: str, indices: list[int], mask_path: Any) -> str:
+    """What the analysis mask is made from: the user's file, the foreground maps, or the highest-frequency map."""
+    from cosmobench.cmb.dataset import foreground_path
+
+    if mask_path is not None:
+        return "mask_path"
+    if all(foreground_path(ds.root, split, i).is_file() for i in indices):
+        return _FOREGROUND_SOURCE
+    return f"observed {_highest_band(ds)} GHz map"
+
+
+def _theory_source(ds: Any, split: str, i: int) -> str:
+    """Where the theory spectrum of simulation ``i`` comes from (see :func:`theory_tt`)."""
+    from cosmobench.cmb.dataset import params_path, theory_path
+
+    if theory_path(ds.root, split, i).is_file():
+        return "theory_cls.npy"
+    if params_path(ds.root, split, i).is_file() and "cosmology" in ds.load_params(split, i):
+        return "CAMB, cosmology of params.json"
+    return "CAMB, Planck 2018 fiducial cosmology"
+
+
+def theory_tt(ds: Any, split: str, i: int, lmax: int) -> np.ndarray:
+    """Theory TT C_ell (uK^2, ell = 0..lmax at least) of simulation ``i``.
+
+    ``theory_cls.npy`` when the simulation has one; else CAMB's lensed TT
+    (:func:`~cosmobench.sky.cosmology.camb_spectra`, computed once per cosmology and process) for the
+    ``cosmology`` of its ``params.json``, or, with no such file (CMB-ML's release), for the Planck 2018 fiducial
+    cosmology (:class:`~cosmobench.sky.cosmology.Cosmology` defaults).
+
+    Parameters
+    ----------
+    ds : CMBDataset
+    split : str
+    i : int
+        Simulation index.
+    lmax : int
+        Highest multipole needed.
+    """
+    source = _theory_source(ds, split, i)
+    if source == "theory_cls.npy":
+        return ds.theory_cls(split, i)[0]
+    cosmology = ds.load_params(split, i)["cosmology"] if source.endswith("params.json") else {}
+    return _camb_tt(tuple(sorted(cosmology.items())), lmax)
+
+
+@functools.lru_cache(maxsize=8)
+def _camb_tt(cosmology: tuple, lmax: int) -> np.ndarray:
+    from cosmobench.sky.cosmology import Cosmology, camb_spectra
+
+    return camb_spectra(Cosmology(**dict(cosmology)), lmax)[0]
 
 
 def _fingerprint(settings: dict, method: str, source_beam: float | None, preds: list[Path]) -> str:
@@ -343,7 +418,7 @@ def _score_sim(
     nside = sht.nside_of(mask)
     lat = masks.latitude_mask(nside, lat_cut_deg)
     low = (np.arange(lmax + 1) < ell_split).astype(float)
-    theory = ds.theory_cls(split, i)[0]
+    theory = theory_tt(ds, split, i, lmax)
     if theory.shape[-1] <= lmax:
         raise ValueError(f"theory spectrum of {split} sim{i:04d} stops at ell={theory.shape[-1] - 1} < lmax={lmax}")
     t_alm = sht.map2alm(ds.load_target(split, i)[0], lmax, 3)

@@ -1,7 +1,7 @@
 """Report figures: truth / prediction / residual maps, binned spectra with residuals and theory, transfer functions.
 
 Every function reads plain arrays (as saved by :func:`cosmobench.cmb.evaluate.evaluate`), writes one PNG
-atomically and returns its path. matplotlib (Agg backend) is imported inside the functions.
+atomically and returns its path (figures from :mod:`cosmobench.plots`: no pyplot, no global backend).
 """
 
 from __future__ import annotations
@@ -11,105 +11,90 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmobench.core.io import atomic_path
+from ..plots import colour_limit, mollweide, save, subplots
 
 __all__ = ["plot_maps", "plot_spectra", "plot_transfer", "transfer_function"]
 
 
-def _pyplot():
-    import matplotlib
+def plot_maps(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """One simulation's truth and the analysis mask (top row), then each method's prediction and residual.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
-
-
-def plot_maps(truth: np.ndarray, pred: np.ndarray, mask: np.ndarray, path: Path, *, title: str = "") -> Path:
-    """Mollweide views of the truth, the prediction and their difference (masked pixels grey).
+    Truth and predictions share one colour scale; the residuals of **all methods** share another, so the methods
+    can be compared by eye. Both limits are round (:func:`colour_limit`: the 99th percentile of the scored
+    pixels, rounded up); masked pixels are grey.
 
     Parameters
     ----------
-    truth, pred : ndarray, shape (npix,), uK_CMB
-        Maps at the common beam, monopole and dipole removed.
-    mask : ndarray, shape (npix,)
-        Analysis mask (1 = scored).
+    examples : mapping method -> mapping
+        Arrays from ``example_maps.npz`` at one common beam, each of shape (npix,): ``truth``, ``pred`` (uK_CMB,
+        monopole and dipole removed) and ``mask`` (1 = scored). The truth and mask of the first method are shown.
     path : path
         Output PNG.
     title : str
-        Figure title (method, beam, simulation).
+        Figure title (split, beam, simulation).
     """
-    import healpy as hp
-
-    plt = _pyplot()
-    keep = np.asarray(mask) > 0.5
-    lim = float(np.percentile(np.abs(truth[keep]), 99)) or 1.0
-    resid = pred - truth
-    rlim = float(np.percentile(np.abs(resid[keep]), 99)) or 1.0
-    fig = plt.figure(figsize=(15, 3.8))
-    panels = [("truth", truth, lim), ("prediction", pred, lim), ("prediction - truth", resid, rlim)]
-    for k, (name, m, vmax) in enumerate(panels):
-        shown = np.where(keep, m, hp.UNSEEN)
-        hp.mollview(
-            shown,
-            fig=fig.number,
-            sub=(1, 3, k + 1),
-            title=name,
-            unit="uK_CMB",
-            min=-vmax,
-            max=vmax,
-            cmap="RdBu_r",
-            badcolor="0.8",
-            cbar=True,
-            notext=True,
-            xsize=600,
-        )
+    first = next(iter(examples.values()))
+    keep = np.asarray(first["mask"]) > 0.5
+    lim = colour_limit([first["truth"][keep]])
+    rlim = colour_limit([(e["pred"] - e["truth"])[keep] for e in examples.values()])
+    panels = [("truth", first["truth"], lim), ("analysis mask (green: scored, grey: masked)", np.ones(keep.size), None)]
+    for name, e in examples.items():
+        resid = e["pred"] - e["truth"]
+        panels += [(f"{name}: prediction", e["pred"], lim), (f"{name}: prediction - truth", resid, rlim)]
+    rows = len(panels) // 2
+    fig, axes = subplots(rows, 2, figsize=(10, 3.4 * rows), squeeze=False)
+    for ax, (name, m, vmax) in zip(axes.ravel(), panels):
+        shown = np.where(keep, m, np.nan)
+        if vmax:
+            mollweide(ax, shown, vmin=-vmax, vmax=vmax, title=name, unit=r"$\mu$K$_{\rm CMB}$")
+        else:
+            mollweide(ax, shown, vmin=0.0, vmax=2.0, cmap="Greens", title=name)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def plot_spectra(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
+def plot_spectra(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, fsky: float, title: str = "") -> Path:
     """Binned D_ell of truth, theory and each method's prediction (top) and of each residual (bottom).
+
+    Error bars are the standard deviation of the binned prediction spectrum across the simulations (the scatter
+    a single simulation shows, cosmic variance included); the grey band is the cosmic variance of the theory in
+    each bin on the scored sky, D_b sqrt(2 / ((2 ell_b + 1) Delta ell f_sky)).
 
     Parameters
     ----------
     spectra : mapping method -> mapping
-        Arrays from ``spectra.npz``: ``ell_eff`` (nbins,), and (nsim, nbins) ``truth``, ``pred``, ``resid``,
-        ``theory``, in uK^2 (D_ell, common beam deconvolved).
+        Arrays from ``spectra.npz``: ``edges`` (nbins+1,), ``ell_eff`` (nbins,), and (nsim, nbins) ``truth``,
+        ``pred``, ``resid``, ``theory``, in uK^2 (D_ell, common beam deconvolved).
     path : path
         Output PNG.
+    fsky : float
+        Scored sky fraction, for the cosmic-variance band.
     title : str
         Figure title.
     """
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig, (top, bottom) = subplots(2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     first = next(iter(spectra.values()))
-    ell = first["ell_eff"]
-    top.plot(ell, first["theory"].mean(0), "k--", lw=1, label="theory (MASTER expectation)")
-    top.plot(ell, first["truth"].mean(0), "k-", lw=1.5, label="truth")
-    for name, s in spectra.items():
+    ell, theory, width = first["ell_eff"], first["theory"].mean(0), np.diff(first["edges"])
+    sigma = theory * np.sqrt(2.0 / ((2 * ell + 1) * width * fsky))
+    top.fill_between(ell, theory - sigma, theory + sigma, color="0.85", label="theory ± cosmic variance")
+    top.plot(ell, theory, "k--", lw=1, label="theory (MASTER expectation)")
+    top.plot(ell, first["truth"].mean(0), "k-", lw=1.5, label="truth (mean over simulations)")
+    for k, (name, s) in enumerate(spectra.items()):
         n = s["pred"].shape[0]
         err = s["pred"].std(0, ddof=1) if n > 1 else None
-        top.errorbar(ell, s["pred"].mean(0), yerr=err, fmt="o", ms=3, capsize=2, label=f"{name} prediction")
+        shift = (k - (len(spectra) - 1) / 2) * 0.1 * width / max(len(spectra) - 1, 1)  # side by side in the bin
+        top.errorbar(ell + shift, s["pred"].mean(0), yerr=err, fmt="o", ms=3, capsize=2, label=f"{name} prediction")
         bottom.semilogy(ell, np.abs(s["resid"].mean(0)), "o-", ms=3, label=f"{name} residual")
-    bottom.semilogy(ell, np.abs(first["truth"].mean(0)), "k-", lw=1, alpha=0.4, label="truth")
-    top.set_ylabel(r"$D_\ell$ [$\mu$K$^2$]")
-    bottom.set_ylabel(r"$|D_\ell|$ of residual [$\mu$K$^2$]")
-    bottom.set_xlabel(r"$\ell$")
+    bottom.semilogy(ell, np.abs(first["truth"].mean(0)), "k-", lw=1, alpha=0.4, label="truth (for scale)")
+    top.set_ylabel(r"$D_\ell = \ell(\ell+1)C_\ell/2\pi$ [$\mu$K$^2$]")
+    bottom.set_ylabel(r"$|D_\ell|$ of the residual [$\mu$K$^2$]")
+    bottom.set_xlabel(r"multipole $\ell$")
     top.legend(fontsize=8)
     bottom.legend(fontsize=8)
     if title:
         top.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_transfer(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
@@ -124,17 +109,16 @@ def plot_transfer(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *
     title : str
         Figure title.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = subplots(figsize=(8, 4))
     for name, s in spectra.items():
         ax.plot(s["ell_eff"], transfer_function(s), "o-", ms=3, label=name)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xlabel(r"$\ell$")
-    ax.set_ylabel(r"$T_\ell = \langle D_\ell^{p\times t}\rangle / \langle D_\ell^{t}\rangle$")
+    ax.set_xlabel(r"multipole $\ell$")
+    ax.set_ylabel(r"$T_\ell = \langle D_\ell^{p\times t}\rangle / \langle D_\ell^{t}\rangle$ (no unit)")
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def transfer_function(s: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -22,7 +22,7 @@ from .dataset import CMBDataset, method_info_path, obs_path, pred_path
 from .methods import get_method
 from .methods import is_learned as _is_learned
 
-__all__ = ["train", "separate", "predict_split", "check_observed", "model_dir"]
+__all__ = ["train", "separate", "predict_split", "check_observed", "check_model", "model_dir", "prediction_header"]
 
 
 def _build(method: str, settings: Mapping | None):
@@ -74,6 +74,48 @@ def train(
     facts.setdefault("seconds", time.perf_counter() - t0)
     facts["method"] = method
     return facts
+
+
+def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
+    """Refuse, before any work, a trained model that cannot separate ``dataset``.
+
+    Parameters
+    ----------
+    dataset : CMBDataset
+    method : str
+        A learned method.
+    folder : path
+        Its trained model folder (``<root>/<method>/model``, possibly of another dataset).
+
+    Raises
+    ------
+    ValueError
+        The model was trained at another nside, on channels the dataset lacks, or with other beams (each named).
+    """
+    import math
+
+    model = get_method(method).load(folder, device="cpu")
+    config = model.config
+    # the observed channels it was trained on (derived inputs, e.g. nilc_unet's NILC map, have no beam)
+    trained = {b: fwhm for b, fwhm in zip(model.settings.bands, config["fwhm_arcmin"]) if fwhm is not None}
+    problems = []
+    if int(config["nside"]) != int(dataset.nside):
+        problems.append(f"it was trained at nside {config['nside']}, the dataset is nside {dataset.nside}")
+    missing = [b for b in trained if b not in dataset.bands]
+    if missing:
+        problems.append(f"it reads bands {missing} that the dataset lacks (it has {dataset.bands})")
+    beams = [
+        b
+        for b, fwhm in trained.items()
+        if b not in missing and not math.isclose(dataset.channel(b).fwhm_arcmin, fwhm, rel_tol=1e-6)
+    ]
+    if beams:
+        problems.append(f"its channels {beams} had other beams in training")
+    if problems:
+        raise ValueError(
+            f"the {method} model in {folder} cannot separate the dataset {dataset.root}: {'; '.join(problems)}. "
+            "Use a model trained on a dataset with the same nside and channels (train one there)"
+        )
 
 
 def _check_sim(root: str, split: str, bands: Sequence[str], nside: int, i: int) -> list[str]:
@@ -159,6 +201,14 @@ def _load(method: str, settings: dict, root: str, model_folder: str | None):
     return _LOADED[key]
 
 
+def prediction_header(method: str, beam_arcmin: float | None) -> dict[str, tuple]:
+    """FITS cards of a predicted CMB map: ``FWHM`` (its output beam, arcmin; 0 = unbeamed) and ``METHOD``."""
+    return {
+        "FWHM": (float(beam_arcmin or 0.0), "output beam FWHM [arcmin], 0 = unbeamed"),
+        "METHOD": (method, "cosmobench separation method"),
+    }
+
+
 def _predict_one(
     root: str, method: str, settings: dict, split: str, bands: list[str], model_folder: str | None, i: int
 ) -> float:
@@ -178,7 +228,8 @@ def _predict_one(
             f"method {method!r} returned shape {pred.shape}, expected one map of "
             f"{obs[channels[0].band].shape[-1]} pixels"
         )
-    write_healpix(out, pred, unit="uK_CMB", column_names=["TEMPERATURE"])
+    header = prediction_header(method, model.output_beam_arcmin)
+    write_healpix(out, pred, unit="uK_CMB", column_names=["TEMPERATURE"], extname="CMB-PRED", extra_header=header)
     return seconds
 
 

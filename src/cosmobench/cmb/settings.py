@@ -22,6 +22,7 @@ __all__ = [
     "SeparateSettings",
     "EvaluateSettings",
     "CompareSettings",
+    "ApplySettings",
     "RunSettings",
     "SECTIONS",
     "DEFAULT_SPLITS",
@@ -30,8 +31,9 @@ __all__ = [
 ]
 
 OUT_DIR = "cosmobench_out/cmb"
-DEFAULT_SPLITS = MappingProxyType({"Train": 40, "Valid": 4, "Test": 4, "TestOOD": 4})
-DEFAULT_SPLIT_FOREGROUNDS = MappingProxyType({"TestOOD": "alt"})  # the out-of-distribution test split
+DEFAULT_SPLITS = MappingProxyType({"Train": 40, "Valid": 4, "Test": 4, "TestOOD": 4, "TestOOD2": 4})
+# the out-of-distribution test splits: two foreground models the learned methods never see in training
+DEFAULT_SPLIT_FOREGROUNDS = MappingProxyType({"TestOOD": "alt", "TestOOD2": "filament"})
 FOREGROUND_COMPONENTS = ("dust", "synchrotron", "freefree", "ame")
 BENCHMARK_METHODS = ("hilc", "nilc", "cmbnncs", "nilc_unet")  # what `cmb run` separates and scores
 
@@ -66,7 +68,8 @@ class SimulateSettings(StageSettings):
     cache_dir : str or None
         Folder of the emulator cache.
     foreground_backend : {"synthetic", "pysm3"}
-        ``pysm3`` needs the templates (``PYSM_LOCAL_DATA``) and ``pysm_presets``, and ``split_foregrounds={}``.
+        Backend of the splits not named in ``split_foregrounds``; ``pysm3`` needs the templates
+        (``PYSM_LOCAL_DATA``) and ``pysm_presets``.
     foreground_components : list of str
         Synthetic components.
     pysm_presets : list of str
@@ -74,15 +77,20 @@ class SimulateSettings(StageSettings):
     freeze_foregrounds : bool
         One foreground sky for all simulations (as CMB-ML).
     foreground_model : str
-        Synthetic foreground model of every split: ``default`` or ``alt`` (docs/foregrounds.md).
-    split_foregrounds : dict of str to str
-        Per-split model; TestOOD is the out-of-distribution test split. A dict override replaces it.
+        Synthetic foreground model of every split: ``default``, ``alt`` or ``filament`` (docs/foregrounds.md).
+    split_foregrounds : dict of str to (str or dict)
+        Per-split foregrounds: a synthetic model name (``{TestOOD: alt}``: TestOOD is the out-of-distribution
+        test split), a dict of synthetic options, or PySM presets ``{TestPySM: {backend: pysm3, presets: [d1, s1,
+        f1, a1]}}`` (one fixed sky, docs/cmb_dataset.md). A dict override replaces it.
     fg_iter : int
         Jacobi iterations of the foreground map analysis.
     noise : bool
         Add instrument noise.
     dtype : {"float32", "float64"}
         Stored precision of the maps.
+    mjysr_bands : list of str
+        Bands whose observed maps are stored in MJy/sr, as Planck stores 545 and 857 GHz (``[545, 857]``); read
+        back in uK_CMB. Default: every map in uK_CMB.
     executor : {"serial", "processes", "dask"}
     workers : int
     scheduler_address : str or None
@@ -111,6 +119,7 @@ class SimulateSettings(StageSettings):
     fg_iter: int = 0
     noise: bool = True
     dtype: str = "float32"
+    mjysr_bands: tuple[str, ...] = ()
     executor: str = "serial"
     workers: int = 1
     scheduler_address: str | None = None
@@ -155,6 +164,9 @@ class SeparateSettings(StageSettings):
     settings : dict or None
         The method's settings (``methods.<method>``, the same as for ``train``).
     split : str
+    model_dir : str or None
+        A learned method's trained model folder, ``<root A>/<method>/model``, to separate this dataset with a
+        model trained on another one (its identity is the recorded input); None = ``out_dir/<method>/model``.
     device : str
     executor, workers, scheduler_address
         How to run the simulations (:func:`cosmobench.core.executor.map_tasks`).
@@ -164,6 +176,7 @@ class SeparateSettings(StageSettings):
     method: str = "nilc"
     settings: dict | None = None
     split: str = "Test"
+    model_dir: str | None = None
     device: str = "auto"
     executor: str = "serial"
     workers: int = 1
@@ -220,12 +233,54 @@ class CompareSettings(StageSettings):
     ----------
     out_dir : str
         Dataset root; reads ``out_dir/results/<split>``, writes ``out_dir/report``.
+    results_dirs : list of str or None
+        Results folders of several datasets (``[A/results, B/results]``), reported side by side, each column
+        naming its dataset and foreground model; None = ``out_dir/results``.
     map_beams : list of float or None
         Map figures at these common beams (None = all; [] = none).
     """
 
     out_dir: str = OUT_DIR
+    results_dirs: tuple[str, ...] | None = None
     map_beams: tuple[str | float, ...] | None = (20.6,)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApplySettings(StageSettings):
+    """``cmb apply``: separate the CMB from your own frequency maps (:func:`cosmobench.cmb.apply.apply_method`).
+
+    Attributes
+    ----------
+    out_dir : str
+        Output folder: ``cmb_map.fits``, ``report.md``, figures, ``apply.json`` and the stage record.
+    maps : list of str
+        HEALPix FITS maps, one per channel (any ordering, column layout, unit and nside).
+    channels : str or list of dict or None
+        A channel table file, or its rows (``band``, ``center_ghz``, ``fwhm_arcmin``, optionally ``unit`` and
+        ``to_uk_cmb``), one per map in the same order.
+    method : str
+        Registered method name.
+    settings : dict or None
+        The method's settings (``methods.<method>``); None = the method's defaults.
+    model_dir : str or None
+        Folder of a trained learned method (``<dataset root>/<method>/model``); required for learned methods.
+    nside : int or None
+        Target resolution; None = the trained nside of a learned method, else the smallest input nside.
+    report : bool
+        Write ``report.md`` with the map and its power spectrum.
+    device : str
+        "auto" = CUDA when available, else CPU.
+    """
+
+    out_dir: str = f"{OUT_DIR}/apply"
+    maps: tuple[str, ...] = ()
+    channels: str | list[dict] | None = None
+    method: str = "nilc"
+    settings: dict | None = None
+    model_dir: str | None = None
+    nside: int | None = None
+    report: bool = True
+    device: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -241,7 +296,7 @@ class RunSettings:
     """
 
     methods: tuple[str, ...] = BENCHMARK_METHODS
-    splits: tuple[str, ...] = ("Test", "TestOOD")
+    splits: tuple[str, ...] = ("Test", "TestOOD", "TestOOD2")
 
 
 SECTIONS: dict[str, type] = {
@@ -250,6 +305,7 @@ SECTIONS: dict[str, type] = {
     "separate": SeparateSettings,
     "evaluate": EvaluateSettings,
     "compare": CompareSettings,
+    "apply": ApplySettings,
     "run": RunSettings,
 }
 

@@ -127,8 +127,8 @@ def simulate_observation(
         "foregrounds")`` for a model other than "default") for every simulation, as CMB-ML did.
     foreground_model : str or mapping, optional
         Synthetic foreground model: a name of :data:`cosmobench.sky.foregrounds.FOREGROUND_MODELS`
-        ("default", "alt") or a mapping of :func:`~cosmobench.sky.foregrounds.synthetic_foregrounds` options;
-        only "default" (or None) with the ``pysm3`` backend.
+        ("default", "alt", "filament") or a mapping of :func:`~cosmobench.sky.foregrounds.synthetic_foregrounds`
+        options; only "default" (or None) with the ``pysm3`` backend.
     fg_iter : int
         Jacobi iterations of the foreground map analysis.
     noise : bool
@@ -158,8 +158,8 @@ def simulate_observation(
     t1 = time.perf_counter()
     cmb = CMB.from_spectra(cls, nside, rng(seed, *key, "cmb"))
     t2 = time.perf_counter()
-    label = _model_label(foreground_backend, foreground_model)
-    frozen_key = ("frozen", "foregrounds") if label in ("default", None) else ("frozen", label, "foregrounds")
+    label = _model_label(foreground_backend, foreground_model, pysm_presets)
+    frozen_key = ("frozen", "foregrounds") if label == "default" else ("frozen", label, "foregrounds")
     fg_key = frozen_key if freeze_foregrounds else (*key, "foregrounds")
     foregrounds = make_foregrounds(
         foreground_backend,
@@ -191,10 +191,10 @@ def simulate_observation(
             "backend": foreground_backend,
             "components": list(foreground_components),
             "pysm_presets": list(pysm_presets),
-            "frozen": bool(freeze_foregrounds),
+            "frozen": bool(freeze_foregrounds) or foreground_backend != "synthetic",  # PySM: one fixed sky
             "stream": list(fg_key),
             "model": label,
-            "options": resolve_model(foreground_model) if label is not None else {},
+            "options": resolve_model(foreground_model) if foreground_backend == "synthetic" else {},
         },
         "seed": int(seed),
         "stream": list(key),
@@ -211,21 +211,49 @@ def simulate_observation(
     )
 
 
-def _model_label(backend: str, model: str | Mapping | None) -> str | None:
-    """Name of a foreground model as recorded: the model's name, "custom" for a mapping, None for pysm3."""
+def _model_label(backend: str, model: str | Mapping | None, presets: Sequence[str] = ()) -> str:
+    """Name of a foreground model as recorded: the model's name, "custom" for a mapping, ``pysm3:d1,s1,...`` for
+    PySM presets (:func:`cosmobench.cmb.dataset.pysm_label`)."""
     if backend != "synthetic":
         if model not in (None, "default"):
             raise ValueError(f"foreground model {model!r} applies to the 'synthetic' backend, not {backend!r}")
-        return None
+        return layout.pysm_label(presets)
     return "default" if model is None else (model if isinstance(model, str) else "custom")
 
 
-def _model_record(backend: str, model: str | Mapping | None) -> dict:
-    """The manifest entry of a split's foregrounds: ``{"model": label, "options": resolved options}``."""
+def _model_record(backend: str, model: str | Mapping | None, presets: Sequence[str] = ()) -> dict:
+    """The manifest entry of a split's foregrounds: ``{"model": label, "options": resolved options}``, plus
+    ``backend`` and ``presets`` for PySM (one fixed sky)."""
     from ..sky.foregrounds import foreground_model as resolve_model
 
-    label = _model_label(backend, model)
-    return {"model": label, "options": resolve_model(model) if label is not None else {}}
+    label = _model_label(backend, model, presets)
+    if backend != "synthetic":
+        return {"model": label, "backend": backend, "presets": [str(p) for p in presets], "options": {}}
+    return {"model": label, "options": resolve_model(model)}
+
+
+def _split_foregrounds(
+    splits: Sequence[str], backend: str, presets: Sequence[str], model: str | Mapping | None, overrides: Mapping
+) -> dict[str, dict]:
+    """Split -> keywords of :func:`simulate_observation` for its foregrounds (backend, presets, model).
+
+    A split named in ``overrides`` takes a synthetic model (a name or a mapping of options) or PySM presets,
+    ``{"backend": "pysm3", "presets": [...]}``; the others take ``backend``, ``presets`` and ``model``.
+    """
+    out = {}
+    for split in splits:
+        entry = overrides.get(split, model)
+        kind, chosen = (backend, list(presets)) if split not in overrides else ("synthetic", [])
+        if isinstance(entry, Mapping) and "backend" in entry:
+            if entry["backend"] != "pysm3" or set(entry) != {"backend", "presets"} or not entry["presets"]:
+                raise ValueError(
+                    f"split_foregrounds.{split} = {dict(entry)}: PySM skies are given as "
+                    "{backend: pysm3, presets: [d1, s1, f1, a1]} (any PySM preset strings, at least one); a "
+                    "synthetic model as its name (default, alt, filament) or a dict of its options"
+                )
+            kind, chosen, entry = "pysm3", [str(p) for p in entry["presets"]], None
+        out[split] = {"foreground_backend": kind, "pysm_presets": chosen, "foreground_model": entry}
+    return out
 
 
 @dataclass(frozen=True)
@@ -238,8 +266,9 @@ class _Spec:
     seed: int
     dtype: str
     physics: tuple  # sorted (name, value) pairs for simulate_observation
-    foreground_models: tuple = ()  # (split, foreground model) pairs
+    foreground_models: tuple = ()  # (split, foreground keywords of simulate_observation) pairs
     digests: tuple = ()  # (split, settings digest) pairs, recorded in params.json
+    mjysr_bands: tuple = ()  # bands whose observed maps are stored in MJy/sr
 
 
 def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
@@ -253,7 +282,7 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
     for stale in layout.sim_dir(root, split, i).glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     channels = [Channel(**c) for c in spec.channels]
-    physics = dict(spec.physics, foreground_model=dict(spec.foreground_models).get(split))
+    physics = dict(spec.physics, **dict(spec.foreground_models)[split])
     sim = simulate_observation(spec.nside, channels, seed=spec.seed, key=(split, i), **physics)
     t0 = time.perf_counter()
     dtype = _DTYPES[spec.dtype]
@@ -265,7 +294,10 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
             sim.obs[ch.band],
             unit="uK_CMB",
             dtype=dtype,
-            extra_header={"FREQ": ch.center_ghz, "FWHM": ch.fwhm_arcmin, "BAND": ch.band},
+            extname="FREQ-MAP",
+            freq_ghz=ch.center_ghz,
+            file_unit="MJy/sr" if ch.band in spec.mjysr_bands else None,
+            extra_header={"FWHM": (ch.fwhm_arcmin, "beam FWHM [arcmin]"), "BAND": ch.band},
         )
         files[path.name] = path
     path = layout.target_path(root, split, i)
@@ -327,11 +359,13 @@ class DatasetPlan:
     physics : dict
         Keywords of :func:`simulate_observation` shared by every simulation.
     split_models : dict
-        Split -> synthetic foreground model.
+        Split -> foreground keywords of :func:`simulate_observation` (backend, PySM presets, synthetic model).
     records : dict
         Split -> the manifest entry of its foreground model.
     settings : dict
         What every simulation depends on besides its split and index (recorded in the manifest).
+    mjysr_bands : tuple of str
+        Bands whose observed maps are stored in MJy/sr.
     digests : dict of str to str
         Split -> digest of ``settings`` and the split's foreground record, stored in each ``params.json`` and
         checked, so simulations of other settings (another seed...) can never mix in one split.
@@ -348,6 +382,7 @@ class DatasetPlan:
     records: dict
     settings: dict
     digests: dict
+    mjysr_bands: tuple = ()
 
     @property
     def items(self) -> list[tuple[str, int]]:
@@ -413,6 +448,7 @@ def plan_dataset(
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
+    mjysr_bands: Sequence[str] = (),
 ) -> DatasetPlan:
     """Validate every setting of a dataset; reads and writes nothing.
 
@@ -424,7 +460,7 @@ def plan_dataset(
         A setting out of range, naming it and the fix.
     """
     from ..sky.cosmology import Cosmology
-    from ..sky.foregrounds import FOREGROUND_BACKENDS, SYNTHETIC_COMPONENTS
+    from ..sky.foregrounds import COMPONENTS, FOREGROUND_BACKENDS
     from ..sky.instrument import load_channels
 
     nside = sht.check_nside(nside)
@@ -436,6 +472,7 @@ def plan_dataset(
             raise ValueError(f"split {name!r} must have a non-negative integer count of simulations, got {n!r}")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    mjysr_bands = tuple(str(b) for b in mjysr_bands)
     if foreground_backend not in FOREGROUND_BACKENDS:
         raise ValueError(
             f"unknown foreground backend {foreground_backend!r}; expected one of {list(FOREGROUND_BACKENDS)}"
@@ -444,22 +481,33 @@ def plan_dataset(
         raise ValueError(f"spectra_method must be 'fast' or 'camb', got {spectra_method!r}")
     if not (np.isfinite(r) and 0 <= r <= 1):
         raise ValueError(f"r (the tensor-to-scalar ratio) must be in [0, 1], got {r}; fix simulate.r")
-    unknown = sorted(set(foreground_components) - set(SYNTHETIC_COMPONENTS))
+    unknown = sorted(set(foreground_components) - set(COMPONENTS))
     if foreground_backend == "synthetic" and unknown:
-        raise ValueError(f"unknown foreground components {unknown}; expected some of {list(SYNTHETIC_COMPONENTS)}")
-    overrides = dict(split_foregrounds)
-    split_models = {s: overrides.get(s, foreground_model) for s in splits}
+        raise ValueError(f"unknown foreground components {unknown}; expected some of {list(COMPONENTS)}")
+    split_models = _split_foregrounds(splits, foreground_backend, pysm_presets, foreground_model, split_foregrounds)
     try:
-        records = {s: _model_record(foreground_backend, m) for s, m in split_models.items()}
+        records = {
+            s: _model_record(m["foreground_backend"], m["foreground_model"], m["pysm_presets"])
+            for s, m in split_models.items()
+        }
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{err} (splits and their models: {split_models}; see split_foregrounds)") from None
+        models = {s: r.get("foreground_model") or r["foreground_backend"] for s, r in split_models.items()}
+        raise ValueError(f"{err} (splits and their models: {models}; see split_foregrounds)") from None
     channels = load_channels(channel_table, bands=bands, fields=fields)
-    if foreground_backend == "pysm3":
+    unknown = sorted(set(mjysr_bands) - {c.band for c in channels})
+    if unknown:
+        raise ValueError(
+            f"mjysr_bands {unknown} are not channels of this dataset ({[c.band for c in channels]}); "
+            "fix simulate.mjysr_bands, e.g. [545, 857]"
+        )
+    pysm_skies = {tuple(m["pysm_presets"]) for m in split_models.values() if m["foreground_backend"] == "pysm3"}
+    if pysm_skies:
         from ..sky.pysm_backend import check_pysm_templates
 
-        if not pysm_presets:
+        if () in pysm_skies:
             raise ValueError("the pysm3 backend needs pysm_presets, e.g. simulate.pysm_presets=[d1,s1,f1,a1]")
-        check_pysm_templates(list(pysm_presets), nside)
+        for presets in sorted(pysm_skies):
+            check_pysm_templates(list(presets), nside)
     if cosmology is not None:
         Cosmology(**dict(cosmology))  # unknown keys fail here, before any work
     physics = {
@@ -480,6 +528,8 @@ def plan_dataset(
         "dtype": dtype,
         "channels": [asdict(c) for c in channels],
         **{k: v for k, v in physics.items() if k != "cache_dir"},
+        # only when set: datasets written before the option keep their digest
+        **({"mjysr_bands": sorted(mjysr_bands)} if mjysr_bands else {}),
     }
     digests = {s: digest({**settings, "foregrounds": records[s]}) for s in splits}
     return DatasetPlan(
@@ -494,6 +544,7 @@ def plan_dataset(
         records=records,
         settings=settings,
         digests=digests,
+        mjysr_bands=mjysr_bands,
     )
 
 
@@ -527,6 +578,7 @@ def write_dataset(
         physics=tuple(sorted(plan.physics.items())),
         foreground_models=tuple(plan.split_models.items()),
         digests=tuple(plan.digests.items()),
+        mjysr_bands=plan.mjysr_bands,
     )
     t0 = time.perf_counter()
     timings = map_tasks(
@@ -577,6 +629,7 @@ def simulate_dataset(
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
+    mjysr_bands: Sequence[str] = (),
     executor: str = "serial",
     workers: int = 1,
     scheduler_address: str | None = None,
@@ -610,11 +663,19 @@ def simulate_dataset(
     foreground_model : str or mapping
         Synthetic foreground model of every split (see :func:`simulate_observation`).
     split_foregrounds : mapping of str to (str or mapping)
-        Per-split model overriding ``foreground_model``; default ``{"TestOOD": "alt"}`` (a split named TestOOD
-        is out of distribution), ``{}`` for none. Entries for splits not in ``splits`` are ignored. The manifest
-        records the model of every split (``split_foregrounds``); a split cannot change model on rerun.
+        Per-split foregrounds overriding ``foreground_backend`` and ``foreground_model``: a synthetic model
+        ("alt", "filament" or a mapping of options) or PySM presets, ``{"backend": "pysm3", "presets": ["d1",
+        "s1", "f1", "a1"]}`` (one fixed sky, the same in every simulation of the split). Default
+        ``{"TestOOD": "alt", "TestOOD2": "filament"}`` (splits of these names are out of distribution), ``{}``
+        for none. Entries for splits
+        not in ``splits`` are ignored. The manifest records the model of every split (``split_foregrounds``); a
+        split cannot change model on rerun.
     dtype : {"float32", "float64"}
         Stored precision of the maps.
+    mjysr_bands : sequence of str
+        Bands whose observed maps are stored in MJy/sr (monochromatic conversion at the channel's centre
+        frequency, ``FREQ`` card), as Planck stores 545 and 857 GHz: ``["545", "857"]``; the reader converts them
+        back to uK_CMB. Default: every map in uK_CMB.
     executor, workers, scheduler_address
         How to run the simulations, see :func:`cosmobench.core.executor.map_tasks`.
     force : bool
@@ -648,6 +709,7 @@ def simulate_dataset(
         fg_iter=fg_iter,
         noise=noise,
         dtype=dtype,
+        mjysr_bands=mjysr_bands,
     )
     check_manifest(Path(out_dir), plan)
     pending = pending_simulations(plan)
@@ -721,7 +783,7 @@ def check_manifest(root: Path, plan: DatasetPlan) -> None:
 
 def _old_foregrounds(old: dict, settings: dict) -> dict:
     """Split -> foreground record of an existing manifest (one from before per-split models counts as default)."""
-    legacy = _model_record(settings["foreground_backend"], None)
+    legacy = _model_record(settings["foreground_backend"], None, settings.get("pysm_presets", ()))
     return {s: old.get("split_foregrounds", {}).get(s, legacy) for s in old.get("splits", {})}
 
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
-from ..core.stage import RUNTIME_KEYS, Stage, digest, identity, require
+from ..core.stage import RUNTIME_KEYS, Stage, StageNotFinished, digest, identity, require
 from . import dataset as layout
 from .methods import get_method, is_learned, method_defaults
 from .settings import (
+    ApplySettings,
     CompareSettings,
     EvaluateSettings,
     RunSettings,
@@ -39,7 +40,7 @@ from .settings import (
     TrainSettings,
 )
 
-__all__ = ["simulate", "train", "separate", "evaluate", "compare", "run"]
+__all__ = ["simulate", "train", "separate", "evaluate", "compare", "apply", "run"]
 
 # method settings that change how a method runs, not what it computes (not compared between runs)
 _METHOD_RUNTIME = RUNTIME_KEYS | {"cache_dir", "tensorboard"}
@@ -96,15 +97,23 @@ def _method_record(method: str, values: Mapping) -> dict:
     return {"method": method, "settings": {k: v for k, v in values.items() if k not in _METHOD_RUNTIME}}
 
 
-def _require_model(out_dir: str, method: str) -> dict:
+def _require_model(out_dir: str, method: str, folder: str | Path | None = None) -> dict:
+    """The finished training record of ``method`` in ``folder`` (default: the dataset's own model folder)."""
     from .separate import model_dir
 
-    return require(
-        model_dir(out_dir, method),
-        "cmb.train",
-        _command("train", out_dir, f"method={method}"),
-        what=f"the trained {method} model",
-    )
+    own = folder is None
+    folder = Path(model_dir(out_dir, method) if own else folder)
+    root = str(folder.parent.parent)  # <root>/<method>/model
+    try:
+        command = _command("train", root, f"method={method}")
+        return require(folder, "cmb.train", command, what=f"the trained {method} model")
+    except StageNotFinished as err:
+        if own and not folder.exists():  # never trained here: a model trained on another dataset may do
+            raise StageNotFinished(
+                f"{err}, or separate with a model trained on another dataset: "
+                f"`{_command('separate', out_dir, f'method={method}', f'separate.model_dir=<root A>/{method}/model')}`"
+            ) from None
+        raise
 
 
 def _say(message: str) -> None:
@@ -171,7 +180,15 @@ def train(**settings) -> dict:
     values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
     if not is_learned(s.method):
         return {"method": s.method, "trained": False, "note": f"{s.method} is a classical method: nothing to train"}
-    ds = _dataset(s.out_dir, s.train_split)
+    ds = _dataset(s.out_dir)
+    if ds.splits.get(s.train_split, 0) == 0:  # e.g. a Test-only dataset: separate it with a model from elsewhere
+        elsewhere = f"separate.model_dir=<root A>/{s.method}/model"
+        raise ValueError(
+            f"the dataset {s.out_dir} has no simulation in the training split {s.train_split!r} (it has "
+            f"{ds.splits}); train on a dataset that has one, then separate this one with that model: "
+            f"`{_command('separate', s.out_dir, f'method={s.method}', elsewhere)}`"
+            "; or choose another train.train_split"
+        )
     inputs = {"train": _split_identity(ds, s.train_split)}
     if s.val_split is not None:
         if s.val_split not in ds.splits:
@@ -212,10 +229,14 @@ def separate(**settings) -> dict:
     values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
     ds = _dataset(s.out_dir, s.split)
     inputs = {"data": _split_identity(ds, s.split)}
+    model_folder = None
     if is_learned(s.method):
-        inputs["model"] = identity(_require_model(s.out_dir, s.method))
-    model = library._build(s.method, values)
-    bands = list(getattr(model, "bands", None) or ds.bands)
+        inputs["model"] = identity(_require_model(s.out_dir, s.method, s.model_dir))
+        model_folder = library.model_dir(s.out_dir, s.method) if s.model_dir is None else Path(s.model_dir)
+        library.check_model(ds, s.method, model_folder)  # trained nside, channels and beams
+    elif s.model_dir is not None:
+        raise ValueError(f"{s.method} is a classical method: it has no trained model; drop separate.model_dir")
+    bands = list(getattr(library._build(s.method, values), "bands", None) or ds.bands)
     indices = library.check_observed(
         ds, s.split, bands, executor=s.executor, workers=s.workers, scheduler_address=s.scheduler_address
     )
@@ -235,6 +256,7 @@ def separate(**settings) -> dict:
         values,
         s.split,
         indices,
+        model_folder=model_folder,
         executor=s.executor,
         workers=s.workers,
         scheduler_address=s.scheduler_address,
@@ -322,19 +344,80 @@ def compare(**settings) -> dict:
 
     s = build(CompareSettings, settings)
     apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
-    results = Path(s.out_dir) / "results"
-    folders = library.find_results(results)
+    results = [Path(s.out_dir) / "results"] if s.results_dirs is None else [Path(d) for d in s.results_dirs]
+    folders = library.collect_results(results)  # {split, or <dataset>/<split> for several datasets: folder}
     inputs = {}
-    for split, folder in folders.items():
-        record = require(folder, "cmb.evaluate", _command("evaluate", s.out_dir, f"evaluate.split={split}"))
-        inputs[f"results {split}"] = identity(record)
+    for label, folder in folders.items():
+        split = read_json(folder / "summary.json")["settings"]["split"]
+        command = _command("evaluate", str(folder.parent.parent), f"evaluate.split={split}")
+        inputs[f"results {label}"] = identity(require(folder, "cmb.evaluate", command))
     library.check_map_beams({k: read_json(f / "summary.json") for k, f in folders.items()}, s.map_beams)
     folder = Path(s.out_dir) / "report"
-    stage = Stage(folder, "cmb.compare", _recorded(s), inputs, command=_command("compare", s.out_dir))
+    stage = Stage(folder, "cmb.compare", _recorded(s, "results_dirs"), inputs, command=_command("compare", s.out_dir))
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
     report = library.compare(results, report_dir=folder, map_beams=s.map_beams)
     return stage.finish({"report": str(report), "splits": list(folders)}, outputs=[folder])
+
+
+# ------------------------------------------------------------------------------------------------ apply
+def apply(**settings) -> dict:
+    """Separate the CMB from your own frequency maps with one method (every map and the table checked first).
+
+    The record (``out_dir/stage.json``) holds the settings, the SHA-256 of every map, a digest of the channel
+    table and, for a learned method, the identity of its finished training, so a rerun on the same inputs is
+    skipped and one on changed maps or a retrained model is refused (``overwrite=true`` redoes it).
+
+    Parameters
+    ----------
+    **settings
+        Fields of :class:`~cosmobench.cmb.settings.ApplySettings`.
+
+    Returns
+    -------
+    dict
+        What :func:`cosmobench.cmb.apply.apply_method` returns (map, report, nside, output beam, inputs);
+        ``skipped`` when already done.
+    """
+    from . import apply as library
+
+    s = build(ApplySettings, settings)
+    apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
+    resolve_device(s.device)  # an unavailable device is refused before any work
+    values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
+    if s.channels is None:
+        raise ValueError("apply.channels is missing: give a channel table file or its rows, one per map")
+    inputs = library.input_identities(s.maps, s.channels)
+    if is_learned(s.method):
+        if s.model_dir is None:
+            raise ValueError(
+                f"method {s.method!r} is learned: give apply.model_dir=<dataset root>/{s.method}/model, the folder "
+                f"`cosmobench cmb train method={s.method}` wrote"
+            )
+        root = str(Path(s.model_dir).parent.parent)
+        command = _command("train", root, f"method={s.method}")
+        inputs["model"] = identity(require(s.model_dir, "cmb.train", command, what=f"the trained {s.method} model"))
+    stage = Stage(
+        s.out_dir,
+        "cmb.apply",
+        {**_recorded(s, "maps", "channels", "model_dir", "settings"), **_method_record(s.method, values)},
+        inputs,
+        command=_command("apply", s.out_dir, f"method={s.method}"),
+    )
+    if stage.check(overwrite=s.overwrite) == "skip":
+        return stage.start(overwrite=s.overwrite)
+    result = library.apply_method(
+        list(s.maps),
+        s.channels,
+        method=s.method,
+        out_dir=s.out_dir,
+        settings=values,
+        model_dir=s.model_dir,
+        nside=s.nside,
+        report=s.report,
+        before_write=lambda: stage.start(overwrite=s.overwrite),
+    )
+    return stage.finish(result, outputs=[Path(s.out_dir)])
 
 
 # -------------------------------------------------------------------------------------------------- run
@@ -363,6 +446,11 @@ def run(config: Mapping) -> dict:
     if missing:
         raise ValueError(f"the configuration lacks the sections {missing}")
     r = build(RunSettings, config["run"])
+    if config["separate"].get("model_dir") is not None:
+        raise ValueError(
+            "`cmb run` trains and separates with the dataset's own models; drop separate.model_dir, or apply a "
+            "model trained elsewhere with `cosmobench cmb separate method=<m> separate.model_dir=...` on each split"
+        )
     for name in r.methods:
         get_method(name)  # unknown methods are refused before any work, listing the registry
     steps: dict[str, float] = {}
