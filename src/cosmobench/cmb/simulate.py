@@ -400,29 +400,18 @@ def check_resources(plan: DatasetPlan, pending: Sequence, workers: int = 1, *, f
         Naming both sizes and the ways out (lower nside or fewer simulations, another ``out_dir``, fewer
         workers, ``force=true``).
     """
-    import shutil
-
-    import psutil
+    from ..core.resources import require_resources
 
     need = dataset_disk_bytes(plan.nside, plan.channels, len(pending), plan.dtype)
-    existing = Path(plan.root).absolute()
-    while not existing.exists():
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
-    if not force and need > free:
-        raise ValueError(
-            f"the dataset needs about {need / 1e9:.1f} GB ({len(pending)} simulations at nside {plan.nside}) "
-            f"but {existing} has {free / 1e9:.1f} GB free; lower nside or the split sizes, choose another out_dir, "
-            "or pass force=true to start anyway"
-        )
     memory = simulation_memory_bytes(plan.nside, plan.channels, len(plan.physics["foreground_components"]))
-    memory *= max(1, int(workers))
-    available = psutil.virtual_memory().available
-    if not force and pending and memory > available:
-        raise ValueError(
-            f"simulating at nside {plan.nside} needs about {memory / 1e9:.1f} GB of memory ({workers} worker(s)) "
-            f"but {available / 1e9:.1f} GB are available; lower nside or workers, or pass force=true"
-        )
+    require_resources(
+        plan.root,
+        disk=need,
+        memory=memory * max(1, int(workers)) if pending else 0,
+        force=force,
+        fix=f"{len(pending)} simulations at nside {plan.nside} with {workers} worker(s): lower nside, the split "
+        "sizes or workers",
+    )
     return need
 
 
