@@ -446,8 +446,11 @@ def fit_npe(
         return inference.build_posterior()
 
 
-def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Posterior samples for each row of ``summaries``, shape (n_samples, n, d), normalised units.
+def sample_npe(
+    posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 0, chunk: int = 128
+) -> tuple[np.ndarray, float]:
+    """Posterior samples for each row of ``summaries``, shape (n_samples, n, d), normalised units, drawn for
+    ``chunk`` rows at a time (memory).
 
     Samples are drawn from the flow without rejection outside the prior box: rejection can loop for ever when a
     poorly trained flow puts most of its mass outside [0, 1]^d. The fraction of samples outside the box is returned
@@ -465,13 +468,20 @@ def sample_npe(posterior, summaries: np.ndarray, n_samples: int, *, seed: int = 
         warnings.filterwarnings("ignore", message="Capping max_sampling_batch_size")
         warnings.filterwarnings("ignore", message=".*reject_outside_prior=False")  # reported as `leakage`
         torch.manual_seed(torch_seed(seed, "npe_sample"))
-        out = posterior.sample_batched(
-            (n_samples,),
-            x=torch.as_tensor(summaries, dtype=torch.float32),
-            show_progress_bars=False,
-            reject_outside_prior=False,
-        )
-    samples = out.detach().numpy().astype(np.float64)
+        with torch.no_grad():  # in chunks of observations: the flow's activations of all samples at once take GBs
+            out = torch.cat(
+                [
+                    posterior.sample_batched(
+                        (n_samples,),
+                        x=torch.as_tensor(summaries[i : i + chunk], dtype=torch.float32),
+                        show_progress_bars=False,
+                        reject_outside_prior=False,
+                    )
+                    for i in range(0, len(summaries), chunk)
+                ],
+                dim=1,
+            )
+    samples = out.numpy().astype(np.float64)
     leakage = float(np.mean(np.any((samples < 0) | (samples > 1), axis=-1)))
     return samples, leakage
 
@@ -483,6 +493,7 @@ def calibrate_model(
     folder: Path | str,
     *,
     recalibration: str | None = _C.recalibration,
+    baselines: Sequence[str] = _C.baselines,
     npe: bool = _C.npe,
     npe_split: str = _C.npe_split,
     npe_epochs: int = _C.npe_epochs,
@@ -506,6 +517,9 @@ def calibrate_model(
     recalibration : {"loglinear", "conformal", "chi2"}, optional
         Sigma recalibration fitted on the validation split at every nominal level of the coverage curve
         (:func:`fit_recalibration`); its TARP uses the 68 % scale. ``None`` skips it.
+    baselines : sequence of str
+        Classical baselines (fitted on the training and validation simulations) given the same diagnostics, raw and
+        recalibrated, in ``baselines[method]``.
     npe : bool
         Also train and evaluate the NPE posterior (needs ``sbi``).
     npe_split : {"valid", "train"}
@@ -524,8 +538,8 @@ def calibrate_model(
         (ATC, largest deviation, KS p-value) per map and per simulation; the same for the recalibrated intervals
         (``gaussian_recalibrated``, with the scales) and for the NPE, with its leakage.
     """
-    from .evaluate import predict_split  # evaluate imports this module
-    from .figures import coverage_figure
+    from .evaluate import baseline_columns, baseline_predictions, predict_split  # evaluate imports this module
+    from .figures import coverage_figure, posterior_figure
 
     folder = Path(folder)
     params = list(meta["params"])
@@ -542,45 +556,66 @@ def calibrate_model(
     sims = preds["test"]["sim_index"]
     first = np.unique(sims, return_index=True)[1]
     levels = default_levels()
+    curves: dict[str, dict] = {}
 
-    def gaussian_diagnostics(recal=None):
-        """Coverage curve (raw or recalibrated intervals), TARP per map and per simulation of the Gaussians
-        N(mu_n, sd^2) on the test split (recalibrated: the 68 % sigma)."""
-        cov = coverage_curve(theta_n, mu_n, sd_n, sims, levels, recalibration=recal, seed=seed)
-        sd = sd_n if recal is None else recal.sigma(sd_n, 0.68)
-        per_map = tarp(gaussian_samples(mu_n, sd, n_samples, seed), theta_n, seed=seed)
-        per_sim = tarp(gaussian_samples(mu_n[first], sd[first], n_samples, seed), theta_n[first], seed=seed)
-        return cov, per_map, per_sim
+    def gaussian(label: str, test: tuple, valid: tuple, names: list[str]) -> tuple[dict, Recalibration | None]:
+        """Coverage curve and TARP (per map, per simulation) of Gaussians N(mu, sd^2) on the test split, raw and
+        with the sigma recalibrated on ``valid`` (TARP: its 68 % sigma); ``test``/``valid``: normalised (theta,
+        mu, sd, sim_index). Returns the summaries and the recalibration."""
+        theta, mu, sd, sim = test
+        one = np.unique(sim, return_index=True)[1]
+        out = {}
+        recal = None
+        if recalibration:
+            recal = fit_recalibration(*valid, columns=range(len(names)), levels=levels, method=recalibration)
+        for key, r in (("gaussian", None), ("gaussian_recalibrated", recal)):
+            if key == "gaussian_recalibrated" and r is None:
+                continue
+            cov = coverage_curve(theta, mu, sd, sim, levels, recalibration=r, seed=seed)
+            s68 = sd if r is None else r.sigma(sd, 0.68)
+            per_map = tarp(gaussian_samples(mu, s68, n_samples, seed), theta, seed=seed)
+            per_sim = tarp(gaussian_samples(mu[one], s68[one], n_samples, seed), theta[one], seed=seed)
+            curves[label if r is None else f"{label}, recalibrated"] = {
+                "coverage": cov,
+                "tarp": per_map,
+                "params": names,
+            }
+            out[key] = _summarise(cov, per_map, per_sim, names, levels)
+            out[key]["mean_std_norm"] = dict(zip(names, s68.mean(0).tolist()))
+            out[key]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu - theta) ** 2, 0)).tolist()))
+        if recal is not None:
+            fitted = {**recal.as_dict(names, levels=(0.68, 0.95)), "fitted_on": "valid split"}
+            out["gaussian_recalibrated"]["recalibration"] = fitted
+        return out, recal
 
-    gauss_cov, gauss_tarp, gauss_tarp_sim = gaussian_diagnostics()
-    curves = {"moment network": {"coverage": gauss_cov, "tarp": gauss_tarp, "params": names}}
+    valid_n = (*normalised(preds["valid"]), preds["valid"]["sim_index"])
+    cnn, recal = gaussian("moment network", (theta_n, mu_n, sd_n, sims), valid_n, names)
     result = {
         "suite": meta["suite"],
         "fields": list(meta["fields"]),
         "params": names,
         "n_test_maps": int(len(theta_n)),
         "n_test_sims": int(len(first)),
-        "gaussian": _summarise(gauss_cov, gauss_tarp, gauss_tarp_sim, names, levels),
+        **cnn,
+        "baselines": {},
     }
-    result["gaussian"]["rmse_norm"] = dict(zip(names, np.sqrt(np.mean((mu_n - theta_n) ** 2, 0)).tolist()))
-    if recalibration:
-        v_theta, v_mu, v_sd = normalised(preds["valid"])
-        recal = fit_recalibration(
-            v_theta,
-            v_mu,
-            v_sd,
-            preds["valid"]["sim_index"],
-            columns=range(len(params)),
-            levels=levels,
-            method=recalibration,
-        )
-        cal_cov, cal_tarp, cal_tarp_sim = gaussian_diagnostics(recal)
-        curves["recalibrated"] = {"coverage": cal_cov, "tarp": cal_tarp, "params": names}
-        result["gaussian_recalibrated"] = {
-            **_summarise(cal_cov, cal_tarp, cal_tarp_sim, names, levels),
-            "recalibration": {**recal.as_dict(names, levels=(0.68, 0.95)), "fitted_on": "valid split"},
-            "mean_std_norm": dict(zip(names, recal.sigma(sd_n, 0.68).mean(0).tolist())),
-        }
+    split = {k: np.asarray(v) for k, v in meta["split"].items()}
+    targets = {name: (meta["suite"], split[name]) for name in ("valid", "test")}
+    set_name = meta["settings"]["set_name"]
+    base = baseline_predictions(
+        data_dir, meta["suite"], meta["fields"], split, targets, methods=baselines, params=params, set_name=set_name
+    )
+    for method, pred in base.items():
+        cols = [params.index(c) for c in baseline_columns(method, meta["fields"], params)]
+
+        def baseline_normalised(p, cols=cols):
+            """Normalised theta, mu, sd (sd through the scaling of mu + sigma: sigma / width when linear)."""
+            mu = scaler.normalise(p["mu"])[:, params][:, cols]
+            sd = scaler.normalise(p["mu"] + p["sigma"])[:, params][:, cols] - mu
+            return scaler.normalise(p["theta"])[:, params][:, cols], mu, sd, p["sim_index"]
+
+        test_b, valid_b = baseline_normalised(pred["test"]), baseline_normalised(pred["valid"])
+        result["baselines"][method] = gaussian(method, test_b, valid_b, [names[c] for c in cols])[0]
     if npe:
 
         def summaries(pred):
@@ -601,6 +636,27 @@ def calibrate_model(
             "rmse_norm": dict(zip(names, np.sqrt(np.mean((npe_mu - theta_n) ** 2, 0)).tolist())),
             "mean_std_norm": dict(zip(names, npe_sd.mean(0).tolist())),
         }
+
+        def physical(x: np.ndarray) -> np.ndarray:
+            """Normalised values of the trained parameters (n, d) -> physical ones."""
+            full = np.full((len(x), len(PARAM_NAMES)), 0.5)
+            full[:, params] = x
+            return scaler.denormalise(full, np.zeros_like(full))[0][:, params]
+
+        gauss = {"moment network": (mu_n[0], sd_n[0])}
+        if recal is not None:
+            gauss["moment network, recalibrated"] = (mu_n[0], recal.sigma(sd_n[:1], 0.68)[0])
+        example = {
+            k: (physical(m[None])[0], physical((m + s)[None])[0] - physical(m[None])[0]) for k, (m, s) in gauss.items()
+        }
+        posterior_figure(
+            physical(samples[:, 0]),
+            physical(theta_n[:1])[0],
+            names,
+            folder / "posterior.png",
+            gaussians=example,
+            title=f"test map {int(preds['test']['map_index'][0])} (simulation {int(sims[0])}): NPE samples",
+        )
     coverage_figure(curves, folder / "calibration.png")
     write_json(folder / "calibration.json", result)
     return result

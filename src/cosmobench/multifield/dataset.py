@@ -10,7 +10,6 @@ whose 4 GB map files are not hashed).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,32 +59,15 @@ def _fields(s: SimulateSettings, suite: str) -> tuple[str, ...]:
 def check_resources(s: SimulateSettings, folder: Path) -> int:
     """Bytes the dataset needs on disk (maps, and their per-simulation chunks while it is written); refuse (unless
     ``force``) when they exceed the free disk, or when the simulations' working set exceeds the free memory."""
-    import psutil
+    from ..core.resources import require_resources
 
     maps = sum(len(_fields(s, suite)) for suite in s.suites) * s.n_sims * MAPS_PER_SIM * s.npix**2 * 4
-    need = 2 * maps
+    need = 2 * maps  # the maps, and as much again in per-simulation chunks while they are written
     memory = SIM_BYTES_PER_CELL * s.npix**3 * (s.workers if s.executor != "serial" else 1)
-    free = shutil.disk_usage(_existing_parent(folder)).free
-    available = psutil.virtual_memory().available
-    if not s.force and need > free:
-        raise ValueError(
-            f"the dataset needs about {need / 1e9:.2f} GB ({maps / 1e9:.2f} GB of maps, as much again while it is "
-            f"written) but {folder} has {free / 1e9:.2f} GB free; lower simulate.n_sims or simulate.npix, choose "
-            "another data_dir, or pass force=true"
-        )
-    if not s.force and memory > available:
-        raise ValueError(
-            f"simulating {s.npix}^3 grids takes about {memory / 1e9:.2f} GB of memory but {available / 1e9:.2f} GB "
-            "are available; lower simulate.npix or simulate.workers, or pass force=true"
-        )
+    require_resources(
+        folder, disk=need, memory=memory, force=s.force, fix="lower simulate.n_sims, simulate.npix or simulate.workers"
+    )
     return need
-
-
-def _existing_parent(path: Path) -> Path:
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def write_dataset(s: SimulateSettings, folder: Path) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 from ..core.io import write_json
 from ..core.seeds import rng
 from .cmd import PARAM_NAMES, sims_to_maps
-from .evaluate import metrics, predict
+from .evaluate import baseline_columns, baseline_predictions, metrics, predict
 from .settings import FieldsSettings, TrainingSettings
 from .train import fields_tag, load_model, prepare_data, train_model
 
@@ -87,6 +87,7 @@ def field_importance(
     thresholds: Sequence[float] = _F.thresholds,
     tta: bool = _F.tta,
     batch_size: int = _F.batch_size,
+    baselines: Sequence[str] = _F.baselines,
     device: str = _F.device,
     progress: bool = _F.progress,
     in_memory: bool | None = _F.in_memory,
@@ -101,8 +102,9 @@ def field_importance(
     -------
     dict
         ``subsets`` (per evaluated subset: fields, information and fraction on the selection and test splits, with
-        bootstrap intervals, and the test split's R^2, relative error and chi^2 per parameter), ``full``,
-        ``smallest`` (threshold -> fields), ``definition``.
+        bootstrap intervals, and the test split's R^2, relative error and chi^2 per parameter; ``baselines``: the
+        same test metrics of each baseline fitted on the subset), ``full``, ``smallest`` (threshold -> fields),
+        ``definition``.
     """
     from .figures import fields_figure
 
@@ -142,13 +144,14 @@ def field_importance(
                 "ci": _bootstrap(theta_n, mu_n, sig_n, pred["sim_index"], params, ones, kind, seed),
             }
             if split == "test":
-                full_metrics = metrics(
-                    pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=tuple(params), n_boot=0
-                )
-                entry["test"]["metrics"] = {
-                    PARAM_NAMES[p]: {k: full_metrics[PARAM_NAMES[p]][k] for k in ("r2", "rel_err", "chi2", "sim_r2")}
-                    for p in params
-                }
+                entry["test"]["metrics"] = _test_metrics(pred, tuple(params))
+        test = {"test": (suite, data.split["test"])}
+        base = baseline_predictions(
+            data_dir, suite, subset, data.split, test, methods=baselines, params=params, set_name=settings.set_name
+        )
+        entry["baselines"] = {
+            method: _test_metrics(p["test"], baseline_columns(method, subset, params)) for method, p in base.items()
+        }
         results[subset] = entry
         return entry
 
@@ -191,6 +194,12 @@ def field_importance(
     write_json(folder / f"fields_{suite}_{fields_tag(fields)}.json", out)
     fields_figure(out, folder / f"fields_{suite}_{fields_tag(fields)}.png")
     return out
+
+
+def _test_metrics(pred: dict, columns: tuple[int, ...]) -> dict:
+    """R^2, relative error, chi^2 and per-simulation R^2 of predictions, per parameter name."""
+    full = metrics(pred["theta"], pred["mu"], pred["sigma"], pred["sim_index"], params=columns, n_boot=0)
+    return {PARAM_NAMES[p]: {k: full[PARAM_NAMES[p]][k] for k in ("r2", "rel_err", "chi2", "sim_r2")} for p in columns}
 
 
 def check_options(strategy: str, kind: str, select_split: str, thresholds: Sequence[float]) -> None:

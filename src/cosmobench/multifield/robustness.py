@@ -6,7 +6,9 @@ in-suite result. The matrix reports, for Omega_m and sigma_8, relative error, RM
 chi^2 and the coverage of the 68 % and 95 % intervals -- bias is the signature of a suite mismatch and must be read
 next to the in-suite numbers. Each model's sigma recalibration is fitted on its own suite's validation split and
 applied unchanged to every test suite (``*_cal`` entries): an in-suite calibration is not expected to hold on
-another suite, and the matrix shows by how much it fails.
+another suite, and the matrix shows by how much it fails. The classical baselines (``ridge``; ``baryon_fraction``
+when the fields include Mgas and Mtot) are fitted on suite A's training and validation simulations and go through
+the same protocol, so every matrix has a ``method`` level: ``matrix[method][A][B][param]``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..core.io import write_json
 from .cmd import PARAM_NAMES, available_fields
-from .evaluate import metrics, predict_split, recalibrate_on_valid
+from .evaluate import baseline_columns, baseline_predictions, method_metrics, predict_split, split_indices
 from .settings import RobustnessSettings, TrainingSettings
 from .train import fields_tag, load_model, prepare_data, train_model
 
@@ -37,6 +41,7 @@ def cross_suite(
     tta: bool = _R.tta,
     batch_size: int = _R.batch_size,
     recalibration: str | None = _R.recalibration,
+    baselines: Sequence[str] = _R.baselines,
     device: str = _R.device,
     progress: bool = _R.progress,
     in_memory: bool | None = _R.in_memory,
@@ -46,12 +51,14 @@ def cross_suite(
     every suite's test split; writes ``folder/robustness_<fields>.json`` and its figure.
 
     ``recalibration`` (``loglinear``, ``conformal``, ``chi2`` or ``None``) is fitted on the training suite's
-    validation split (:func:`cosmobench.multifield.evaluate.recalibrate_on_valid`) and applied to every test suite.
+    validation split and applied to every test suite; ``baselines`` are fitted on the training suite's training and
+    validation simulations and evaluated the same way.
 
     Returns
     -------
     dict
-        ``matrix[train_suite][test_suite][param] -> metrics dict``, ``fields``, ``suites``, ``table`` (text).
+        ``matrix[method][train_suite][test_suite][param] -> metrics dict``, ``methods``, ``fields``, ``suites``,
+        ``params``, ``table`` (text).
     """
     from .figures import robustness_figure
 
@@ -67,26 +74,26 @@ def cross_suite(
             )
             train_model(data, run_dir, settings, seed=seed, device=device, progress=progress)
         models[suite] = run_dir
-    matrix: dict = {}
+    matrix: dict = {"cnn": {}}
     options = {"tta": tta, "batch_size": batch_size, "device": device}
+    params = tuple(params)
     for a in suites:
         model, meta = load_model(models[a])
-        recal = (
-            recalibrate_on_valid(model, meta, data_dir, method=recalibration, **options)[0] if recalibration else None
+        valid = predict_split(model, meta, data_dir, "valid", **options) if recalibration else None
+        tests = {b: predict_split(model, meta, data_dir, "test", suite=b, **options) for b in suites}
+        matrix["cnn"][a] = method_metrics(tests, params, valid=valid, recalibration=recalibration, seed=seed)[0]
+        split = {k: np.asarray(v) for k, v in meta["split"].items()}
+        targets = {"valid": (a, split["valid"])} | {b: (b, split_indices(meta, data_dir, b, "test")) for b in suites}
+        base = baseline_predictions(
+            data_dir, a, fields, split, targets, methods=baselines, params=params, set_name=settings.set_name
         )
-        matrix[a] = {}
-        for b in suites:
-            pred = predict_split(model, meta, data_dir, "test", suite=b, **options)
-            matrix[a][b] = metrics(
-                pred["theta"],
-                pred["mu"],
-                pred["sigma"],
-                pred["sim_index"],
-                params=tuple(params),
-                seed=seed,
-                recalibration=recal,
-            )
+        for method, preds in base.items():
+            cols = baseline_columns(method, fields, params)
+            tests = {b: preds[b] for b in suites}
+            row = method_metrics(tests, cols, valid=preds["valid"], recalibration=recalibration, seed=seed)[0]
+            matrix.setdefault(method, {})[a] = row
     result = {
+        "methods": list(matrix),
         "suites": list(suites),
         "fields": list(fields),
         "params": [PARAM_NAMES[p] for p in params],
@@ -112,31 +119,48 @@ def check_suites(data_dir: Path | str, suites: Sequence[str], fields: Sequence[s
 
 
 def matrix_summary(result: dict, recalibrated: bool) -> dict:
-    """The matrices of relative error, bias and coverage (and recalibrated coverage): ``key -> a -> b -> param``."""
-    keys = ("rel_err", "bias", "coverage68", "coverage95") + (
+    """The matrices of relative error, R^2, bias and coverage (and recalibrated coverage):
+    ``key -> method -> trained on -> tested on -> param`` (each method's own parameters)."""
+    keys = ("rel_err", "r2", "bias", "coverage68", "coverage95") + (
         ("coverage68_cal", "coverage95_cal") if recalibrated else ()
     )
-    m, suites = result["matrix"], result["suites"]
+    suites = result["suites"]
     return {
-        key: {a: {b: {p: m[a][b][p][key] for p in result["params"]} for b in suites} for a in suites} for key in keys
+        key: {
+            method: {
+                a: {b: {p: v[key] for p, v in m[a][b].items() if isinstance(v, dict)} for b in suites} for a in suites
+            }
+            for method, m in result["matrix"].items()
+        }
+        for key in keys
     }
 
 
-TABLE_KEYS = ("rel_err", "bias", "r2", "chi2", "coverage68", "coverage95", "coverage68_cal", "coverage95_cal")
+#: Metrics of the robustness tables, with the definitions stated in their headers.
+TABLE_KEYS = {
+    "rel_err": "relative error sqrt(mean((mu - theta)² / theta²))",
+    "bias": "bias mean(mu - theta)",
+    "r2": "R² over maps",
+    "chi2": "χ² mean((mu - theta)² / sigma²)",
+    "coverage68": "68 % coverage raw",
+    "coverage95": "95 % coverage raw",
+    "coverage68_cal": "68 % coverage, sigma recalibrated on the training suite's validation split",
+    "coverage95_cal": "95 % coverage, recalibrated",
+}
 
 
-def format_matrix(result: dict, keys: Sequence[str] = TABLE_KEYS) -> str:
-    """Plain-text matrices (rows: training suite, columns: test suite), one per parameter and metric present."""
-    suites = result["suites"]
-    first = result["matrix"][suites[0]][suites[0]][result["params"][0]]
-    keys = [k for k in keys if k in first]
-    width = max(12, *(len(s) + 2 for s in suites))
-    lines = [f"fields: {', '.join(result['fields'])}  (rows: trained on, columns: tested on)"]
+def format_matrix(result: dict, keys: Sequence[str] = tuple(TABLE_KEYS)) -> str:
+    """Markdown tables, one per parameter: a row per (method, trained on, tested on), a column per metric present,
+    with the metrics' definitions above each table."""
+    suites, matrix = result["suites"], result["matrix"]
+    lines = [f"Fields {', '.join(result['fields'])}; test split of the suite tested on."]
     for param in result["params"]:
-        for key in keys:
-            lines.append(f"{param} {key}".ljust(width) + "".join(s.rjust(width) for s in suites))
-            for a in suites:
-                vals = "".join(f"{result['matrix'][a][b][param][key]:.4g}".rjust(width) for b in suites)
-                lines.append(a.ljust(width) + vals)
-            lines.append("")
+        rows = [(m, a, b) for m in matrix for a in suites for b in suites if param in matrix[m][a][b]]
+        present = [k for k in keys if all(k in matrix[m][a][b][param] for m, a, b in rows)]
+        lines += ["", f"**{param}**: " + "; ".join(TABLE_KEYS.get(k, k) for k in present) + ".", ""]
+        lines.append("| method | trained on | tested on | " + " | ".join(present) + " |")
+        lines.append("|---" * (3 + len(present)) + "|")
+        for m, a, b in rows:
+            cells = " | ".join(f"{matrix[m][a][b][param][k]:.4g}" for k in present)
+            lines.append(f"| {m} | {a} | {b} | {cells} |")
     return "\n".join(lines)

@@ -24,6 +24,8 @@ __all__ = [
     "CalibrateSettings",
     "RunSettings",
     "STAGES",
+    "SCHEDULES",
+    "BASELINES",
     "SECTIONS",
 ]
 
@@ -36,6 +38,10 @@ STAGES = ("simulate", "train", "search", "test", "robustness", "fields", "calibr
 #: Parameter columns of CMD's parameter files.
 N_PARAMS = 6
 RECALIBRATIONS = ("loglinear", "conformal", "chi2")
+#: Learning-rate schedules of ``training.schedule``.
+SCHEDULES = ("cyclic", "onecycle", "cosine")
+#: Classical baselines reported beside the CNN (:mod:`cosmobench.multifield.baseline`).
+BASELINES = ("ridge", "baryon_fraction")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,19 +57,27 @@ class TrainingSettings:
     dropout : float
         Dropout rate.
     lr : float
-        Peak learning rate of the cycle.
+        Peak learning rate of the schedule.
     weight_decay : float
         AdamW weight decay.
     betas : (float, float)
         AdamW betas; the reference uses (0.5, 0.999).
     epochs : int
-        Full passes over the training maps (the reference: 200 truncated epochs).
+        Full passes over the training maps at most (the reference: 200 truncated epochs); fewer with ``patience``.
+    patience : int
+        Early stopping: stop when the validation loss has not improved for ``patience`` epochs (0 = never); the
+        weights of the best validation epoch are kept either way.
+    schedule : {"onecycle", "cyclic", "cosine"}
+        Learning rate per batch: ``onecycle`` (warm-up from ``lr`` / 25 to ``lr`` over the first 30 % of the
+        steps of ``epochs``, then cosine annealing to ``lr`` / 2.5e5), ``cyclic`` (the reference's
+        triangular cycle between ``base_lr`` and ``lr``, ``cycle_steps`` up and down) or ``cosine`` (from ``lr``
+        to 0 over ``epochs``).
     batch_size : int
         Maps per batch (128 in the reference).
     cycle_steps : int
-        CyclicLR step_size_up = step_size_down, in batches (500 in the reference).
+        ``cyclic``: step_size_up = step_size_down, in batches (500 in the reference).
     base_lr : float
-        Bottom of the learning-rate cycle (1e-9 in the reference).
+        ``cyclic``: bottom of the learning-rate cycle (1e-9 in the reference).
     split : (float, float, float)
         Train/valid/test fractions of the simulations (CMD: 900/50/50 of 1000; the demo: 110/70/70 of 250, large
         valid/test splits for calibration and coverage).
@@ -90,13 +104,15 @@ class TrainingSettings:
     lr: float = 5e-3
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    epochs: int = 10
+    epochs: int = 40
+    patience: int = 10
+    schedule: str = "cyclic"
     batch_size: int = 32
     cycle_steps: int = 50
     base_lr: float = 1e-9
     split: tuple[float, float, float] = (0.44, 0.28, 0.28)
     split_seed: int = 1
-    maps_per_sim: int = 5
+    maps_per_sim: int = 15
     log_astro: bool = True
     smoothing: float = 0.0
     set_name: str = "LH"
@@ -113,6 +129,11 @@ class TrainingSettings:
                 "training.epochs, training.cycle_steps and training.hidden must be >= 1 and training.batch_size "
                 f">= 2 (the moment loss needs a batch); got epochs={self.epochs}, cycle_steps={self.cycle_steps}, "
                 f"hidden={self.hidden}, batch_size={self.batch_size}"
+            )
+        if self.patience < 0 or self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"training.patience must be >= 0 and training.schedule one of {list(SCHEDULES)}, got "
+                f"{self.patience}, {self.schedule!r}"
             )
         if not 1 <= self.maps_per_sim <= 15:
             raise ValueError(f"training.maps_per_sim must be in 1..15, got {self.maps_per_sim}")
@@ -212,6 +233,27 @@ class _TrainingStage(_ModelStage):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class _Auxiliary:
+    """Training budget of the auxiliary models: search trials, robustness and field-subset models.
+
+    Attributes
+    ----------
+    epochs : int or None
+        Replaces ``training.epochs`` for these models (None: keep it). The demo trains them shorter than the main
+        model, whose recipe is the best one measured on the validation split, to stay within minutes of CPU.
+    maps_per_sim : int or None
+        Replaces ``training.maps_per_sim`` (None: keep it).
+    """
+
+    epochs: int | None = 15
+    maps_per_sim: int | None = 5
+
+    def budget(self) -> dict:
+        """The ``training`` keys these settings replace."""
+        return {k: getattr(self, k) for k in ("epochs", "maps_per_sim") if getattr(self, k) is not None}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSettings(_TrainingStage):
     """``multifield train``: one o3_err on ``fields`` of ``suite``, into ``out_dir/model/model.pt``.
 
@@ -228,7 +270,7 @@ class TrainSettings(_TrainingStage):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SearchSettings(TrainSettings):
+class SearchSettings(TrainSettings, _Auxiliary):
     """``multifield search``: an optuna study over lr, weight decay, dropout and width (``out_dir/search``).
 
     Attributes
@@ -271,11 +313,15 @@ class _Predicting(_ModelStage):
         Maps per forward pass.
     recalibration : {"loglinear", "conformal", "chi2"} or None
         Sigma recalibration fitted on the validation split of the model's own suite; None skips it.
+    baselines : tuple of str
+        Classical baselines evaluated beside the CNN with the same metrics (subset of :data:`BASELINES`; the
+        baryon fraction needs Mgas and Mtot among the fields and reports Omega_m only).
     """
 
     tta: bool = True
     batch_size: int = 128
     recalibration: str | None = "loglinear"
+    baselines: tuple[str, ...] = BASELINES
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -301,7 +347,7 @@ class TestSettings(_Predicting):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RobustnessSettings(_TrainingStage, _Predicting):
+class RobustnessSettings(_TrainingStage, _Predicting, _Auxiliary):
     """``multifield robustness``: train on each suite, test on every suite (``out_dir/robustness``).
 
     Attributes
@@ -319,7 +365,7 @@ class RobustnessSettings(_TrainingStage, _Predicting):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FieldsSettings(_TrainingStage):
+class FieldsSettings(_TrainingStage, _Auxiliary):
     """``multifield fields``: the smallest field sets reaching 90 % and 95 % of the full set's information.
 
     Attributes
@@ -337,6 +383,9 @@ class FieldsSettings(_TrainingStage):
     thresholds : tuple of float
     tta : bool
     batch_size : int
+    baselines : tuple of str
+        Baselines whose test metrics are reported for every subset (``ridge``; ``baryon_fraction`` where the
+        subset has Mgas and Mtot).
     """
 
     suite: str = SUITE
@@ -348,6 +397,7 @@ class FieldsSettings(_TrainingStage):
     thresholds: tuple[float, ...] = (0.9, 0.95)
     tta: bool = True
     batch_size: int = 128
+    baselines: tuple[str, ...] = BASELINES
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -382,9 +432,14 @@ class RunSettings:
     ----------
     stages : tuple of str
         A subset of :data:`STAGES`, run in that order.
+    seeds : tuple of int
+        Training seeds of the main model (train and test stages). The run's ``seed`` lives in ``out_dir/model`` and
+        ``out_dir/test``; every other seed of the list trains and tests the same model in
+        ``out_dir/seeds/seed_<k>/``, and the report gives the test metrics' mean and spread over all of them.
     """
 
     stages: tuple[str, ...] = STAGES
+    seeds: tuple[int, ...] = (0, 1, 2)
 
 
 SECTIONS: dict[str, type] = {

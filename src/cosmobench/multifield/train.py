@@ -1,8 +1,10 @@
 """Training ``o3_err`` with the moment loss through :func:`cosmobench.core.train.fit` (the one training loop).
 
-The recipe is the CMD benchmark's: AdamW with betas (0.5, 0.999), a triangular CyclicLR from 1e-9 to ``lr`` with
-``cycle_steps`` up and down (500 in the reference), stepped every batch, best-validation checkpointing. Unlike
-the reference:
+The reference recipe is the CMD benchmark's: AdamW with betas (0.5, 0.999), a triangular CyclicLR from 1e-9 to
+``lr`` with ``cycle_steps`` up and down (500 in the reference), stepped every batch, best-validation checkpointing
+(``training.schedule=cyclic``). The demo's default is a one-cycle schedule over ``epochs`` with early stopping on
+the validation loss (``training.patience``), chosen on the validation split (docs/multifield.md). Unlike the
+reference:
 
 - an **epoch is one pass over every training map**, each seen once under one random element of the dihedral group
   (the reference stops its epochs after 18,000 maps and its flip draw never flips);
@@ -31,7 +33,7 @@ import torch
 from ..core.io import read_json, write_json
 from ..core.runtime import resolve_device
 from ..core.settings import as_dict, build
-from ..core.train import fit, save_state
+from ..core.train import fit, load_checkpoint, save_state
 from .augment import random_transform
 from .cmd import (
     MAPS_PER_SIM,
@@ -56,6 +58,7 @@ __all__ = [
     "train_model",
     "load_model",
     "fields_tag",
+    "should_stop",
 ]
 
 
@@ -172,8 +175,15 @@ def _optimizer(settings: TrainingSettings):
     return lambda p: torch.optim.AdamW(p, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas)
 
 
-def _scheduler(settings: TrainingSettings):
-    return lambda opt: torch.optim.lr_scheduler.CyclicLR(
+def _scheduler(settings: TrainingSettings, steps_per_epoch: int):
+    """``scheduler(optimizer)`` for :func:`fit`, stepped every batch (see ``TrainingSettings.schedule``)."""
+    total = settings.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler
+    if settings.schedule == "onecycle":  # momentum not cycled: the AdamW betas stay the recipe's
+        return lambda opt: sched.OneCycleLR(opt, max_lr=settings.lr, total_steps=total, cycle_momentum=False)
+    if settings.schedule == "cosine":
+        return lambda opt: sched.CosineAnnealingLR(opt, T_max=total)
+    return lambda opt: sched.CyclicLR(
         opt,
         base_lr=settings.base_lr,
         max_lr=settings.lr,
@@ -181,6 +191,26 @@ def _scheduler(settings: TrainingSettings):
         step_size_down=settings.cycle_steps,
         cycle_momentum=False,
     )
+
+
+class _EarlyStop(Exception):
+    """Raised from fit's epoch callback when the validation loss stopped improving."""
+
+
+def should_stop(val_loss: Sequence[float], patience: int) -> bool:
+    """Early-stopping rule: the best (lowest) validation loss is ``patience`` or more epochs old.
+
+    Parameters
+    ----------
+    val_loss : sequence of float
+        Validation loss per epoch so far (NaN epochs never count as the best).
+    patience : int
+        Epochs without improvement tolerated; 0 never stops.
+    """
+    vals = np.asarray(val_loss, dtype=np.float64)
+    if patience <= 0 or not np.isfinite(vals).any():
+        return False
+    return len(vals) - 1 - int(np.nanargmin(np.where(np.isfinite(vals), vals, np.nan))) >= patience
 
 
 def train_model(
@@ -213,12 +243,13 @@ def train_model(
     progress : bool
         Show fit's progress bar.
     on_epoch_end : callable, optional
-        Passed to fit, e.g. optuna reporting and pruning.
+        Called after every epoch, e.g. optuna reporting and pruning (before the early-stopping check).
 
     Returns
     -------
     dict
-        ``model_path``, ``best_val_loss``, ``epochs``, ``seconds``, ``train_maps_per_s``, ``n_parameters``.
+        ``model_path``, ``best_val_loss``, ``best_epoch``, ``epochs`` (trained), ``stopped_early``, ``seconds``,
+        ``train_maps_per_s``, ``n_parameters``.
     """
     run_dir = Path(run_dir)
     model_path = run_dir / "model.pt"
@@ -235,32 +266,53 @@ def train_model(
     model = O3Err(len(data.fields), settings.hidden, settings.dropout, data.npix, len(PARAM_NAMES))
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ckpt = run_dir / "last.pt"
+    val_losses = list(load_checkpoint(ckpt)["history"]["val_loss"]) if ckpt.exists() else []
+
+    def epoch_end(epoch: int, record: dict) -> None:
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        val_losses.append(record["val_loss"])
+        if should_stop(val_losses, settings.patience):
+            raise _EarlyStop
+
     t0 = time.perf_counter()
-    history = fit(
-        model,
-        data.train,
-        data.valid,
-        loss_fn=make_loss_fn(settings.params, settings.channels_last),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        optimizer=_optimizer(settings),
-        scheduler=_scheduler(settings),
-        amp=settings.amp,
-        device=device,
-        ckpt=run_dir / "last.pt",
-        config=config,
-        seed=seed,
-        log_csv=run_dir / "losses.csv",
-        on_epoch_end=on_epoch_end,
-        progress=progress,
-    )
+    stopped = should_stop(val_losses, settings.patience)  # an early stop interrupted before model.pt was written
+    if not stopped:
+        try:
+            history = fit(
+                model,
+                data.train,
+                data.valid,
+                loss_fn=make_loss_fn(settings.params, settings.channels_last),
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                lr=settings.lr,
+                optimizer=_optimizer(settings),
+                scheduler=_scheduler(settings, math.ceil(len(data.train[1]) / settings.batch_size)),
+                amp=settings.amp,
+                device=device,
+                ckpt=ckpt,
+                config=config,
+                seed=seed,
+                log_csv=run_dir / "losses.csv",
+                on_epoch_end=epoch_end,
+                progress=progress,
+            )
+        except _EarlyStop:
+            stopped = True
+    if stopped:  # fit wrote last.pt (the history) and best.pt (the best weights) before the callback raised
+        state = load_checkpoint(ckpt)
+        history = {**state["history"], "best_val_loss": [state["best_val_loss"]]}
+        model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["model"])
     seconds = time.perf_counter() - t0
     speeds = [s for s in history["samples_per_s"] if math.isfinite(s)]
     summary = {
         "model_path": str(model_path),
         "best_val_loss": float(history["best_val_loss"][0]),
+        "best_epoch": int(np.nanargmin(history["val_loss"])) if np.isfinite(history["val_loss"]).any() else -1,
         "epochs": len(history["epoch"]),
+        "stopped_early": stopped,
         "seconds": seconds,
         "train_maps_per_s": float(np.median(speeds)) if speeds else math.nan,
         "n_parameters": sum(p.numel() for p in model.parameters()),
