@@ -45,9 +45,9 @@ CASES = {
     "retrain other size": (
         ["train", "train.epochs=5", "train.hidden_dim=32"],
         1,
-        ["epochs: 20 -> 5", "hidden_dim: 64 -> 32", "overwrite=true"],
+        ["epochs: 60 -> 5", "hidden_dim: 64 -> 32", "overwrite=true"],
     ),
-    "dict override": (["train", "train.sde={name: vp}"], 1, ["sde.name", "overwrite=true"]),
+    "dict override": (["train", "train.sde={name: ve}"], 1, ["sde.name", "overwrite=true"]),
     "other sampler": (
         ["sample", "sample.sampler=ode", "sample.n_steps=40"],
         1,

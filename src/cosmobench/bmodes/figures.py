@@ -19,6 +19,15 @@ __all__ = [
 ]
 
 
+def _data_ylim(ax, *data: np.ndarray, room: float = 30.0) -> None:
+    """Log-axis limits from the data themselves (truth, observation) widened ``room`` times each way: a diverged
+    sampler's draws (up to 1e300) are cut at the edge instead of squashing the data or overflowing the ticker."""
+    values = np.concatenate([np.ravel(d) for d in data])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size:
+        ax.set_ylim(values.min() / room, values.max() * room)
+
+
 def plot_loss(history: dict, path: Path | str) -> Path:
     """Training and validation loss per epoch."""
     fig, ax = _subplots(figsize=(5, 3.5))
@@ -61,6 +70,7 @@ def plot_spectra(
         ax.plot(ell, dl_gt[i] / template_dl, "k.-", label="truth")
         ax.plot(ell, dl_obs[i] / template_dl, color="C3", alpha=0.6, label="observed")
         ax.set(xlabel=r"$\ell$", title=f"{title} #{i}", yscale="log")  # log: the observed curve is never clipped
+        _data_ylim(ax, dl_gt[i] / template_dl, dl_obs[i] / template_dl)
     axes[0][0].set_ylabel(r"$D_\ell / D_\ell^{t, r=1}$")
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
@@ -169,6 +179,7 @@ def plot_aggregate(
         m, sd = u.mean(0), u.std(0)
         ax.plot(ell, m, color=color, label=f"{label} (mean over {len(u)})")
         ax.fill_between(ell, np.maximum(m - sd, 1e-12), m + sd, color=color, alpha=0.15)
+    _data_ylim(ax, np.asarray(dl_gt) / template_dl, np.asarray(dl_obs) / template_dl)
     ax.set(
         xlabel=r"$\ell$",
         ylabel=r"$D_\ell / D_\ell^{t, r=1}$ (bands: $\pm 1$ std over spectra)",
