@@ -9,9 +9,9 @@ import pytest
 from astropy.io import fits
 
 from cosmobench.cmb.dataset import CMBDataset, obs_path, pred_path
-from cosmobench.plots import colour_limit
 from cosmobench.core.io import CorruptFileError, read_json, write_healpix
 from cosmobench.core.seeds import rng
+from cosmobench.plots import colour_limit
 
 from .conftest import TINY
 
