@@ -185,3 +185,36 @@ def test_compare_runs_gives_the_spread_over_seeds(tiny_run, tmp_path):
     assert rows[0]["bias_over_fisher"] == 1.0 and rows[0]["bias_over_fisher_spread"] == 1.0
     with pytest.raises(ValueError, match="at least two runs"):
         stages.compare(out_dir=str(tmp_path / "cmp2"), runs=[str(out)])
+
+
+@pytest.mark.parametrize(
+    ("stage", "change", "named"),
+    [
+        ("simulate", {"noise_depth": 5.0}, "noise_depth: 11.9 -> 5.0"),
+        ("train", {"epochs": 2}, "epochs: 60 -> 2"),
+        ("sample", {"n_draws": 2}, "n_draws: 3 -> 2"),
+        ("infer", {"n_per_draw": 3}, "n_per_draw: 2 -> 3"),
+    ],
+)
+def test_every_stage_skips_refuses_and_redoes(tiny_run, tmp_path, stage, change, named):
+    """The rerun rule on every stage: same settings -> skipped; changed -> refused naming the key, nothing written;
+    overwrite=true -> redone with the new settings (recorded)."""
+    import shutil
+    from pathlib import Path
+
+    from cosmobench.core.io import read_json
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    settings = {**tiny_run[1][stage], "out_dir": str(out), "progress": False}
+    assert getattr(stages, stage)(**settings)["skipped"]
+    folder = {"simulate": "data", "train": "model", "sample": "samples/test", "infer": "infer/test"}[stage]
+    record = Path(out) / folder / "stage.json"
+    before = record.read_bytes()
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        getattr(stages, stage)(**{**settings, **change})
+    assert record.read_bytes() == before
+    redone = getattr(stages, stage)(**{**settings, **change, "overwrite": True})
+    assert not redone["skipped"]
+    key, value = next(iter(change.items()))
+    assert read_json(record)["settings"][key] == value and read_json(record)["status"] == "finished"
