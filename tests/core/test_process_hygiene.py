@@ -26,7 +26,12 @@ _POOL = textwrap.dedent(
 
 
 def _start_pool() -> tuple[subprocess.Popen, list[psutil.Process]]:
-    parent = subprocess.Popen([sys.executable, "-c", _POOL], stderr=subprocess.PIPE)
+    # a terminal's default SIGINT handling: pytest-xdist workers ignore SIGINT, and children inherit that
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _POOL],
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 60
     while time.time() < deadline:  # the pool's two workers (spawn also starts a resource tracker)
         kids = [p for p in psutil.Process(parent.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
