@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["StageSettings", "build", "defaults", "as_dict"]
+__all__ = ["StageSettings", "build", "defaults", "as_dict", "plain"]
 
 S = TypeVar("S", bound="StageSettings")
 
@@ -68,12 +68,13 @@ def defaults(cls: type[StageSettings]) -> dict[str, Any]:
 
 def as_dict(settings: StageSettings) -> dict[str, Any]:
     """``settings`` as a plain, JSON-able dict (tuples become lists)."""
-    return _plain(dataclasses.asdict(settings))
+    return plain(dataclasses.asdict(settings))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists, recursively (what the YAML and JSON records hold)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -30,6 +30,8 @@ import importlib
 import inspect
 from typing import Any
 
+from ...core.settings import plain
+
 __all__ = ["METHODS", "get_method", "register", "method_defaults", "is_learned"]
 
 # name -> "module:Class" (imported on first use) or the class itself (registered at run time)
@@ -102,12 +104,4 @@ def method_defaults(name: str) -> dict[str, Any]:
             for p in inspect.signature(init).parameters.values():
                 if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
                     values[p.name] = p.default
-    return _plain(values)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return plain(values)
