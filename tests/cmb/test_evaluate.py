@@ -163,12 +163,13 @@ def test_compare_writes_leaderboard_and_report(dataset):
     assert "| 20.6arcmin | noisy |" in board and "±" in board
     assert "| deconvolved | perfect | **0" in board  # best MAE in bold
     rows = read_json(folder / "leaderboard.json")["rows"]
-    assert len(rows) == 9 and {"rmse_mean", "rmse_std", "rmse_se", "n"} <= set(rows[0])
-    assert (
-        (folder / "leaderboard.csv")
-        .read_text()
-        .startswith("split,foreground_model,beam,method,output_beam_arcmin,mae_mean")
-    )
+    # one row per beam, method and field T, E, B; the temperature-only predictions have empty E and B values
+    assert len(rows) == 27 and {"rmse_mean", "rmse_std", "rmse_se", "n", "field_rmse_mean"} <= set(rows[0])
+    assert [r["field"] for r in rows[:3]] == ["T", "E", "B"]
+    assert rows[0]["field_rmse_mean"] == rows[0]["rmse_mean"] and rows[1]["field_rmse_mean"] is None
+    header = (folder / "leaderboard.csv").read_text().splitlines()[0]
+    assert header.startswith("split,foreground_model,beam,method,field,output_beam_arcmin,field_rmse_mean")
+    assert "| noisy | T |" in board and "| noisy | B |" in board and "RMSE (μK_CMB, 20.6′ beam)" in board
     text = report.read_text()
     # one figure of each kind, at the map beam; every figure linked; the other beams in a table
     drawn = sorted(str(p.relative_to(folder)) for p in (folder / "figures").rglob("*.png"))
@@ -191,7 +192,7 @@ def test_ood_split_is_scored_and_shown_beside_test(dataset):
     report = compare(results, report_dir=dataset / "report_ood", map_beams=[])
     folder = report.parent
     rows = read_json(folder / "leaderboard.json")["rows"]
-    assert [r["split"] for r in rows] == ["Test"] * 4 + ["TestOOD"] * 4  # Test first, then the OOD split
+    assert [r["split"] for r in rows] == ["Test"] * 12 + ["TestOOD"] * 12  # Test first, then the OOD split
     assert {r["foreground_model"] for r in rows if r["split"] == "TestOOD"} == {"alt"}
     rmse = {(r["split"], r["beam"], r["method"]): r["rmse_mean"] for r in rows}
     ratio = rmse["TestOOD", "deconvolved", "noisy"] / rmse["Test", "deconvolved", "noisy"]
@@ -219,7 +220,7 @@ def test_compare_prefers_split_folders_over_an_old_layout_result(dataset):
     with pytest.warns(UserWarning, match="layout without split folders"):
         report = compare(results, report_dir=dataset / "report_mixed", map_beams=[])
     rows = read_json(report.parent / "leaderboard.json")["rows"]
-    assert [r["split"] for r in rows] == ["Test"] * 2 + ["TestOOD"] * 2
+    assert [r["split"] for r in rows] == ["Test"] * 6 + ["TestOOD"] * 6
     assert "TestOOD / Test" in (report.parent / "leaderboard.md").read_text()
     (results / "Copy").mkdir()
     (results / "Copy" / "summary.json").write_bytes((results / "Test" / "summary.json").read_bytes())

@@ -4,9 +4,11 @@ Reads every evaluated split under ``results_dir`` (``<split>/summary.json``: Tes
 foregrounds come from another model), or under the results folders of several datasets (``[A/results,
 B/results]``: each column is then ``<dataset>/<split>``), and writes into ``report_dir``: ``leaderboard.md`` (the
 splits side by side with the ratio to the first, each column naming its foreground model, then per split
-methods x common beams, mean +- std across simulations, in the style of CMB-ML's README), ``leaderboard.csv``
-and ``leaderboard.json`` (mean, std, standard error, count of every metric, one row per dataset, split, beam and
-method), figures under ``figures/<split>/`` (``figures/<dataset>/<split>/``) and ``report.md`` tying them together.
+methods x common beams, mean +- std across simulations, in the style of CMB-ML's README; the RMSE and residual
+power of T, E and B per method; the coverage of the methods' error maps), ``leaderboard.csv`` and
+``leaderboard.json`` (one row per dataset, split, beam, method and field T/E/B: the field's RMSE and residual power,
+and mean, std, standard error and count of every metric), figures under ``figures/<split>/``
+(``figures/<dataset>/<split>/``) and ``report.md`` tying them together.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import numpy as np
 
 from cosmobench.cmb import figures
 from cosmobench.cmb.dataset import is_fixed_sky
-from cosmobench.cmb.evaluate import METRIC_COLUMNS, beam_tag
+from cosmobench.cmb.evaluate import COLUMNS, COVERAGE_LEVELS, METRIC_COLUMNS, beam_tag, coverage_column
 from cosmobench.core.io import atomic_path, read_json, write_json
 
 __all__ = [
     "compare",
     "check_map_beams",
+    "coverage_markdown",
+    "field_markdown",
     "collect_results",
     "find_results",
     "leaderboard_markdown",
@@ -42,6 +46,9 @@ HEADLINE = {
     "nrmse": ("NRMSE", "", False),
     "psnr": ("PSNR", "dB", True),
 }
+_EMPTY = {"mean": None, "std": None}  # the statistics of a column a summary lacks
+# field -> (its RMSE column, its residual-power column) in metrics.csv
+FIELDS = {"T": ("rmse", "resid_power_t"), "E": ("rmse_e", "resid_power_e"), "B": ("rmse_b", "resid_power_b")}
 SPLITS = {
     "rmse_ell_lo": "RMSE ℓ < {ell}",
     "rmse_ell_hi": "RMSE ℓ ≥ {ell}",
@@ -102,7 +109,7 @@ def compare(
         settings = summary["settings"]
         beams = list(settings["beams"])
         map_tags = beams if map_beams is None else [beam_tag(b) for b in map_beams]
-        figs.update(_split_figures(folders[label], report, label, settings, map_tags))
+        figs.update(_split_figures(folders[label], report, label, summary, map_tags))
         beam_notes[label] = _beam_table(folders[label], settings, (map_tags or beams)[0])
     text = _report_text(summaries, table, figs, beam_notes)
     with atomic_path(report / "report.md") as tmp:
@@ -187,14 +194,17 @@ def find_results(results_dir: str | Path) -> dict[str, Path]:
 
 
 def _split_figures(
-    results: Path, report: Path, split: str, settings: dict, map_tags: list[str]
+    results: Path, report: Path, split: str, summary: dict, map_tags: list[str]
 ) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """Figures of one split: {(split, kind): [(common beam, path relative to report)]}.
 
     The common beams change the spectra by well under a per cent (:func:`_beam_table` says how much), so the
-    spectra and the transfer function are drawn at one beam, the first of ``map_tags`` (else the first evaluated
-    beam); the maps at each beam of ``map_tags``, every method in one figure on common colour scales.
+    spectra (TT; EE and BB of the methods predicting Q and U) and the transfer function are drawn at one beam, the
+    first of ``map_tags`` (else the first evaluated beam); the maps at each beam of ``map_tags``, every method in
+    one figure on common colour scales; the calibration of the methods with error maps (no beam: each is
+    measured at its method's output beam).
     """
+    settings = summary["settings"]
     folder = report / "figures" / split
     methods = list(settings["methods"])
     tag = (map_tags or list(settings["beams"]))[0]
@@ -208,12 +218,47 @@ def _split_figures(
         spectra, folder / f"transfer_{tag}.png", title=f"{split}: transfer function, common beam {tag}"
     )
     figs[split, "transfer"] = [(tag, _rel(path, report))]
+    polarised = {m: s for m, s in spectra.items() if "truth_ee" in s}
+    for field in ("ee", "bb") if polarised else ():
+        named = ("truth", "pred", "resid", "theory")
+        view = {
+            m: {"edges": s["edges"], "ell_eff": s["ell_eff"], **{k: s[f"{k}_{field}"] for k in named}}
+            for m, s in polarised.items()
+        }
+        title = f"{split}: {field.upper()} spectra, common beam {tag}"
+        path = figures.plot_spectra(view, folder / f"{field}_spectra_{tag}.png", fsky=settings["fsky"], title=title)
+        figs[split, f"{field}_spectra"] = [(tag, _rel(path, report))]
+    levels, curves = _calibration_curves(summary)
+    if curves:
+        title = f"{split}: coverage of the error maps on the analysis mask"
+        path = figures.plot_calibration(levels, curves, folder / "calibration.png", title=title)
+        figs[split, "calibration"] = [("", _rel(path, report))]
     for tag in map_tags:
         examples = {m: dict(np.load(results / m / tag / "example_maps.npz")) for m in methods}
         sim = int(next(iter(examples.values()))["sim"])
         path = figures.plot_maps(examples, folder / f"maps_{tag}.png", title=f"{split} sim{sim:04d}, common beam {tag}")
         figs.setdefault((split, "maps"), []).append((tag, _rel(path, report)))
     return figs
+
+
+def _calibration_curves(summary: dict) -> tuple[list[float], dict]:
+    """The coverage levels of a split and, per method with error maps, {"T" | "Q and U": (mean, std)} at them."""
+    levels = list(summary["settings"].get("coverage_levels", COVERAGE_LEVELS))
+    curves = {}
+    for m in summary["settings"]["methods"]:
+        cover = summary["methods"][m].get("coverage")
+        if cover:
+            curves[m] = {
+                label: tuple(
+                    np.array([_nan(cover[coverage_column(k, field)][q]) for k in levels]) for q in ("mean", "std")
+                )
+                for field, label in (("t", "T"), ("p", "Q and U"))
+            }
+    return levels, curves
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
 def _beam_table(results: Path, settings: dict, shown: str) -> str:
@@ -240,25 +285,31 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _rows(summary: dict) -> list[dict[str, Any]]:
+    """Leaderboard rows of one split: per beam, method and field (T, E, B), the field's RMSE and residual power
+    (``field_rmse_*``, ``field_resid_power_*``), then the statistics of every column of the method at that beam
+    (the same on its three rows; empty where not measured, e.g. polarisation of a temperature-only method)."""
     rows = []
     settings = summary["settings"]
     for tag in settings["beams"]:
         for m in settings["methods"]:
             info = summary["methods"][m]
             stats = info["beams"][tag]
-            row: dict[str, Any] = {
-                "split": settings["split"],
-                "foreground_model": settings.get("foreground_model"),
-                "beam": tag,
-                "method": m,
-                "output_beam_arcmin": info["output_beam_arcmin"],
-            }
-            for k in METRIC_COLUMNS:
-                for q in ("mean", "std", "se"):
-                    row[f"{k}_{q}"] = stats[k][q]
-            row["n"] = stats[METRIC_COLUMNS[0]]["n"]
-            row["dataset"] = settings["root"]
-            rows.append(row)
+            for field, keys in FIELDS.items():
+                row: dict[str, Any] = {
+                    "split": settings["split"],
+                    "foreground_model": settings.get("foreground_model"),
+                    "beam": tag,
+                    "method": m,
+                    "field": field,
+                    "output_beam_arcmin": info["output_beam_arcmin"],
+                }
+                pairs = [("field_rmse", keys[0]), ("field_resid_power", keys[1])] + [(k, k) for k in COLUMNS]
+                for name, k in pairs:
+                    for q in ("mean", "std", "se"):
+                        row[f"{name}_{q}"] = stats.get(k, {}).get(q)
+                row["n"] = stats[METRIC_COLUMNS[0]]["n"]
+                row["dataset"] = settings["root"]
+                rows.append(row)
     return rows
 
 
@@ -315,6 +366,84 @@ def leaderboard_markdown(summary: dict) -> str:
         for m in methods:
             stats = methods[m]["beams"][tag]
             lines.append(f"| {tag} | {m} | " + " | ".join(_cell(stats[k], False) for k in SPLITS) + " |")
+    cover = coverage_markdown(summary)
+    lines += ["", field_markdown(summary).rstrip("\n")] + (["", cover.rstrip("\n")] if cover else [])
+    return "\n".join(lines) + "\n"
+
+
+def _beam_label(tag: str) -> str:
+    """A common beam as a table header names it: ``no beam`` or e.g. ``20.6′ beam``."""
+    return "no beam" if tag == "deconvolved" else tag.replace("arcmin", "′ beam")
+
+
+def field_markdown(summary: dict) -> str:
+    """Markdown table of the T, E and B rows of every method: RMSE at each common beam, residual power, leakage.
+
+    T is the temperature map's RMSE (monopole and dipole removed), E and B the RMSE of the E-part and B-part of
+    the Q, U residual (``rmse_e``, ``rmse_b``); the residual power is the mean over bins of the residual's MASTER
+    D_b (TT, EE, BB; beam deconvolved, so nearly the same at every common beam) at the first common beam, as is
+    the E -> B leakage ``eb_leak`` on the B rows.
+    The best mean of each column within a field is bold. "—": not measured (a temperature-only method).
+    """
+    settings = summary["settings"]
+    methods = {m: summary["methods"][m] for m in settings["methods"]}
+    beams, first = list(settings["beams"]), settings["beams"][0]
+    head = [f"RMSE (μK_CMB, {_beam_label(t)})" for t in beams] + [
+        f"residual power: mean D_b over ℓ 2–{settings['lmax']} (μK_CMB², beam deconvolved)",
+        "E→B leakage ε (no unit)",
+    ]
+    lines = ["| Method | Field | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for field, (rmse, power) in FIELDS.items():
+        cols = [(t, rmse) for t in beams] + [(first, power)]
+        best = {}
+        for c in cols:
+            vals = {m: methods[m]["beams"][c[0]].get(c[1], {}).get("mean") for m in methods}
+            vals = {m: v for m, v in vals.items() if v is not None}
+            best[c] = min(vals, key=vals.get) if vals else None
+        for m in methods:
+            stats = methods[m]["beams"]
+            cells = [_cell(stats[t].get(k, _EMPTY), best[t, k] == m) for t, k in cols]
+            cells.append(_cell(stats[first].get("eb_leak", _EMPTY), False) if field == "B" else "")
+            lines.append(f"| {m} | {field} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Per field, mean ± standard deviation across simulations: T is the temperature map (monopole and dipole "
+        "removed), E and B the E-part and B-part of the Q, U residual (band-limited at ℓ_max, on the analysis mask); "
+        "ε = Σ_b D_b(true E × predicted B) / Σ_b D_b(true E × true E), the fraction of the true E-mode amplitude "
+        "found in the predicted B-modes (0: no leakage). Definitions: docs/cmb_evaluation.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def coverage_markdown(summary: dict) -> str:
+    """Markdown table of the coverage of every method's error map at 1 and 2 sigma (empty with no error maps).
+
+    Percent of scored pixels with abs(prediction - truth) <= k sigma, on the analysis mask and on the full sky,
+    T and Q, U pooled, mean ± standard deviation across simulations; nominal 68.3 % and 95.4 %.
+    """
+    settings = summary["settings"]
+    covered = {m: summary["methods"][m].get("coverage") for m in settings["methods"]}
+    covered = {m: c for m, c in covered.items() if c}
+    if not covered:
+        return ""
+    cols = [(f, k, r) for r in ("mask", "fullsky") for f in ("t", "p") for k in (1, 2)]
+    names = {"t": "T", "p": "Q, U", "mask": "mask", "fullsky": "full sky"}
+    head = [f"{names[f]} {k}σ, {names[r]} ({100 * math.erf(k / math.sqrt(2)):.1f} %)" for f, k, r in cols]
+    lines = ["| Method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for m, cover in covered.items():
+        cells = []
+        for f, k, r in cols:
+            stats = cover[coverage_column(k, f, r)]
+            pct = {q: None if stats[q] is None else 100 * stats[q] for q in ("mean", "std")}
+            cells.append(_cell(pct, False))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Coverage (%) of the per-pixel errors: the fraction of pixels where abs(prediction − truth) ≤ k σ, with the "
+        "truth brought to each method's own output beam and band limit (the frame of its σ), independently of the "
+        "common beams; mean ± standard deviation across simulations, nominal value in each header (a Gaussian "
+        "error). Below nominal: σ too small (overconfident); above: too large.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -415,6 +544,20 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
             f"band: D_b √(2 / ((2ℓ + 1) Δℓ f_sky)), f_sky = {settings['fsky']:.3f}), the truth and each method's "
             f"{spread}. Bottom: the absolute mean spectrum of each residual (prediction − truth) against the truth's.",
         ]
+    for (tag, ee), (_, bb) in zip(figs.get((split, "ee_spectra"), []), figs.get((split, "bb_spectra"), [])):
+        out += [
+            "",
+            f"## EE and BB power spectra, {split}",
+            "",
+            f"![{split}: EE spectra at common beam {tag}]({ee})",
+            "",
+            f"![{split}: BB spectra at common beam {tag}]({bb})",
+            "",
+            "Spin-2 MASTER D_ℓ of E and B (the E ↔ B mixing of the cut sky decoupled) of the methods that predict Q "
+            f"and U (the common beam, {tag}, deconvolved), as for TT above: theory (each simulation's EE and BB "
+            "through the "
+            "same estimator) with its cosmic variance, truth, predictions, and the absolute mean residual spectra.",
+        ]
     for tag, path in figs.get((split, "transfer"), []):
         out += [
             "",
@@ -431,6 +574,19 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
             f"The spectra at the other common beams differ from those drawn by at most (over bins, {split}):",
             "",
             beam_note,
+        ]
+    for _, path in figs.get((split, "calibration"), []):
+        out += [
+            "",
+            f"## Calibration of the per-pixel errors, {split}",
+            "",
+            f"![{split}: coverage of the error maps]({path})",
+            "",
+            "Empirical coverage (fraction of scored pixels with abs(prediction − truth) ≤ k σ, mean and standard "
+            "deviation across simulations) against the nominal Gaussian coverage erf(k/√2), k = "
+            f"{', '.join(f'{k:g}' for k in settings.get('coverage_levels', COVERAGE_LEVELS))}, for T and for Q "
+            "and U pooled, each method at its own output beam and band limit. On the diagonal the errors are "
+            "calibrated; below it they are too small.",
         ]
     for tag, path in figs.get((split, "maps"), []):
         out += [
@@ -488,6 +644,12 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict, beam_not
         f"({s['apod_deg']:g}°) for truth, prediction, residual and cross; the common beam is deconvolved; "
         "theory is each simulation's spectrum through the same estimator "
         f"({'; '.join(s.get('theory') or ['theory_cls.npy'])}).",
+        "- Polarisation (methods predicting I, Q, U): RMSE of Q and U, and of the E-part and B-part of the Q, U "
+        "residual (no monopole/dipole removal), the E → B leakage ε, and spin-2 MASTER EE and BB spectra (E ↔ B "
+        "mixing of the cut sky decoupled). The leaderboard has a T, an E and a B row per method.",
+        "- Coverage (methods with a per-pixel error map): the fraction of scored pixels with abs(prediction − truth) "
+        "≤ 1σ and 2σ (nominal 68.3 % and 95.4 %), at each method's own output beam and band limit, T and Q, U "
+        "pooled, on the analysis mask and on the full sky.",
         "",
         "## Leaderboard",
         "",

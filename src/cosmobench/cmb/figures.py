@@ -1,4 +1,5 @@
-"""Report figures: truth / prediction / residual maps, binned spectra with residuals and theory, transfer functions.
+"""Report figures: truth / prediction / residual maps, binned spectra with residuals and theory, transfer functions,
+and the calibration of per-pixel errors.
 
 Every function reads plain arrays (as saved by :func:`cosmobench.cmb.evaluate.evaluate`), writes one PNG
 atomically and returns its path (figures from :mod:`cosmobench.plots`: no pyplot, no global backend).
@@ -6,14 +7,15 @@ atomically and returns its path (figures from :mod:`cosmobench.plots`: no pyplot
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..plots import colour_limit, mollweide, save, subplots
 
-__all__ = ["plot_maps", "plot_spectra", "plot_transfer", "transfer_function"]
+__all__ = ["plot_maps", "plot_spectra", "plot_transfer", "plot_calibration", "transfer_function"]
 
 
 def plot_maps(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
@@ -55,7 +57,8 @@ def plot_maps(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, t
 
 
 def plot_spectra(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, fsky: float, title: str = "") -> Path:
-    """Binned D_ell of truth, theory and each method's prediction (top) and of each residual (bottom).
+    """Binned D_ell (TT, or EE or BB) of truth, theory and each method's prediction (top) and of each residual
+    (bottom).
 
     Error bars are the standard deviation of the binned prediction spectrum across the simulations (the scatter
     a single simulation shows, cosmic variance included); the grey band is the cosmic variance of the theory in
@@ -65,7 +68,8 @@ def plot_spectra(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *,
     ----------
     spectra : mapping method -> mapping
         Arrays from ``spectra.npz``: ``edges`` (nbins+1,), ``ell_eff`` (nbins,), and (nsim, nbins) ``truth``,
-        ``pred``, ``resid``, ``theory``, in uK^2 (D_ell, common beam deconvolved).
+        ``pred``, ``resid``, ``theory``, in uK^2 (D_ell, common beam deconvolved); for EE or BB, the file's
+        ``truth_ee``, ... (``_bb``) arrays under those four names.
     path : path
         Output PNG.
     fsky : float
@@ -124,3 +128,53 @@ def plot_transfer(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *
 def transfer_function(s: Mapping[str, np.ndarray]) -> np.ndarray:
     """<cross> / <truth> over simulations, per bin."""
     return s["cross"].mean(0) / s["truth"].mean(0)
+
+
+def plot_calibration(
+    levels: Sequence[float],
+    curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Empirical against nominal coverage of each method's per-pixel error, one panel per field (T; Q and U).
+
+    A point at error multiple k is the fraction of scored pixels with abs(prediction - truth) <= k sigma; the
+    dashed curve is the fraction a Gaussian error of that sigma covers, erf(k / sqrt 2), with a grey band of
+    +-0.05 around it. Points on the curve: a calibrated error; below it: overconfident (sigma too small); above
+    it: underconfident.
+
+    Parameters
+    ----------
+    levels : sequence of float
+        The multiples k of sigma, shape (nlevel,).
+    curves : mapping method -> mapping panel -> (mean, std)
+        Per method and panel (e.g. ``"T"``, ``"Q and U"``), the coverage fraction at each level averaged over the
+        simulations and its standard deviation across them, arrays of shape (nlevel,) (NaN: not measured).
+    path : path
+        Output PNG.
+    title : str
+        Figure title.
+    """
+    panels = list(dict.fromkeys(p for c in curves.values() for p in c))
+    k = np.asarray(levels, dtype=float)
+    fine = np.linspace(0.0, max(k.max(), 3.0), 200)
+    nominal = np.array([math.erf(x / math.sqrt(2.0)) for x in fine])
+    fig, axes = subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        ax.fill_between(
+            fine, np.maximum(nominal - 0.05, 0.0), np.minimum(nominal + 0.05, 1.0), color="0.88", label="nominal ± 0.05"
+        )
+        ax.plot(fine, nominal, "k--", lw=1, label=r"nominal, erf$(k/\sqrt{2})$")
+        for j, (name, c) in enumerate(curves.items()):
+            if panel in c and np.any(np.isfinite(c[panel][0])):
+                mean, std = c[panel]
+                shift = (j - (len(curves) - 1) / 2) * 0.03  # side by side at each k
+                ax.errorbar(k + shift, mean, yerr=std, fmt="o", ms=4, capsize=2, label=name)
+        ax.set(xlim=(0, fine[-1] + 0.1), ylim=(0, 1.02), title=panel)
+        ax.set_xlabel(r"error multiple $k$: abs(prediction $-$ truth) $\leq k\sigma$")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("coverage (fraction of scored pixels)")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)

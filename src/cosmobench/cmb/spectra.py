@@ -6,9 +6,21 @@ b with binning operator P (averaging D_l = l(l+1) C_l / 2 pi) and its piecewise-
 MASTER estimate is ``D_b = K^-1 P C~`` with ``K = P M B^2 Q``. ``M`` comes from
 ``ducc0.misc.experimental.coupling_matrix_rect`` (pspy's convention up to the (2 l' + 1) factor added here).
 
-Truth, prediction, residual and cross spectra all use one :class:`Master` (same mask, bins and beam), and
-:meth:`Master.expected` gives the binned expectation of a theory spectrum, so all comparisons are like for like.
-No pixel window is applied (the benchmark's maps carry none).
+Polarisation (:class:`MasterPol`, Kogut et al. 2003, Brown, Castro & Taylor 2005): the pseudo E and B alm of a
+weighted spin-2 map mix, ``E~ = K+ E + i K- B`` and ``B~ = K+ B - i K- E``, where K+ (K-) keeps the couplings
+of even (odd) l + l' + L. The pseudo spectra of two maps 1, 2 then have expectations
+
+    <C~^{E1E2}> = M++ C^{E1E2} + M-- C^{B1B2}      <C~^{B1B2}> = M-- C^{E1E2} + M++ C^{B1B2}
+    <C~^{E1B2}> = M++ C^{E1B2} - M-- C^{B1E2}      <C~^{B1E2}> = M++ C^{B1E2} - M-- C^{E1B2}
+
+with ``M++_ll' = (2l'+1)/(8 pi) sum_L (2L+1) W_L (l l' L; 2 -2 0)^2 (1 + (-1)^(l+l'+L))`` and M-- the same with
+``1 - (-1)^(l+l'+L)`` (W_L the power spectrum of w); both come from ducc0 (its "++" and "--" matrices). The
+estimator decouples the four spectra jointly (EE <-> BB and EB <-> BE mixing included), so the E -> B leakage
+of the cut sky is removed on average.
+
+Truth, prediction, residual and cross spectra all use one :class:`Master` (or :class:`MasterPol`) with the same
+mask, bins and beam, and ``expected`` gives the binned expectation of a theory spectrum, so all comparisons are
+like for like. No pixel window is applied (the benchmark's maps carry none).
 """
 
 from __future__ import annotations
@@ -17,11 +29,11 @@ import numpy as np
 
 from cosmobench.sky import sht
 
-__all__ = ["coupling_matrix", "linear_bins", "binning_operators", "Master"]
+__all__ = ["coupling_matrix", "linear_bins", "binning_operators", "Master", "MasterPol"]
 
 
-def coupling_matrix(weight: np.ndarray, lmax: int) -> np.ndarray:
-    """Spin-0 mode-coupling matrix of a weight map.
+def coupling_matrix(weight: np.ndarray, lmax: int, spin: int = 0) -> np.ndarray:
+    """Mode-coupling matrix of a weight map, spin 0 (temperature) or spin 2 (polarisation).
 
     Parameters
     ----------
@@ -29,21 +41,29 @@ def coupling_matrix(weight: np.ndarray, lmax: int) -> np.ndarray:
         Mask or apodised mask, RING.
     lmax : int
         Band limit of the spectra.
+    spin : {0, 2}
+        0: the temperature matrix; 2: the polarisation matrices M++ and M-- (module docstring).
 
     Returns
     -------
-    ndarray, shape (lmax+1, lmax+1)
-        ``M[l, l']`` with ``<C~_l> = sum_l' M[l, l'] C_l'``; the identity for a full-sky unit weight.
+    ndarray, shape (lmax+1, lmax+1) for spin 0, (2, lmax+1, lmax+1) for spin 2 (M++, M--)
+        ``M[l, l']`` with ``<C~_l> = sum_l' M[l, l'] C_l'``; for a full-sky unit weight M and M++ are the
+        identity (M++ from l = 2) and M-- is zero.
     """
     import ducc0
 
+    if spin not in (0, 2):
+        raise ValueError(f"spin must be 0 (temperature) or 2 (polarisation), got {spin}")
     nside = sht.nside_of(weight)
     lmask = min(2 * lmax, 3 * nside - 1)
     wl = np.zeros(2 * lmax + 1)
     wl[: lmask + 1] = sht.alm2cl(sht.map2alm(np.asarray(weight, dtype=np.float64), lmask, 3))
-    res = np.zeros((1, lmax + 1, lmax + 1))
-    mat = ducc0.misc.experimental.coupling_matrix_rect(wl[None], (0,), res, nthreads=sht.nthreads())[0]
-    return mat * (2 * np.arange(lmax + 1) + 1)[None, :]
+    nmat = 1 if spin == 0 else 2
+    res = np.zeros((nmat, lmax + 1, lmax + 1))
+    optype = (0,) if spin == 0 else (4,)  # ducc0: 0 = spin-0 matrix; 4 = the ++ and -- matrices
+    mat = ducc0.misc.experimental.coupling_matrix_rect(wl[None], optype, res, nthreads=sht.nthreads())
+    mat = mat * (2 * np.arange(lmax + 1) + 1)[None, None, :]
+    return mat[0] if spin == 0 else mat
 
 
 def linear_bins(lmin: int, lmax: int, nbins: int) -> np.ndarray:
@@ -78,7 +98,7 @@ def binning_operators(edges: np.ndarray, lmax: int) -> tuple[np.ndarray, np.ndar
 
 
 class Master:
-    """MASTER estimator for one weight map, binning and beam.
+    """MASTER estimator of temperature (spin-0) spectra for one weight map, binning and beam.
 
     Parameters
     ----------
@@ -89,14 +109,19 @@ class Master:
         Bin edges (:func:`linear_bins`).
     beam : ndarray, shape (lmax+1,), optional
         Transfer function b_l of the maps (deconvolved in the estimate); 1 by default.
-    coupling : ndarray, shape (lmax+1, lmax+1), optional
-        Precomputed :func:`coupling_matrix` of ``weight`` (it does not depend on the beam).
+    coupling : ndarray, optional
+        Precomputed :func:`coupling_matrix` of ``weight`` at this class's :attr:`spin` (it does not depend on the
+        beam): shape (lmax+1, lmax+1) here, (2, lmax+1, lmax+1) for :class:`MasterPol`.
 
     Attributes
     ----------
     ell_eff : ndarray, shape (nbins,)
         Bin centres.
     """
+
+    spin = 0
+    #: names of the spectra a pseudo spectrum holds along its second-to-last axis (none: one spectrum, TT)
+    spectra: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -111,26 +136,91 @@ class Master:
         self.edges = np.asarray(edges)
         if self.edges[-1] > self.lmax + 1:
             raise ValueError(f"bins reach ell={self.edges[-1] - 1} beyond lmax={self.lmax}")
-        self.coupling = coupling_matrix(self.weight, self.lmax) if coupling is None else coupling
+        if self.edges[0] < self.spin:
+            raise ValueError(f"spin-{self.spin} spectra start at ell = {self.spin}; the first bin starts at {edges[0]}")
+        self.coupling = coupling_matrix(self.weight, self.lmax, self.spin) if coupling is None else coupling
         self.beam2 = np.ones(self.lmax + 1) if beam is None else np.asarray(beam)[: self.lmax + 1] ** 2
-        self._p, q = binning_operators(self.edges, self.lmax)
-        self._kinv = np.linalg.inv(self._p @ (self.coupling * self.beam2[None, :]) @ q)
+        p, q = binning_operators(self.edges, self.lmax)
+        nspec = max(len(self.spectra), 1)
+        # the coupling of all spectra stacked (nspec blocks of lmax+1), the beam applied to the sky spectra
+        self._forward = self._stacked_coupling() * np.tile(self.beam2, nspec)[None, :]
+        p_all = np.kron(np.eye(nspec), p)
+        kinv = np.linalg.inv(p_all @ self._forward @ np.kron(np.eye(nspec), q))
+        self._decoupler = kinv @ p_all
         self.ell_eff = 0.5 * (self.edges[:-1] + self.edges[1:] - 1)
 
+    def _stacked_coupling(self) -> np.ndarray:
+        """Coupling of the stacked pseudo spectra to the stacked sky spectra, shape (nspec (lmax+1),) * 2."""
+        return np.asarray(self.coupling)
+
+    def _apply(self, matrix: np.ndarray, cl: np.ndarray) -> np.ndarray:
+        """``matrix`` applied to spectra of shape (..., [nspec,] >= lmax+1), the trailing axes flattened."""
+        cl = np.asarray(cl)[..., : self.lmax + 1]
+        lead = cl.shape[: cl.ndim - 1 - (len(self.spectra) > 0)]
+        out = cl.reshape(lead + (-1,)) @ matrix.T
+        return out.reshape(lead + ((len(self.spectra),) if self.spectra else ()) + (-1,))
+
     def pseudo_alm(self, m: np.ndarray) -> np.ndarray:
-        """alm of the weighted map, shape (nalm,)."""
+        """alm of the weighted map(s): (npix,) I -> (nalm,) T; (3, npix) I, Q, U -> (3, nalm) T, E, B."""
         return sht.map2alm(self.weight * np.asarray(m, dtype=np.float64), self.lmax, 3)
 
+    def pseudo_cl(self, a1: np.ndarray, a2: np.ndarray | None = None) -> np.ndarray:
+        """Pseudo C~_l of pseudo alm ``a1`` (cross with ``a2``), shape (lmax+1,)."""
+        return sht.alm2cl(a1, a2)
+
     def decouple(self, pseudo_cl: np.ndarray) -> np.ndarray:
-        """Binned D_b (shape (..., nbins)) from pseudo C~_l (shape (..., lmax+1))."""
-        return (self._kinv @ (self._p @ np.asarray(pseudo_cl)[..., : self.lmax + 1, None]))[..., 0]
+        """Binned D_b (shape (..., nbins); :class:`MasterPol`: (..., 4, nbins)) from pseudo C~_l (shape
+        (..., lmax+1); :class:`MasterPol`: (..., 4, lmax+1) EE, EB, BE, BB)."""
+        return self._apply(self._decoupler, pseudo_cl)
 
     def spectrum(self, m1: np.ndarray, m2: np.ndarray | None = None) -> np.ndarray:
-        """Binned D_b of map ``m1`` (or the cross spectrum with ``m2``), beam deconvolved, shape (nbins,)."""
+        """Binned D_b of map ``m1`` (or the cross spectrum with ``m2``), beam deconvolved, shape (nbins,).
+
+        :class:`MasterPol`: maps (2, npix) Q, U or (3, npix) I, Q, U; D_b EE, EB, BE, BB, shape (4, nbins).
+        """
         a1 = self.pseudo_alm(m1)
         a2 = a1 if m2 is None else self.pseudo_alm(m2)
-        return self.decouple(sht.alm2cl(a1, a2))
+        return self.decouple(self.pseudo_cl(a1, a2))
 
     def expected(self, cl: np.ndarray) -> np.ndarray:
-        """Expectation of the estimate for a theory C_l (shape (>= lmax+1,)), binned D_b."""
-        return self.decouple((self.coupling * self.beam2[None, :]) @ np.asarray(cl)[: self.lmax + 1])
+        """Expectation of the estimate for a theory C_l (shape (>= lmax+1,)), binned D_b (shape (nbins,)).
+
+        :class:`MasterPol`: C_l EE, EB, BE, BB, shape (4, >= lmax+1); D_b shape (4, nbins).
+        """
+        return self.decouple(self._apply(self._forward, cl))
+
+
+class MasterPol(Master):
+    """MASTER estimator of the polarisation spectra EE, EB, BE, BB (spin 2), decoupled jointly.
+
+    Same parameters as :class:`Master` (``coupling``: the spin-2 :func:`coupling_matrix`, shape
+    (2, lmax+1, lmax+1)); the bins must start at ell >= 2. Spectra are stacked along the second-to-last axis in
+    the order :attr:`spectra` = (EE, EB, BE, BB): for maps 1 and 2, E1 E2, E1 B2, B1 E2 and B1 B2.
+
+    Examples
+    --------
+    >>> est = MasterPol(weight, lmax, linear_bins(2, lmax, 20))        # doctest: +SKIP
+    >>> ee, eb, be, bb = est.spectrum(qu)                              # qu: (2, npix) Q, U or (3, npix) I, Q, U
+    """
+
+    spin = 2
+    spectra = ("EE", "EB", "BE", "BB")
+    # sign of the M-- coupling from each sky spectrum (column) into each pseudo spectrum (row), module docstring
+    _MINUS = np.array([[0, 0, 0, 1], [0, 0, -1, 0], [0, -1, 0, 0], [1, 0, 0, 0]], dtype=float)
+
+    def _stacked_coupling(self) -> np.ndarray:
+        plus, minus = np.asarray(self.coupling)
+        return np.kron(np.eye(4), plus) + np.kron(self._MINUS, minus)
+
+    def pseudo_alm(self, m: np.ndarray) -> np.ndarray:
+        """E and B alm of the weighted Q, U maps, shape (2, nalm); ``m`` is (2, npix) Q, U or (3, npix) I, Q, U."""
+        m = np.asarray(m, dtype=np.float64)
+        if m.ndim != 2 or m.shape[0] not in (2, 3):
+            raise ValueError(f"polarisation spectra need (2, npix) Q, U or (3, npix) I, Q, U maps, got {m.shape}")
+        iqu = m if m.shape[0] == 3 else np.concatenate([np.zeros_like(m[:1]), m])
+        return super().pseudo_alm(iqu)[1:]
+
+    def pseudo_cl(self, a1: np.ndarray, a2: np.ndarray | None = None) -> np.ndarray:
+        """Pseudo C~_l EE, EB, BE, BB of E, B pseudo alm ``a1`` (2, nalm) and ``a2``, shape (4, lmax+1)."""
+        a2 = a1 if a2 is None else a2
+        return sht.alm2cl(np.asarray(a1)[[0, 0, 1, 1]], np.asarray(a2)[[0, 1, 0, 1]])
