@@ -76,10 +76,15 @@ def test_planck_layout_gives_the_ring_uk_cmb_result(sky, planck_files, tmp_path,
     with fits.open(out["map"]) as hdul:
         hdr = hdul[1].header
         assert (hdr["EXTNAME"], hdr["ORDERING"], hdr["COORDSYS"], hdr["TUNIT1"]) == ("CMB-PRED", "RING", "G", "uK_CMB")
-        assert (hdr["METHOD"], hdr["FWHM"], hdr["NSIDE"]) == (method, 20.6, NSIDE)
+        assert (hdr["METHOD"], hdr["FWHM"], hdr["NSIDE"], hdr["LMAX"]) == (method, 20.6, NSIDE, 3 * NSIDE - 2)
         assert hdr["FILE009"] == files[8].name and hdr["SHA009"] == sha256(files[8])
+        # I, Q, U (the ILCs' default fields): Q and U were read from the seven polarised files
+        assert [hdr[f"TTYPE{k}"] for k in (1, 2, 3)] == ["TEMPERATURE", "Q_POLARISATION", "U_POLARISATION"]
+        assert hdr["POLCCONV"] == "COSMO"
+    assert cmb.shape == (3, 12 * NSIDE**2) and out["fields"] == "IQU" and out["std_map"] is None
     assert [r["ordering"] for r in out["inputs"]] == ["NESTED"] * 9
     assert {r["column"] for r in out["inputs"]} == {"I_STOKES"}
+    assert [r["pol_columns"] for r in out["inputs"]] == [["Q_STOKES", "U_STOKES"]] * 7 + [None] * 2
     # the report's spectrum is the CMB's: D_ell of the truth (same realisation) up to the ILC residual (up to
     # ~30 % per multipole at nside 16, where HILC has one bin): mode-weighted over ell 2..20 and 21..40
     with np.load(tmp_path / "cmb_spectrum.npz") as spectrum:
@@ -122,9 +127,11 @@ def test_mixed_nside_is_resampled_harmonically(tmp_path):
         files.append(tmp_path / f"map_{c.band}.fits")
         write_planck_layout(files[-1], sht.alm2map(alm, 32 if k % 2 else NSIDE, lmax), c.center_ghz, "K_CMB")
     rows = [{"band": c.band, "center_ghz": c.center_ghz, "fwhm_arcmin": c.fwhm_arcmin} for c in channels]
-    out = apply_method(files, rows, method="hilc", out_dir=tmp_path / "out", report=False)
+    with pytest.raises(ValueError, match="at least 2 polarised.*set fields=I"):  # temperature-only files
+        apply_method(files, rows, method="hilc", out_dir=tmp_path / "iqu", report=False)
+    out = apply_method(files, rows, method="hilc", settings={"fields": "I"}, out_dir=tmp_path / "out", report=False)
     assert out["nside"] == NSIDE and [r["nside"] for r in out["inputs"]] == [16, 32, 16, 32, 16]
-    reference = get_method("hilc")().predict(obs, channels)
+    reference = get_method("hilc")(fields="I").predict(obs, channels)
     applied = read_healpix(out["map"], dtype=np.float64)
     assert np.max(np.abs(applied - reference)) < 1e-4 * np.std(reference)
 

@@ -97,7 +97,7 @@ def test_hilc_returns_cmb_with_foreground_and_no_noise():
     beams = {"70": 55.0, "100": 43.0, "143": 32.4, "217": 22.3}
     chans = [_channel(b, beams[b]) for b in sed]
     obs = {b: sht.alm2map(sht.almxfl(cmb + sed[b] * fg, sht.gauss_beam(beams[b], lmax)), nside)[None] for b in sed}
-    out = HILC(delta_ell=dl, lmax=lmax, output_beam_arcmin=20.6, sht_iter=10).predict(obs, chans)
+    out = HILC(fields="I", delta_ell=dl, lmax=lmax, output_beam_arcmin=20.6, sht_iter=10).predict(obs, chans)
     truth = sht.alm2map(sht.almxfl(cmb, b_out), nside)
     assert np.sqrt(np.mean((out - truth) ** 2)) < 1e-8 * truth.std()
 
@@ -114,7 +114,7 @@ def test_hilc_beats_the_best_channel_with_noise():
     for b, s in sed.items():
         noise = rng(6, "noise", b).standard_normal(cmb_map.size) * 2.0
         obs[b] = (cmb_map + s * sht.smooth(dust, 30.0, lmax) + noise)[None]
-    out = HILC(lmax=lmax, output_beam_arcmin=30.0).predict(obs, chans)
+    out = HILC(fields="I", lmax=lmax, output_beam_arcmin=30.0).predict(obs, chans)
     rms = np.sqrt(np.mean((out - cmb_map) ** 2))
     best_channel = min(np.sqrt(np.mean((obs[b][0] - cmb_map) ** 2)) for b in sed)
     assert rms < 0.3 * best_channel
@@ -133,3 +133,27 @@ def test_channel_selection_defaults_and_errors():
         HILC()._channels(obs, chans, pol=True)
     with pytest.raises(TypeError):
         HILC(delta=10)
+
+
+def test_iqu_prediction_stacks_the_temperature_and_the_polarisation_ilcs():
+    """fields=IQU (the default) returns (3, npix): the T ILC, then Q, U of the E and B ILCs, exactly."""
+    nside, lmax = 16, 40
+    chans = [_channel(b, 30.0, "IQU") for b in ("70", "100", "143")] + [_channel("545", 5.0)]
+    obs = {c.band: rng(7, "sky", c.band).standard_normal((3 if c.fields == "IQU" else 1, 12 * nside**2)) for c in chans}
+    hilc = HILC(lmax=lmax)
+    assert hilc.fields == "IQU" and hilc.output_lmax_for(nside) == lmax
+    out = hilc.predict(obs, chans)
+    assert out.shape == (3, 12 * nside**2)
+    np.testing.assert_array_equal(out[0], HILC(lmax=lmax, fields="I").predict(obs, chans))
+    np.testing.assert_array_equal(out[0], hilc.predict_temperature(obs, chans))
+    np.testing.assert_array_equal(out[1:], hilc.predict_pol(obs, chans))
+    assert HILC().output_lmax_for(nside) == 3 * nside - 2  # CMB-ML's default band limit at nside <= 256
+
+
+def test_iqu_without_two_polarised_channels_names_the_fix():
+    chans = [_channel(b, 30.0) for b in ("70", "100", "143")] + [_channel("217", 30.0, "IQU")]
+    obs = {c.band: np.ones((1, 12 * 8**2)) for c in chans}
+    with pytest.raises(ValueError, match=r"at least 2 polarised \(IQU\) channels, got \['217'\].*set fields=I"):
+        HILC().predict(obs, chans)
+    with pytest.raises(ValueError, match="fields"):
+        HILC(fields="QU")

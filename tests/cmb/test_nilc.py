@@ -124,7 +124,7 @@ def test_nilc_has_unit_response_to_the_cmb(needlet):
     nside = 32
     obs, chans, cmb, _ = _sky(nside, 1, fg=False, noise=0.0)
     lmax = 2 * nside
-    out = NILC(needlet=needlet, lmax=lmax, sht_iter=10).predict(obs, chans)
+    out = NILC(fields="I", needlet=needlet, lmax=lmax, sht_iter=10).predict(obs, chans)
     truth = _at_beam(cmb[0], 20.6, lmax, nside)
     assert np.sqrt(np.mean((out - truth) ** 2)) < 1e-7 * truth.std()
 
@@ -134,7 +134,7 @@ def test_nilc_unit_response_holds_with_a_mask(tmp_path):
     obs, chans, cmb, _ = _sky(nside, 2, fg=False, noise=0.0)
     _, lat = hp.pix2ang(nside, np.arange(sht.npix(nside)), lonlat=True)
     write_healpix(tmp_path / "mask.fits", (np.abs(lat) > 20).astype(float))
-    out = NILC(lmax=64, sht_iter=10, mask=tmp_path / "mask.fits").predict(obs, chans)
+    out = NILC(fields="I", lmax=64, sht_iter=10, mask=tmp_path / "mask.fits").predict(obs, chans)
     truth = _at_beam(cmb[0], 20.6, 64, nside)
     assert np.sqrt(np.mean((out - truth) ** 2)) < 1e-7 * truth.std()
 
@@ -152,7 +152,7 @@ def test_nilc_removes_foregrounds():
         obs, chans, cmb, template = _sky(nside, 3, fg=True, noise=3.0, fg_scale=scale)
         truth = _at_beam(cmb[0], 20.6, lmax, nside)
         for needlet in ("cosine", "gaussian"):
-            resid[needlet, scale] = NILC(needlet=needlet, lmax=lmax).predict(obs, chans) - truth
+            resid[needlet, scale] = NILC(fields="I", needlet=needlet, lmax=lmax).predict(obs, chans) - truth
     fg = _at_beam(sht.map2alm(template, lmax, 10), 20.6, lmax, nside)
     cleanest = min(_fg_sed(float(b)) for b in BEAMS) * np.std(fg)
     for needlet in ("cosine", "gaussian"):
@@ -163,13 +163,17 @@ def test_nilc_removes_foregrounds():
 
 
 def test_nilc_polarisation_has_unit_response():
+    """fields=IQU (the default): I, Q, U of the CMB at the output beam (E and B beams), band-limited at lmax."""
     nside = 16
     obs, chans, cmb, _ = _sky(nside, 4, fg=False, noise=0.0, pol=True)
     lmax = 2 * nside
-    qu = NILC(lmax=lmax, sht_iter=10).predict_pol(obs, chans)
-    truth = _at_beam(cmb, 20.6, lmax, nside, pol=True)[1:]
-    assert qu.shape == (2, sht.npix(nside))
-    assert np.sqrt(np.mean((qu - truth) ** 2)) < 1e-7 * truth.std()
+    nilc = NILC(lmax=lmax, sht_iter=10)
+    iqu = nilc.predict(obs, chans)
+    truth = _at_beam(cmb, 20.6, lmax, nside, pol=True)
+    assert iqu.shape == (3, sht.npix(nside)) and nilc.output_lmax_for(nside) == lmax
+    for field in range(3):
+        assert np.sqrt(np.mean((iqu[field] - truth[field]) ** 2)) < 1e-7 * truth[field].std()
+    np.testing.assert_array_equal(iqu[1:], nilc.predict_pol(obs, chans))
 
 
 def test_nilc_rejects_bad_settings():

@@ -18,7 +18,8 @@ from cosmobench.sky.instrument import load_channels
 
 BANDS = ["30", "100", "143", "217", "353"]
 NSIDE = 16
-TINY = dict(levels=3, base_channels=8, batch_size=2, lr=3e-3, progress=False, device="cpu")
+NILC_I = {"fields": "I"}  # the maps below are temperature-only
+TINY = dict(levels=3, base_channels=8, batch_size=2, lr=3e-3, progress=False, device="cpu", nilc=NILC_I)
 
 
 def _write_dataset(root, splits: dict[str, int], seed: int = 0) -> CMBDataset:
@@ -67,13 +68,13 @@ def test_untrained_hybrid_is_nilc_exactly(data, tmp_path):
     method.fit(data, tmp_path / "run")
     assert method.output_beam_arcmin == NILC().output_beam_arcmin == 20.6
     obs = data.load_obs("Valid", 0)
-    nilc = NILC().predict(obs, data.channels)
+    nilc = NILC(**NILC_I).predict(obs, data.channels)
     hybrid = method.predict(obs, data.channels)
     np.testing.assert_array_equal(hybrid, nilc)
     # the NILC maps of both splits were cached in the dataset layout, with nilc's method.json
     assert all(pred_path(data.root, "nilc", s, i).is_file() for s in ("Train", "Valid") for i in data.sim_indices(s))
     assert read_json(method_info_path(data.root, "nilc", "Valid"))["output_beam_arcmin"] == 20.6
-    cached = NILCResidualData(data, method.nilc).nilc_map("Valid", 0)
+    cached = NILCResidualData(data, method.nilc).nilc_map("Valid", 0)[0]
     np.testing.assert_allclose(cached, nilc, rtol=0, atol=1e-4 * np.abs(nilc).max())  # float32 on disk
 
 
@@ -86,7 +87,7 @@ def test_training_reduces_the_residual_of_nilc(data, tmp_path):
     before, after = [], []
     for i in data.sim_indices("Train"):
         residual = view.load_target("Train", i)[0]  # CMB at NILC's beam - NILC, uK
-        truth = view.nilc_map("Train", i) + residual
+        truth = view.nilc_map("Train", i)[0] + residual
         before.append(rms(residual))
         after.append(rms(method.predict(data.load_obs("Train", i), data.channels) - truth))
     assert np.mean(after) < 0.8 * np.mean(before), (before, after)
@@ -113,6 +114,6 @@ def test_registry_yaml_and_settings(tmp_path):
 
 def test_nilc_cache_must_match_the_nilc_method(data, tmp_path):
     """The hybrid reuses ``<root>/nilc``: other NILC settings are refused rather than silently mixed."""
-    separate(data.root, method="nilc", settings={}, split="Valid", progress=False)
+    separate(data.root, method="nilc", settings=NILC_I, split="Valid", progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        train(data.root, method="nilc_unet", settings={**TINY, "epochs": 0, "nilc": {"ilc_bias_tol": 0.01}})
+        train(data.root, method="nilc_unet", settings={**TINY, "epochs": 0, "nilc": {**NILC_I, "ilc_bias_tol": 0.01}})

@@ -157,7 +157,7 @@ def test_prepared_arrays_hold_the_maps_and_are_reused(tmp_path):
     assert patches.shape == (2 * 48, 1, 16, 16)  # changed bands/layout: rebuilt
     stats = channel_stats(inputs, targets)
     assert stats["in_mean"][0] == pytest.approx(float(np.mean(inputs[:, 0], dtype=np.float64)), rel=1e-9)
-    assert stats["target_std"] == pytest.approx(float(np.std(targets, dtype=np.float64)), rel=1e-9)
+    assert stats["target_std"] == [pytest.approx(float(np.std(targets, dtype=np.float64)), rel=1e-9)]
 
 
 @pytest.fixture(scope="module")

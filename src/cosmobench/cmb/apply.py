@@ -16,9 +16,11 @@ PR3 frequency maps::
 
 What is read
     The intensity column of each file: the first column named ``I_STOKES``, ``TEMPERATURE``, ``I``, ``T`` or
-    ``INTENSITY`` (any case), else the first column (healpy's default ``field=0``). Q and U columns are not
-    read: every registered method predicts the CMB temperature. Pixels are reordered from the file's
-    ``ORDERING`` (RING or NESTED) to RING by :func:`healpy.read_map`.
+    ``INTENSITY`` (any case), else the first column (healpy's default ``field=0``). For a method that predicts
+    I, Q, U (``fields="IQU"``, the ILCs' default) also the Q and U columns, the first named ``Q_STOKES``,
+    ``Q_POLARISATION`` or ``Q`` (and the same for U), in the I column's unit and the file's Q/U convention
+    (HEALPix/COSMO, as Planck's): a file with both is a polarised channel, one without is intensity-only. Pixels
+    are reordered from the file's ``ORDERING`` (RING or NESTED) to RING by :func:`healpy.read_map`.
 Units
     ``K_CMB``, ``mK_CMB``, ``uK_CMB`` (or ``µK_CMB``), ``K_RJ``, ``mK_RJ``, ``uK_RJ``, ``MJy/sr``, ``Jy/sr``,
     from the table's ``unit`` or, when the table has none, the file's ``TUNITn`` (a table unit that contradicts
@@ -34,11 +36,14 @@ Resolution
     and leaves a pixel-block pattern when upgrading). Maps already at ``nside`` are used as read. No pixel
     window is corrected (healpy's pixel-window files are downloaded at run time).
 
-Outputs in ``out_dir``: ``cmb_map.fits`` (RING, uK_CMB, Galactic, ``EXTNAME='CMB-PRED'``, with ``FWHM`` (the
-output beam, arcmin; 0 = unbeamed), ``METHOD``, ``RESAMPLE`` and per input file ``FILEnnn`` and ``SHAnnn``,
-its name and SHA-256), ``cmb_map.png``, ``cmb_spectrum.png`` and ``cmb_spectrum.npz`` (``ell``, ``dl``: the
-full-sky D_ell with the output beam deconvolved, uK^2, :func:`map_spectrum`), ``report.md`` and ``apply.json``
-(what :func:`apply_method` returns).
+Outputs in ``out_dir``: ``cmb_map.fits`` (RING, uK_CMB, Galactic, ``EXTNAME='CMB-PRED'``, columns
+``TEMPERATURE`` or ``TEMPERATURE``, ``Q_POLARISATION``, ``U_POLARISATION`` as the method's ``fields``, with
+``FWHM`` (the output beam, arcmin; 0 = unbeamed), ``LMAX`` (its band limit, when it has one), ``METHOD``,
+``RESAMPLE`` and per input file ``FILEnnn`` and ``SHAnnn``, its name and SHA-256), ``cmb_map_std.fits`` (the
+same for the 1-sigma error per pixel, ``EXTNAME='CMB-PRED-STD'``, from a method that estimates it),
+``cmb_map.png``, ``cmb_spectrum.png`` and ``cmb_spectrum.npz`` (``ell``, ``dl``: the full-sky temperature D_ell
+with the output beam deconvolved, uK^2, :func:`map_spectrum`), ``report.md`` and ``apply.json`` (what
+:func:`apply_method` returns).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.io import check_writable, read_healpix, sha256, write_healpix, write_json, write_npz, write_text
+from ..core.settings import plain
 from ..sky import sht
 from ..sky.units import unit_factor
 
@@ -64,10 +70,12 @@ __all__ = [
     "map_spectrum",
     "InputError",
     "TEMPERATURE_COLUMNS",
+    "POLARISATION_COLUMNS",
     "CHANNEL_KEYS",
 ]
 
 TEMPERATURE_COLUMNS = ("I_STOKES", "TEMPERATURE", "I", "T", "INTENSITY")
+POLARISATION_COLUMNS = (("Q_STOKES", "Q_POLARISATION", "Q"), ("U_STOKES", "U_POLARISATION", "U"))
 CHANNEL_KEYS = ("band", "center_ghz", "fwhm_arcmin", "unit", "to_uk_cmb")
 _REQUIRED_KEYS = ("band", "center_ghz", "fwhm_arcmin")
 _UNIT_HINT = "K_CMB, uK_CMB, K_RJ, uK_RJ or MJy/sr"
@@ -94,6 +102,8 @@ class _Input:
     field: int
     ordering: str
     nside: int
+    pol_columns: tuple[str, str] | None
+    pol_fields: tuple[int, int] | None
 
 
 def read_channel_table(path: str | Path) -> list[dict[str, str]]:
@@ -168,6 +178,8 @@ def _header_problems(path: Path, row: Mapping[str, Any], where: str) -> tuple[li
             f"correct the table's unit ({where})"
         ], None
     factor = float(row["to_uk_cmb"]) if given else unit_factor(freq, unit, "uK_CMB")
+    pol = [next((upper.index(c) for c in names_qu if c in upper), None) for names_qu in POLARISATION_COLUMNS]
+    pol_fields = None if None in pol else (pol[0], pol[1])
     return [], _Input(
         path=path,
         band=str(row["band"]),
@@ -179,6 +191,8 @@ def _header_problems(path: Path, row: Mapping[str, Any], where: str) -> tuple[li
         field=field,
         ordering=ordering,
         nside=int(header["NSIDE"]),
+        pol_columns=None if pol_fields is None else (names[pol_fields[0]], names[pol_fields[1]]),
+        pol_fields=pol_fields,
     )
 
 
@@ -259,17 +273,22 @@ def _validate(maps: Sequence[str | Path], rows: Sequence[Mapping[str, Any]]) -> 
     return inputs
 
 
-def _read(inputs: Sequence[_Input]) -> list[np.ndarray]:
-    """The intensity maps, RING, in the files' units; raises listing every file with NaN or UNSEEN pixels."""
+def _read(inputs: Sequence[_Input], pol: bool) -> list[np.ndarray]:
+    """The maps, RING, in the files' units: (1, npix) I, or with ``pol`` (3, npix) I, Q, U for the files with Q
+    and U columns; raises listing every file and column with NaN or UNSEEN pixels."""
     maps, problems = [], []
     for item in inputs:
-        m = read_healpix(item.path, field=item.field, dtype=np.float64)
-        bad = int(np.count_nonzero(~np.isfinite(m) | (m <= _BAD_VALUE)))
-        if bad:
-            problems.append(
-                f"{item.path}: {bad} of {m.size} pixels of column {item.column} are NaN or UNSEEN; the methods "
-                "need full-sky maps: fill them (e.g. inpaint, or use the mission's filled product) and rerun"
-            )
+        columns, fields = [item.column], [item.field]
+        if pol and item.pol_fields is not None:
+            columns, fields = [*columns, *item.pol_columns], [*fields, *item.pol_fields]
+        m = np.atleast_2d(read_healpix(item.path, field=tuple(fields), dtype=np.float64))
+        for column, values in zip(columns, m):
+            bad = int(np.count_nonzero(~np.isfinite(values) | (values <= _BAD_VALUE)))
+            if bad:
+                problems.append(
+                    f"{item.path}: {bad} of {values.size} pixels of column {column} are NaN or UNSEEN; the methods "
+                    "need full-sky maps: fill them (e.g. inpaint, or use the mission's filled product) and rerun"
+                )
         maps.append(m)
     if problems:
         raise InputError("cannot apply the method:\n  " + "\n  ".join(problems))
@@ -277,7 +296,8 @@ def _read(inputs: Sequence[_Input]) -> list[np.ndarray]:
 
 
 def _resample(m: np.ndarray, nside: int) -> np.ndarray:
-    """Harmonic resampling of a RING map to ``nside``, band-limited at 3 min(nside_in, nside) - 1."""
+    """Harmonic resampling of RING maps (1, npix) I or (3, npix) I, Q, U (spin 2) to ``nside``, band-limited at
+    3 min(nside_in, nside) - 1."""
     nside_in = sht.nside_of(m)
     if nside_in == nside:
         return m
@@ -347,12 +367,13 @@ def apply_method(
     Returns
     -------
     dict
-        ``method``, ``map`` (path of the CMB map), ``report`` (path or None), ``nside``,
-        ``output_beam_arcmin``, ``seconds`` (prediction), ``inputs`` (per file: path, sha256, band,
-        center_ghz, fwhm_arcmin, unit, to_uk_cmb, column, ordering, nside).
+        ``method``, ``map`` (path of the CMB map), ``std_map`` (path of its error map, or None), ``report``
+        (path or None), ``nside``, ``fields``, ``output_beam_arcmin``, ``output_lmax``, ``seconds``
+        (prediction), ``inputs`` (per file: path, sha256, band, center_ghz, fwhm_arcmin, unit, to_uk_cmb,
+        column, ordering, nside, pol_columns: the Q and U columns or None).
     """
     from ..sky.instrument import Channel
-    from .separate import prediction_header
+    from .separate import method_facts, predict_maps, prediction_columns, prediction_header
 
     if not maps:
         raise InputError("no maps given; pass maps=[path, ...], one FITS file per channel")
@@ -360,45 +381,59 @@ def apply_method(
     settings = dict(settings or {})
     model = _load_method(method, settings, model_dir)
     out_dir = Path(out_dir)
-    raw = _read(inputs)
+    trained = getattr(model, "config", None) or {}
+    target = sht.check_nside(nside or trained.get("nside") or min(item.nside for item in inputs))
+    facts = method_facts(model, target)
+    raw = _read(inputs, pol=facts["fields"] == "IQU")
     if before_write is not None:
         before_write()
     check_writable(out_dir)
-    trained = getattr(model, "config", None) or {}
-    target = sht.check_nside(nside or trained.get("nside") or min(item.nside for item in inputs))
-    obs = {item.band: _resample(m * item.to_uk_cmb, target)[None] for item, m in zip(inputs, raw)}
+    obs = {item.band: np.atleast_2d(_resample(m * item.to_uk_cmb, target)) for item, m in zip(inputs, raw)}
     chans = [
-        Channel(band=i.band, center_ghz=i.center_ghz, fwhm_arcmin=i.fwhm_arcmin, fields="I", depth_i=0, depth_p=0)
+        Channel(
+            band=i.band,
+            center_ghz=i.center_ghz,
+            fwhm_arcmin=i.fwhm_arcmin,
+            fields="IQU" if len(obs[i.band]) == 3 else "I",
+            depth_i=0,
+            depth_p=0,
+        )
         for i in inputs
     ]
     t0 = time.perf_counter()
-    cmb = np.asarray(model.predict(obs, chans), dtype=np.float64)
+    cmb, std = predict_maps(model, obs, chans, what=f"method {method!r}")
     seconds = time.perf_counter() - t0
     beam = model.output_beam_arcmin
     records = [
         {
             "path": str(i.path),
             "sha256": sha256(i.path),
-            **{k: v for k, v in asdict(i).items() if k not in ("path", "field")},
+            **plain({k: v for k, v in asdict(i).items() if k not in ("path", "field", "pol_fields")}),
         }
         for i in inputs
     ]
     header: dict[str, Any] = {
-        **prediction_header(method, beam),
+        **prediction_header(method, beam, facts["output_lmax"]),
         "CREATOR": f"cosmobench {__version__}",
         "RESAMPLE": ("harmonic", "nside harmonised by map2alm/alm2map"),
     }
     for k, rec in enumerate(records, start=1):
         header[f"FILE{k:03d}"] = Path(rec["path"]).name
         header[f"SHA{k:03d}"] = rec["sha256"]
-    map_path = out_dir / "cmb_map.fits"
-    write_healpix(map_path, cmb, unit="uK_CMB", column_names=["TEMPERATURE"], extname="CMB-PRED", extra_header=header)
+    map_path, std_path = out_dir / "cmb_map.fits", out_dir / "cmb_map_std.fits"
+    columns = prediction_columns(cmb)
+    write_healpix(map_path, cmb, unit="uK_CMB", column_names=columns, extname="CMB-PRED", extra_header=header)
+    if std is not None:
+        write_healpix(std_path, std, unit="uK_CMB", column_names=columns, extname="CMB-PRED-STD", extra_header=header)
     result = {
         "method": method,
         "map": str(map_path),
-        "report": str(_write_report(out_dir, cmb, method, beam, records)) if report else None,
+        "std_map": str(std_path) if std is not None else None,
+        "report": str(_write_report(out_dir, cmb, std is not None, method, beam, records)) if report else None,
         "nside": target,
+        "fields": facts["fields"],
         "output_beam_arcmin": beam,
+        "output_lmax": facts["output_lmax"],
         "seconds": seconds,
         "inputs": records,
     }
@@ -426,10 +461,13 @@ def map_spectrum(cmb: np.ndarray, beam_arcmin: float | None) -> tuple[np.ndarray
     return ell, ell * (ell + 1) * cl / (2 * np.pi)
 
 
-def _write_report(out_dir: Path, cmb: np.ndarray, method: str, beam: float | None, records: list[dict]) -> Path:
-    """``report.md`` with the map and its full-sky power spectrum (beam deconvolved)."""
+def _write_report(
+    out_dir: Path, maps: np.ndarray, has_std: bool, method: str, beam: float | None, records: list[dict]
+) -> Path:
+    """``report.md`` with the temperature map and its full-sky power spectrum (beam deconvolved)."""
     from ..plots import colour_limit, mollweide, save, subplots
 
+    cmb = np.atleast_2d(maps)[0]
     nside = sht.nside_of(cmb)
     lim = colour_limit([cmb])
     fig, ax = subplots(figsize=(8, 4.5))
@@ -449,7 +487,9 @@ def _write_report(out_dir: Path, cmb: np.ndarray, method: str, beam: float | Non
         f"# CMB from your maps: {method}",
         "",
         f"`cmb_map.fits`: RING, nside {nside}, uK_CMB, Galactic; output beam "
-        + (f"{beam:g}' FWHM." if beam else "none (unbeamed)."),
+        + (f"{beam:g}' FWHM." if beam else "none (unbeamed).")
+        + (" Columns I, Q, U (HEALPix/COSMO convention); the figures show I." if np.ndim(maps) == 2 else "")
+        + (" `cmb_map_std.fits`: its 1-sigma error per pixel (same columns)." if has_std else ""),
         "Inputs were converted to uK_CMB; those at another nside were resampled harmonically (band limit "
         "3 min(nside_in, nside) - 1). The FITS header holds their names and SHA-256.",
         "",

@@ -40,6 +40,7 @@ __all__ = [
     "theory_path",
     "params_path",
     "pred_path",
+    "pred_std_path",
     "method_info_path",
     "manifest_path",
     "pysm_label",
@@ -112,6 +113,11 @@ def params_path(root: Path | str, split: str, i: int) -> Path:
 def pred_path(root: Path | str, method: str, split: str, i: int) -> Path:
     """A method's predicted CMB map for one simulation."""
     return Path(root) / method / split / f"sim{int(i):04d}" / "cmb_pred.fits"
+
+
+def pred_std_path(root: Path | str, method: str, split: str, i: int) -> Path:
+    """The 1-sigma error map of a method's prediction for one simulation (methods that estimate it)."""
+    return pred_path(root, method, split, i).with_name("cmb_pred_std.fits")
 
 
 def method_info_path(root: Path | str, method: str, split: str) -> Path:

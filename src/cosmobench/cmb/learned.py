@@ -4,14 +4,30 @@ A learned method (:class:`LearnedMethod` subclass) names a :mod:`~cosmobench.cmb
 or patches) and a network. :meth:`LearnedMethod.fit`
 
 1. converts each split once to two memory-mappable float32 ``.npy`` arrays, ``inputs`` (N, C, H, W) uK_CMB and
-   ``targets`` (N, 1, h, w) uK_CMB, written atomically beside a ``manifest.json`` that says what they hold
+   ``targets`` (N, nfield, h, w) uK_CMB, written atomically beside a ``manifest.json`` that says what they hold
    (reused while it matches, rebuilt otherwise);
 2. wraps the network in :class:`Standardised`, whose buffers hold the per-channel input mean/std and the
-   target scale measured on the training split, so every checkpoint carries its own normalisation;
+   per-field target scale measured on the training split, so every checkpoint carries its own normalisation;
 3. trains through :func:`cosmobench.core.train.fit` (the one training loop): checkpoints ``last.pt`` /
    ``best.pt`` and ``train_log.csv`` under ``out_dir``, automatic resume, seeds, bfloat16 autocast on CUDA;
-4. keeps the best-validation weights for :meth:`LearnedMethod.predict` and, last, writes them as the final
-   model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from ``out_dir`` in a new process.
+4. keeps the best-validation weights for :meth:`LearnedMethod.predict`, measures the calibration of the
+   predicted standard deviation on the validation split (``uncertainty="gaussian"``) and, last, writes the
+   final model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from ``out_dir`` in a new
+   process.
+
+Fields (``fields``)
+    ``"I"``: the network reads the intensity of every band and predicts the CMB temperature. ``"IQU"``: it reads
+    I of every band, then Q and U of every polarised band (:func:`input_planes`), and predicts I, Q, U in the
+    HEALPix (COSMO) Q/U basis of the maps. The images are pixel permutations of the maps, so Q and U keep
+    HEALPix's local basis; a per-pixel combination of the channels' Q and U commutes with that basis, which is
+    why Q/U rather than E/B are the targets (and per-pixel errors are wanted in Q and U).
+Uncertainty (``uncertainty``)
+    ``"gaussian"``: the network outputs a mean and a log variance per field and pixel (``2 nfield`` channels,
+    means first), trained with the Gaussian negative log-likelihood :func:`gaussian_nll` (log variance clamped
+    to :data:`LOG_VAR_RANGE`). After training, one factor per field,
+    ``s_f^2 = mean over validation pixels of (target - mean)^2 / variance`` (:func:`std_calibration`), is
+    stored in the checkpoint's config (``calibration``) and multiplies the variance in
+    :meth:`LearnedMethod.predict_with_std`.
 
 Training arrays go to the GPU whole when they fit in a third of its free memory (UNet5 at nside 128: 3 MB per
 map), so the input pipeline costs nothing there; otherwise batches are sliced from the memory map.
@@ -37,7 +53,7 @@ from ..core.io import atomic_path, check_writable, read_json, sha256, write_json
 from ..core.runtime import resolve_device
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
-from ..core.train import load_checkpoint, save_state
+from ..core.train import iterate_batches, load_checkpoint, save_state
 from .nn import count_parameters
 
 __all__ = [
@@ -46,21 +62,33 @@ __all__ = [
     "Standardised",
     "prepare_arrays",
     "channel_stats",
+    "input_planes",
+    "gaussian_nll",
+    "std_calibration",
     "resolve_device",
     "place_arrays",
     "LOSSES",
     "SCHEDULES",
     "NORMS",
+    "FIELDS",
+    "UNCERTAINTIES",
+    "LOG_VAR_RANGE",
 ]
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 SCHEDULES = ("constant", "exp", "cosine")
 NORMS = ("standard", "reference")
+FIELDS = ("I", "IQU")
+UNCERTAINTIES = ("none", "gaussian")
+LOG_VAR_RANGE = (-12.0, 8.0)
+"""Clamp of the predicted log variance, in units of the scaled target: sigma from 0.0025 to 55 target scales."""
 REFERENCE_TARGET_SCALE = 5.0  # cmbNNCS trains on CMB / 5 with unscaled inputs
 MODEL_FILE = "model.pt"  # the final model, written last by fit
 
 # settings that may change between a run and its resumption (they do not change what is learned)
 _RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard")
+# settings added after the first checkpoints were written: a checkpoint without them was trained with these
+_ADDED_SETTINGS = {"fields": "I", "uncertainty": "none"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,7 +111,7 @@ class LearnedSettings:
     lr_decay : float
         Final over initial learning rate for ``exp`` and ``cosine``.
     loss : {"l1", "mse"}
-        Mean pixel loss on the scaled target (cmbNNCS: L1).
+        Mean pixel loss on the scaled target (cmbNNCS: L1); unused with ``uncertainty="gaussian"``.
     norm : {"standard", "reference"}
         ``standard``: inputs standardised per channel and target divided by its standard deviation, both
         measured on the training split; ``reference``: cmbNNCS's raw inputs and target / 5.
@@ -103,6 +131,12 @@ class LearnedSettings:
         Also log per-epoch scalars to TensorBoard under ``<out_dir>/tensorboard`` (append-only event files).
     progress : bool
         Progress bars.
+    fields : {"I", "IQU"}
+        Predicted fields: the temperature, or I, Q, U (inputs: I of every band, then Q and U of every polarised
+        band; see the module notes).
+    uncertainty : {"none", "gaussian"}
+        ``"gaussian"``: also predict a per-pixel standard deviation (Gaussian likelihood, calibrated on the
+        validation split; see the module notes).
     """
 
     bands: Sequence[str] = ()
@@ -121,6 +155,8 @@ class LearnedSettings:
     cache_dir: str | None = None
     tensorboard: bool = False
     progress: bool = True
+    fields: str = "I"
+    uncertainty: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
@@ -134,6 +170,10 @@ class LearnedSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}")
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {list(NORMS)}")
+        if self.fields not in FIELDS:
+            raise ValueError(f"unknown fields {self.fields!r}; expected one of {list(FIELDS)}")
+        if self.uncertainty not in UNCERTAINTIES:
+            raise ValueError(f"unknown uncertainty {self.uncertainty!r}; expected one of {list(UNCERTAINTIES)}")
         if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0 or not 0 < self.lr_decay <= 1:
             raise ValueError(
                 f"need epochs >= 0, batch_size >= 1, lr > 0 and 0 < lr_decay <= 1; got epochs={self.epochs}, "
@@ -151,63 +191,179 @@ class Standardised(nn.Module):
     Parameters
     ----------
     net : nn.Module
-        Maps (B, C, H, W) standardised inputs to (B, 1, h, w) scaled targets.
+        Maps (B, C, ...) standardised inputs to (B, nout, ...) outputs: the scaled target (B, nfield, ...), or
+        with a Gaussian head its mean and log variance (B, 2 nfield, ...), means first.
     in_mean, in_std : array, shape (C,), uK_CMB
         Per-channel shift and scale of the inputs.
-    target_scale : float, uK_CMB
-        The network predicts ``target / target_scale``.
+    target_scale : float or array of shape (nfield,), uK_CMB
+        The network predicts ``target / target_scale``, one scale per target field (a single scale is stored
+        as a 0-d buffer, as in checkpoints written before polarised targets).
+
+    Notes
+    -----
+    The buffers have shape (1, C, 1, 1) (and (1, nfield, 1, 1) for several scales); :meth:`forward` and
+    :meth:`scale_for` reshape them to the rank of the data, so images may have any number of spatial axes.
     """
 
-    def __init__(self, net: nn.Module, in_mean, in_std, target_scale: float):
+    def __init__(self, net: nn.Module, in_mean, in_std, target_scale: float | Sequence[float]):
         super().__init__()
         self.net = net
         shape = (1, -1, 1, 1)
+        scale = np.asarray(target_scale, dtype=np.float32)
         self.register_buffer("in_mean", torch.as_tensor(np.asarray(in_mean), dtype=torch.float32).reshape(shape))
         self.register_buffer("in_std", torch.as_tensor(np.asarray(in_std), dtype=torch.float32).reshape(shape))
-        self.register_buffer("target_scale", torch.tensor(float(target_scale), dtype=torch.float32))
+        self.register_buffer(
+            "target_scale", torch.as_tensor(scale.reshape(() if scale.size == 1 else shape), dtype=torch.float32)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) uK_CMB -> (B, 1, h, w) in units of ``target_scale``."""
-        return self.net((x - self.in_mean) / self.in_std)
+        """(B, C, ...) uK_CMB -> (B, nout, ...): the target in units of ``target_scale`` (and log variances)."""
+        return self.net((x - _like(self.in_mean, x)) / _like(self.in_std, x))
+
+    def scale_for(self, y: torch.Tensor) -> torch.Tensor:
+        """``target_scale`` broadcastable against targets ``y`` of shape (B, nfield, ...)."""
+        return _like(self.target_scale, y)
+
+    def scales(self) -> np.ndarray:
+        """The target scale of each field, ndarray (nfield,) float64, uK_CMB (length 1 for one scale)."""
+        return self.target_scale.detach().double().cpu().reshape(-1).numpy()
 
 
-def channel_stats(inputs: np.ndarray, targets: np.ndarray, *, max_images: int = 512, chunk: int = 16) -> dict[str, Any]:
-    """Per-channel mean and standard deviation of ``inputs`` and the standard deviation of ``targets``.
+def _like(buffer: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-channel buffer (1, C, 1, 1) reshaped to (1, C, 1, ...) for the rank of ``x``; 0-d stays 0-d."""
+    if buffer.ndim == 0 or buffer.ndim == x.ndim:
+        return buffer
+    return buffer.reshape(1, -1, *([1] * (x.ndim - 2)))
+
+
+def _split_head(out: torch.Tensor, nfield: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means (B, nfield, ...) and clamped log variances (B, nfield, ...) of a Gaussian head's float32 output."""
+    return out[:, :nfield], out[:, nfield:].clamp(*LOG_VAR_RANGE)
+
+
+def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood, ``0.5 (log var + (target - mean)^2 / var)`` (no constant).
 
     Parameters
     ----------
-    inputs : ndarray, shape (N, C, H, W), uK_CMB
+    out : torch.Tensor, shape (B, 2 nfield, ...)
+        Means, then log variances (clamped to :data:`LOG_VAR_RANGE`), in the units of ``target`` (squared).
+    target : torch.Tensor, shape (B, nfield, ...)
+
+    Returns
+    -------
+    torch.Tensor, 0-d, float32: the mean over batch, fields and pixels.
+    """
+    mean, log_var = _split_head(out.float(), target.shape[1])
+    return 0.5 * (log_var + (target.float() - mean) ** 2 * torch.exp(-log_var)).mean()
+
+
+def std_calibration(
+    model: Standardised, data: tuple, *, batch_size: int, device: torch.device, amp: bool = False
+) -> list[float]:
+    """Variance calibration of a Gaussian-head model: per field, the mean over pixels of residual^2 / variance.
+
+    Parameters
+    ----------
+    model : Standardised
+        A network with a Gaussian head (``2 nfield`` outputs), on ``device``.
+    data : tuple (inputs, targets)
+        Arrays or tensors (N, C, ...) and (N, nfield, ...), uK_CMB (the validation split's, as placed by
+        :func:`place_arrays`).
+    batch_size : int
+    device : torch.device
+    amp : bool
+        bfloat16 autocast on CUDA, as in prediction.
+
+    Returns
+    -------
+    list of nfield floats: ``s_f^2``; the calibrated standard deviation is ``s_f`` times the predicted one.
+    """
+    nfield = data[1].shape[1]
+    total = torch.zeros(nfield, dtype=torch.float64, device=device)
+    count = 0
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        for x, y in iterate_batches(data, batch_size, shuffle=False):
+            x, y = x.to(device), y.to(device).float()
+            mean, log_var = _split_head(model(x).float(), nfield)
+            ratio = (y / model.scale_for(y) - mean) ** 2 * torch.exp(-log_var)
+            total += ratio.double().sum(dim=(0, *range(2, ratio.ndim)))
+            count += ratio[:, 0].numel()
+    return (total / count).tolist()
+
+
+def input_planes(bands: Sequence[str], pol_bands: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """The network's input maps as (band, field row): I of every band, then Q and U of every polarised band.
+
+    Parameters
+    ----------
+    bands : sequence of str
+        Input bands, in order.
+    pol_bands : sequence of str
+        Those whose Q and U are read too (empty for ``fields="I"``).
+
+    Returns
+    -------
+    list of (band, row), row 0 = I, 1 = Q, 2 = U; e.g. ``[("100", 0), ("143", 0), ("100", 1), ("100", 2)]``.
+    """
+    return [(b, 0) for b in bands] + [(b, row) for b in bands if b in pol_bands for row in (1, 2)]
+
+
+def _stack_planes(obs: dict[str, np.ndarray], planes: Sequence[tuple[str, int]]) -> np.ndarray:
+    """Input maps (C, npix) float32 from ``obs`` (band -> (nfield, npix)) in the order of ``planes``."""
+    maps = []
+    for band, row in planes:
+        fields = np.atleast_2d(obs[band])
+        if row >= len(fields):
+            raise ValueError(
+                f"the network reads the {'IQU'[row]} map of band {band}, but it has {len(fields)} field(s); "
+                "give I, Q, U maps for its polarised bands (or use a model trained with fields=I)"
+            )
+        maps.append(fields[row])
+    return np.stack(maps).astype(np.float32)
+
+
+def channel_stats(inputs: np.ndarray, targets: np.ndarray, *, max_images: int = 512, chunk: int = 16) -> dict[str, Any]:
+    """Per-channel mean and standard deviation of ``inputs`` and per-field standard deviation of ``targets``.
+
+    Parameters
+    ----------
+    inputs : ndarray, shape (N, C, ...), uK_CMB
         May be a memory map; read ``chunk`` images at a time, accumulated in float64.
-    targets : ndarray, shape (N, 1, h, w), uK_CMB
+    targets : ndarray, shape (N, nfield, ...), uK_CMB
     max_images : int
         Use at most this many images, evenly spaced (plenty for a mean and a scale; bounds the cost at nside 512).
 
     Returns
     -------
-    dict with ``in_mean`` and ``in_std`` (lists of C floats) and ``target_std`` (float).
+    dict with ``in_mean`` and ``in_std`` (lists of C floats) and ``target_std`` (list of nfield floats).
     """
     rows = np.unique(np.linspace(0, len(inputs) - 1, min(len(inputs), max_images)).round().astype(int))
+    axes = (0, *range(2, inputs.ndim))
+    nfield = targets.shape[1]
     s1 = np.zeros(inputs.shape[1])
     s2 = np.zeros(inputs.shape[1])
-    t1 = t2 = 0.0
+    t1, t2 = [0.0] * nfield, [0.0] * nfield
     for start in range(0, len(rows), chunk):
         block = np.asarray(inputs[rows[start : start + chunk]], dtype=np.float64)
-        s1 += block.sum(axis=(0, 2, 3))
-        s2 += (block**2).sum(axis=(0, 2, 3))
+        s1 += block.sum(axis=axes)
+        s2 += (block**2).sum(axis=axes)
         tblock = np.asarray(targets[rows[start : start + chunk]], dtype=np.float64)
-        t1 += tblock.sum()
-        t2 += (tblock**2).sum()
+        for f in range(nfield):
+            t1[f] += tblock[:, f].sum()
+            t2[f] += (tblock[:, f] ** 2).sum()
     n_in = len(rows) * math.prod(inputs.shape[2:])
-    n_t = len(rows) * math.prod(targets.shape[1:])
+    n_t = len(rows) * math.prod(targets.shape[2:])
     mean = s1 / n_in
     std = np.sqrt(np.maximum(s2 / n_in - mean**2, 0.0))
-    target_std = math.sqrt(max(t2 / n_t - (t1 / n_t) ** 2, 0.0))
-    if not np.all(std > 0) or not target_std > 0:
-        raise ValueError("a training channel or the target is constant; cannot standardise it")
+    target_std = [math.sqrt(max(b / n_t - (a / n_t) ** 2, 0.0)) for a, b in zip(t1, t2)]
+    if not np.all(std > 0) or not all(t > 0 for t in target_std):
+        raise ValueError("a training channel or a target field is constant; cannot standardise it")
     return {"in_mean": mean.tolist(), "in_std": std.tolist(), "target_std": target_std}
 
 
-def _layout_manifest(dataset, split: str, bands: list[str], layout) -> dict[str, Any]:
+def _layout_manifest(dataset, split: str, planes: list[tuple[str, int]], fields: str, layout) -> dict[str, Any]:
     root = Path(getattr(dataset, "root", "."))
     manifest_file = root / "manifest.json"
     return {
@@ -215,7 +371,9 @@ def _layout_manifest(dataset, split: str, bands: list[str], layout) -> dict[str,
         "dataset_manifest_sha256": sha256(manifest_file) if manifest_file.is_file() else None,
         "split": split,
         "sims": [int(i) for i in dataset.sim_indices(split)],
-        "bands": list(bands),
+        "bands": list(dict.fromkeys(b for b, _ in planes)),
+        "inputs": [[b, row] for b, row in planes],
+        "fields": fields,
         "nside": int(dataset.nside),
         "layout": layout.describe(),
         "dtype": "float32",
@@ -224,7 +382,16 @@ def _layout_manifest(dataset, split: str, bands: list[str], layout) -> dict[str,
 
 
 def prepare_arrays(
-    dataset, split: str, bands: Sequence[str], layout, folder: Path | str, *, workers: int = 1, progress: bool = True
+    dataset,
+    split: str,
+    bands: Sequence[str],
+    layout,
+    folder: Path | str,
+    *,
+    pol_bands: Sequence[str] = (),
+    fields: str = "I",
+    workers: int = 1,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Convert one split to image arrays once, and return them memory-mapped.
 
@@ -241,6 +408,10 @@ def prepare_arrays(
         How maps become images (:mod:`cosmobench.cmb.tiling`).
     folder : path
         Output folder: ``inputs.npy``, ``targets.npy``, ``manifest.json`` (written last).
+    pol_bands : sequence of str
+        Bands whose Q and U are inputs too (:func:`input_planes`).
+    fields : {"I", "IQU"}
+        Target fields: the first one or three rows of ``load_target``.
     workers : int
         Conversion processes.
     progress : bool
@@ -248,11 +419,14 @@ def prepare_arrays(
 
     Returns
     -------
-    inputs : ndarray (memory map), shape (n_sims * images_per_map, C, H, W), float32, uK_CMB
-    targets : ndarray (memory map), shape (n_sims * images_per_map, 1, h, w), float32, uK_CMB (unbeamed CMB, I)
+    inputs : ndarray (memory map), shape (n_sims * images_per_map, C, H, W), float32, uK_CMB, with
+        ``C = len(bands) + 2 len(pol_bands)`` in the order of :func:`input_planes`
+    targets : ndarray (memory map), shape (n_sims * images_per_map, nfield, h, w), float32, uK_CMB (the target's
+        I, or I, Q, U)
     """
     folder = Path(folder)
-    manifest = _layout_manifest(dataset, split, list(bands), layout)
+    planes = input_planes(bands, pol_bands)
+    manifest = _layout_manifest(dataset, split, planes, fields, layout)
     paths = {"inputs": folder / "inputs.npy", "targets": folder / "targets.npy"}
     mpath = folder / "manifest.json"
     if mpath.is_file() and all(p.is_file() for p in paths.values()) and read_json(mpath) == manifest:
@@ -262,12 +436,15 @@ def prepare_arrays(
     check_writable(folder)
     mpath.unlink(missing_ok=True)
     k, n = layout.images_per_map, len(manifest["sims"])
-    shapes = {"inputs": (n * k, len(bands), *layout.image_shape), "targets": (n * k, 1, *layout.target_shape)}
+    shapes = {
+        "inputs": (n * k, len(planes), *layout.image_shape),
+        "targets": (n * k, len(fields), *layout.target_shape),
+    }
     with atomic_path(paths["inputs"]) as tmp_in, atomic_path(paths["targets"]) as tmp_t:
         for tmp, key in ((tmp_in, "inputs"), (tmp_t, "targets")):
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shapes[key]).flush()
         tasks = [
-            (dataset, split, int(i), row, list(bands), layout, str(tmp_in), str(tmp_t))
+            (dataset, split, int(i), row, planes, len(fields), layout, str(tmp_in), str(tmp_t))
             for row, i in enumerate(manifest["sims"])
         ]
         map_tasks(
@@ -284,10 +461,16 @@ def prepare_arrays(
 
 
 def _convert_sim(task) -> None:
-    dataset, split, i, row, bands, layout, path_in, path_t = task
-    obs = dataset.load_obs(split, i, bands=bands)
-    maps = np.stack([np.atleast_2d(obs[b])[0] for b in bands]).astype(np.float32)
-    target = np.atleast_2d(dataset.load_target(split, i))[:1].astype(np.float32)
+    dataset, split, i, row, planes, nfield, layout, path_in, path_t = task
+    obs = dataset.load_obs(split, i, bands=list(dict.fromkeys(b for b, _ in planes)))
+    maps = _stack_planes(obs, planes)
+    target = np.atleast_2d(dataset.load_target(split, i))
+    if len(target) < nfield:
+        raise ValueError(
+            f"the target of simulation {i} of split {split!r} has {len(target)} field(s); fields=IQU needs I, Q, U "
+            "(a polarised dataset): set fields=I"
+        )
+    target = target[:nfield].astype(np.float32)
     k = layout.images_per_map
     inputs = np.load(path_in, mmap_mode="r+")
     targets = np.load(path_t, mmap_mode="r+")
@@ -330,7 +513,7 @@ class LearnedMethod:
     """Base class of the learned separators (see :mod:`cosmobench.cmb.methods` for the interface).
 
     Subclasses set ``name`` and ``Settings`` (a :class:`LearnedSettings` subclass) and implement
-    ``_layout(nside)`` and ``_network(in_channels, nside)``.
+    ``_layout(nside)`` and ``_network(in_channels, nside, out_channels=1)``.
     """
 
     name = "learned"
@@ -342,20 +525,43 @@ class LearnedMethod:
         self.model: Standardised | None = None
         self.config: dict[str, Any] | None = None
 
+    @property
+    def fields(self) -> str:
+        """Predicted fields, ``"I"`` or ``"IQU"`` (the ``fields`` setting)."""
+        return self.settings.fields
+
+    @property
+    def uncertainty(self) -> bool:
+        """Whether the method predicts a standard deviation (:meth:`predict_with_std`)."""
+        return self.settings.uncertainty != "none"
+
+    def output_lmax_for(self, nside: int) -> int | None:
+        """Band limit of the output at ``nside``: None, the network's output is not band-limited."""
+        return None
+
     # hooks
     def _layout(self, nside: int):
         raise NotImplementedError
 
-    def _network(self, in_channels: int, nside: int) -> nn.Module:
+    def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         raise NotImplementedError
 
-    def _build(self, nside: int, stats: dict[str, Any]) -> Standardised:
+    def _polarised_bands(self, dataset) -> list[str]:
+        """The input bands whose Q and U the network reads with ``fields="IQU"``: the dataset's IQU channels."""
+        fields = {c.band: getattr(c, "fields", "I") for c in dataset.channels}
+        return [b for b in self.settings.bands if fields.get(b) == "IQU"]
+
+    def _build(self, config: dict[str, Any]) -> Standardised:
+        """The network of a run's ``config`` (``nside``, ``stats``, ``pol_bands``) in :class:`Standardised`."""
         s = self.settings
+        planes = input_planes(s.bands, config.get("pol_bands", ()))
+        nfield = len(s.fields)  # one target field per letter
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed(s.seed, self.name, "init"))
-            net = self._network(len(s.bands), nside)
+            net = self._network(len(planes), int(config["nside"]), nfield * (2 if self.uncertainty else 1))
         if s.norm == "reference":
-            return Standardised(net, np.zeros(len(s.bands)), np.ones(len(s.bands)), REFERENCE_TARGET_SCALE)
+            return Standardised(net, np.zeros(len(planes)), np.ones(len(planes)), [REFERENCE_TARGET_SCALE] * nfield)
+        stats = config["stats"]
         return Standardised(net, stats["in_mean"], stats["in_std"], stats["target_std"])
 
     def fit(
@@ -372,7 +578,8 @@ class LearnedMethod:
         Parameters
         ----------
         dataset : CMBDataset
-            The dataset (see :func:`prepare_arrays` for what is used).
+            The dataset (see :func:`prepare_arrays` for what is used; ``channels`` with ``fields`` says which
+            bands are polarised).
         out_dir : path
             Run folder: ``last.pt``, ``best.pt``, ``train_log.csv``, ``training.json``, ``cache/``.
         train_split, val_split : str
@@ -386,56 +593,79 @@ class LearnedMethod:
         dict
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
-            ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``.
+            ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
+            factors ``s_f^2`` per field with ``uncertainty="gaussian"``, else None).
         """
         s = self.settings
         missing = [b for b in s.bands if b not in dataset.bands]
         if missing:
             raise ValueError(f"bands {missing} are not in the dataset (it has {dataset.bands}); fix bands=...")
+        pol_bands = self._polarised_bands(dataset) if s.fields == "IQU" else []
+        if s.fields == "IQU" and not pol_bands:
+            raise ValueError(
+                f"fields=IQU needs polarised inputs, but none of the bands {s.bands} is an IQU channel of the "
+                "dataset; add a polarised band to bands=..., or set fields=I"
+            )
         out_dir = Path(out_dir)
         check_writable(out_dir)
         device = resolve_device(s.device)
         layout = self._layout(int(dataset.nside))
         cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
         t0 = time.perf_counter()
-        train = prepare_arrays(
-            dataset, train_split, s.bands, layout, cache / train_split, workers=s.workers, progress=s.progress
-        )
         has_val = val_split is not None and len(dataset.sim_indices(val_split)) > 0
-        val = (
+        train, val = (
             prepare_arrays(
-                dataset, val_split, s.bands, layout, cache / val_split, workers=s.workers, progress=s.progress
+                dataset,
+                split,
+                s.bands,
+                layout,
+                cache / split,
+                pol_bands=pol_bands,
+                fields=s.fields,
+                workers=s.workers,
+                progress=s.progress,
             )
-            if has_val
+            if use
             else None
+            for split, use in ((train_split, True), (val_split, has_val))
         )
         prepare_seconds = time.perf_counter() - t0
         ckpt = out_dir / "last.pt"
         saved = load_checkpoint(ckpt)["config"] if ckpt.is_file() else None
-        stats = saved["stats"] if saved is not None else channel_stats(*train)
-        model = self._build(int(dataset.nside), stats)
         fwhm = {c.band: getattr(c, "fwhm_arcmin", None) for c in dataset.channels}
         config = {
             "method": self.name,
             "settings": s.as_dict(),
             "nside": int(dataset.nside),
             "fwhm_arcmin": [fwhm.get(b) for b in s.bands],
-            "stats": stats,
+            "pol_bands": pol_bands,
+            "stats": saved["stats"] if saved is not None else channel_stats(*train),
             "train_split": train_split,
             "val_split": val_split if has_val else None,
             "dataset": str(Path(getattr(dataset, "root", "."))),
         }
         if saved is not None:
             _check_resumable(saved, config, ckpt)
+        model = self._build(config)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loss = LOSSES[s.loss]
+        if self.uncertainty:
+
+            def loss_fn(m, batch):
+                return gaussian_nll(m(batch[0]), batch[1] / m.scale_for(batch[1]))
+        else:
+            loss = LOSSES[s.loss]
+
+            def loss_fn(m, batch):
+                return loss(m(batch[0]), batch[1] / m.scale_for(batch[1]))
+
         steps = int(s.epochs) * math.ceil(len(train[0]) / s.batch_size)
+        val_data = place_arrays(*val, device) if val is not None else None
         history = train_loop(
             model,
             place_arrays(*train, device),
-            place_arrays(*val, device) if val is not None else None,
-            loss_fn=lambda m, batch: loss(m(batch[0]), batch[1] / m.target_scale),
+            val_data,
+            loss_fn=loss_fn,
             epochs=int(s.epochs),
             batch_size=int(s.batch_size),
             lr=s.lr,
@@ -452,6 +682,14 @@ class LearnedMethod:
             ),
             progress=s.progress,
         )
+        calibration = None
+        if self.uncertainty:
+            calibration = (
+                std_calibration(model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp)
+                if val_data is not None
+                else [1.0] * len(s.fields)
+            )
+            config["calibration"] = calibration
         model.eval()
         self.model, self.config = model, config
         per_map = layout.images_per_map
@@ -468,31 +706,60 @@ class LearnedMethod:
             "n_val_maps": len(val[0]) // per_map if val is not None else 0,
             "prepare_seconds": prepare_seconds,
             "device": str(device),
+            "std_calibration": calibration,
         }
         facts = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in facts.items()}
         write_json(out_dir / "training.json", facts)
         best = out_dir / "best.pt"
-        if best.is_file():  # the final model is the best checkpoint's bytes, so a resumed fit gives the same file
+        if best.is_file() and calibration is None:
+            # the final model is the best checkpoint's bytes, so a resumed fit gives the same file
             with atomic_path(out_dir / MODEL_FILE) as tmp:
                 tmp.write_bytes(best.read_bytes())
-        else:
+        else:  # the model holds the best weights; the config now holds the calibration
             save_state(out_dir / MODEL_FILE, {"model": model.state_dict(), "epoch": -1, "config": config})
         return facts
 
     def predict(self, obs: dict[str, np.ndarray], channels) -> np.ndarray:
-        """CMB temperature from the observed channels.
+        """CMB map from the observed channels (the mean with ``uncertainty="gaussian"``).
 
         Parameters
         ----------
         obs : dict of str to ndarray, shape (nfield, npix) or (npix,), uK_CMB, RING
-            Observed maps by band (row 0, the intensity, is used); must include the trained ``bands``.
+            Observed maps by band (row 0, the intensity, is used; rows 1 and 2, Q and U, of the polarised bands
+            with ``fields="IQU"``); must include the trained ``bands``.
         channels : list of Channel
             The channels of ``obs``; their beams must match those the model was trained with.
 
         Returns
         -------
-        ndarray, shape (npix,), float64, uK_CMB: the unbeamed CMB temperature.
+        ndarray, float64, uK_CMB, at ``output_beam_arcmin`` (unbeamed for the plain UNets): shape (npix,) (I)
+        with ``fields="I"``, (3, npix) (I, Q, U) with ``fields="IQU"``.
         """
+        return self._predict(obs, channels)[0]
+
+    def predict_with_std(self, obs: dict[str, np.ndarray], channels) -> tuple[np.ndarray, np.ndarray]:
+        """CMB map and its calibrated 1-sigma error per pixel and field (``uncertainty="gaussian"`` only).
+
+        Parameters
+        ----------
+        obs, channels
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        mean : ndarray, the shape :meth:`predict` returns, float64, uK_CMB
+        std : ndarray, same shape, float64, uK_CMB: the predicted standard deviation of ``mean - truth``, the
+            variance head times the validation calibration ``s_f^2`` of each field.
+        """
+        if not self.uncertainty:
+            raise ValueError(
+                f"{type(self).__name__} was set up with uncertainty='none' and predicts no standard deviation; "
+                "train it with uncertainty=gaussian"
+            )
+        return self._predict(obs, channels)
+
+    def _predict(self, obs: dict[str, np.ndarray], channels) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean, std) as :meth:`predict_with_std` returns them; std is None without a Gaussian head."""
         if self.model is None:
             raise RuntimeError(
                 f"{type(self).__name__} is not trained: call fit(...) or {type(self).__name__}.load(out_dir)"
@@ -506,7 +773,7 @@ class LearnedMethod:
             want, got = trained_fwhm.get(c.band), getattr(c, "fwhm_arcmin", None)
             if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
                 raise ValueError(f"channel {c.band} has a {got}' beam but the model was trained with {want}'")
-        maps = np.stack([np.atleast_2d(obs[b])[0] for b in s.bands]).astype(np.float32)
+        maps = _stack_planes(obs, input_planes(s.bands, self.config.get("pol_bands", ())))
         nside = self.config["nside"]
         if maps.shape[-1] != 12 * nside**2:
             raise ValueError(f"the model was trained at nside {nside} ({12 * nside**2} pixels), got {maps.shape[-1]}")
@@ -514,12 +781,23 @@ class LearnedMethod:
         images = torch.from_numpy(np.ascontiguousarray(layout.images(maps)))
         param = next(self.model.parameters())
         use_amp = s.amp and param.device.type == "cuda"
+        nfield = len(s.fields)
         out = []
         with torch.no_grad(), torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=use_amp):
             for start in range(0, len(images), s.batch_size):
-                batch = images[start : start + s.batch_size].to(param.device)
-                out.append((self.model(batch).float() * self.model.target_scale).cpu())
-        return layout.to_map(torch.cat(out).numpy())[0].astype(np.float64)
+                batch = self.model(images[start : start + s.batch_size].to(param.device)).float()
+                scaled = batch[:, :nfield] * self.model.scale_for(batch[:, :nfield])
+                out.append(torch.cat([scaled, batch[:, nfield:]], dim=1).cpu())
+        result = layout.to_map(torch.cat(out).numpy())
+        mean = result[:nfield].astype(np.float64)
+        std = None
+        if self.uncertainty:
+            calibration = np.asarray(self.config.get("calibration", [1.0] * nfield), dtype=np.float64)
+            log_var = np.clip(result[nfield:].astype(np.float64), *LOG_VAR_RANGE)
+            std = (self.model.scales() * np.sqrt(calibration))[:, None] * np.exp(0.5 * log_var)
+        if s.fields == "I":
+            return mean[0], None if std is None else std[0]
+        return mean, std
 
     @classmethod
     def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "model"):
@@ -533,8 +811,9 @@ class LearnedMethod:
         device : str
             Where to run predictions.
         which : {"model", "best", "last"}
-            Final model (the best-validation weights, written when training finished), or the current
-            best-validation or last-epoch checkpoint.
+            Final model (the best-validation weights and, with ``uncertainty="gaussian"``, the calibration,
+            written when training finished), or the current best-validation or last-epoch checkpoint (whose
+            standard deviations are uncalibrated).
         """
         if which not in ("model", "best", "last"):
             raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
@@ -548,7 +827,7 @@ class LearnedMethod:
         if config.get("method") != cls.name:
             raise ValueError(f"{path} holds a {config.get('method')!r} model, not {cls.name!r}")
         method = cls(**{**config["settings"], "device": device})
-        model = method._build(config["nside"], config["stats"])
+        model = method._build(config)
         model.load_state_dict(state["model"])
         method.model = model.to(resolve_device(device)).eval()
         method.config = config
@@ -556,12 +835,14 @@ class LearnedMethod:
 
 
 def _check_resumable(saved: dict, config: dict, ckpt: Path) -> None:
-    a = {k: v for k, v in saved.get("settings", {}).items() if k not in _RESUMABLE}
+    a = {k: v for k, v in {**_ADDED_SETTINGS, **saved.get("settings", {})}.items() if k not in _RESUMABLE}
     b = {k: v for k, v in config["settings"].items() if k not in _RESUMABLE}
     mismatch = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     for key in ("method", "nside", "fwhm_arcmin", "train_split"):
         if saved.get(key) != config[key]:
             mismatch.append(key)
+    if saved.get("pol_bands", []) != config["pol_bands"]:
+        mismatch.append("pol_bands")
     if mismatch:
         raise ValueError(
             f"{ckpt} was trained with different {mismatch}; use another out_dir or delete {ckpt.parent} to retrain"

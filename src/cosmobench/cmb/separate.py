@@ -2,9 +2,14 @@
 
 Library functions on plain arguments; ``cosmobench cmb train`` and ``cosmobench cmb separate``
 (:mod:`cosmobench.cmb.stages`) add the stage records. Predictions go to
-``<root>/<method>/<split>/simNNNN/cmb_pred.fits`` (one column, I, uK_CMB), written atomically; finished predictions
-are kept on rerun. ``<root>/<method>/<split>/method.json`` records the method's settings and the beam of its
-output, which the evaluation needs. A learned method's model is ``<root>/<method>/model/model.pt``.
+``<root>/<method>/<split>/simNNNN/cmb_pred.fits``, uK_CMB, written atomically: one column (``TEMPERATURE``) for a
+method with ``fields="I"``, three (``TEMPERATURE``, ``Q_POLARISATION``, ``U_POLARISATION``, ``POLCCONV='COSMO'``)
+with ``fields="IQU"``. A method that estimates its error (``uncertainty``, :meth:`predict_with_std`) also gets
+``cmb_pred_std.fits`` beside it (same columns, ``EXTNAME='CMB-PRED-STD'``, written first, so a prediction that
+exists is complete); finished predictions are kept on rerun. ``<root>/<method>/<split>/method.json`` records the
+method's settings, the beam (``output_beam_arcmin``) and band limit (``output_lmax``) of its output, its
+``fields`` and whether it has an ``uncertainty``, which the evaluation needs. A learned method's model is
+``<root>/<method>/model/model.pt``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,26 @@ import numpy as np
 
 from ..core.executor import map_tasks
 from ..core.io import read_json, write_healpix, write_json
-from .dataset import CMBDataset, method_info_path, obs_path, pred_path
+from .dataset import CMBDataset, method_info_path, obs_path, pred_path, pred_std_path
 from .methods import get_method
 from .methods import is_learned as _is_learned
 
-__all__ = ["train", "separate", "predict_split", "check_observed", "check_model", "model_dir", "prediction_header"]
+__all__ = [
+    "train",
+    "separate",
+    "predict_split",
+    "predict_maps",
+    "check_observed",
+    "check_model",
+    "model_dir",
+    "prediction_header",
+    "prediction_columns",
+    "method_facts",
+    "PREDICTION_COLUMNS",
+]
+
+PREDICTION_COLUMNS = ("TEMPERATURE", "Q_POLARISATION", "U_POLARISATION")
+"""FITS column names of a predicted CMB map's I, Q, U."""
 
 
 def _build(method: str, settings: Mapping | None):
@@ -90,7 +110,8 @@ def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
     Raises
     ------
     ValueError
-        The model was trained at another nside, on channels the dataset lacks, or with other beams (each named).
+        The model was trained at another nside, on channels the dataset lacks, with other beams, or reads Q and U
+        of channels that are intensity-only in the dataset (each named).
     """
     import math
 
@@ -111,6 +132,13 @@ def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
     ]
     if beams:
         problems.append(f"its channels {beams} had other beams in training")
+    unpolarised = [
+        b
+        for b in config.get("pol_bands", [])
+        if b in trained and b not in missing and dataset.channel(b).fields != "IQU"
+    ]
+    if unpolarised:
+        problems.append(f"it reads Q and U of {unpolarised}, which are intensity-only in the dataset")
     if problems:
         raise ValueError(
             f"the {method} model in {folder} cannot separate the dataset {dataset.root}: {'; '.join(problems)}. "
@@ -201,12 +229,96 @@ def _load(method: str, settings: dict, root: str, model_folder: str | None):
     return _LOADED[key]
 
 
-def prediction_header(method: str, beam_arcmin: float | None) -> dict[str, tuple]:
-    """FITS cards of a predicted CMB map: ``FWHM`` (its output beam, arcmin; 0 = unbeamed) and ``METHOD``."""
-    return {
+def prediction_header(method: str, beam_arcmin: float | None, lmax: int | None = None) -> dict[str, tuple]:
+    """FITS cards of a predicted CMB map: ``FWHM`` (its output beam, arcmin; 0 = unbeamed), ``METHOD`` and, for
+    a band-limited output, ``LMAX``."""
+    cards = {
         "FWHM": (float(beam_arcmin or 0.0), "output beam FWHM [arcmin], 0 = unbeamed"),
         "METHOD": (method, "cosmobench separation method"),
     }
+    if lmax is not None:
+        cards["LMAX"] = (int(lmax), "band limit of the output map")
+    return cards
+
+
+def prediction_columns(maps: np.ndarray) -> list[str]:
+    """FITS column names of predicted maps of shape (npix,) (I) or (3, npix) (I, Q, U)."""
+    return list(PREDICTION_COLUMNS[: len(np.atleast_2d(maps))])
+
+
+def method_facts(model, nside: int) -> dict:
+    """What the evaluation needs to know of a method's output at ``nside``, as recorded in ``method.json``.
+
+    Returns
+    -------
+    dict
+        ``output_beam_arcmin`` (float or None), ``fields`` (``"I"`` or ``"IQU"``), ``output_lmax`` (int or None:
+        the method's ``output_lmax_for(nside)``, else its ``output_lmax`` attribute) and ``uncertainty`` (bool:
+        whether it has a usable ``predict_with_std``; a method's own ``uncertainty`` attribute decides).
+    """
+    lmax_for = getattr(model, "output_lmax_for", None)
+    lmax = lmax_for(int(nside)) if lmax_for is not None else getattr(model, "output_lmax", None)
+    return {
+        "output_beam_arcmin": model.output_beam_arcmin,
+        "fields": _fields(model),
+        "output_lmax": None if lmax is None else int(lmax),
+        "uncertainty": _has_std(model),
+    }
+
+
+def _fields(model) -> str:
+    """A method's predicted fields, ``"I"`` (the default of methods that do not say) or ``"IQU"``."""
+    return getattr(model, "fields", "I")
+
+
+def _has_std(model) -> bool:
+    """Whether a method estimates its error: its ``uncertainty`` attribute, else whether it has ``predict_with_std``."""
+    return bool(getattr(model, "uncertainty", hasattr(model, "predict_with_std")))
+
+
+def predict_maps(model, obs: dict[str, np.ndarray], channels, *, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A method's prediction (and standard deviation when it estimates one), checked.
+
+    Parameters
+    ----------
+    model
+        A method instance (trained, for a learned one).
+    obs, channels
+        As for the method's ``predict``.
+    what : str
+        Names the prediction in error messages (e.g. ``"method 'nilc', Test sim 3"``).
+
+    Returns
+    -------
+    mean : ndarray, shape (npix,) or (3, npix), float64, uK_CMB
+    std : ndarray of the same shape, or None when the method does not estimate its error
+
+    Raises
+    ------
+    RuntimeError
+        A shape that does not match the method's ``fields`` and the maps' pixels, non-finite values, or a
+        negative standard deviation.
+    """
+    fields = _fields(model)
+    npix = np.atleast_2d(next(iter(obs.values()))).shape[-1]
+    expected = (npix,) if fields == "I" else (3, npix)
+    if _has_std(model):
+        mean, std = (np.asarray(m, dtype=np.float64) for m in model.predict_with_std(obs, channels))
+    else:
+        mean, std = np.asarray(model.predict(obs, channels), dtype=np.float64), None
+    for name, maps in (("prediction", mean), ("standard deviation", std)):
+        if maps is None:
+            continue
+        if maps.shape != expected:
+            raise RuntimeError(
+                f"{what}: the {name} has shape {maps.shape}, expected {expected} (fields={fields}, {npix} pixels)"
+            )
+        bad = int(np.count_nonzero(~np.isfinite(maps)))
+        if bad:
+            raise RuntimeError(f"{what}: the {name} has {bad} NaN or infinite pixel value(s)")
+    if std is not None and np.any(std < 0):
+        raise RuntimeError(f"{what}: the standard deviation has {int(np.count_nonzero(std < 0))} negative pixel(s)")
+    return mean, std
 
 
 def _predict_one(
@@ -221,15 +333,20 @@ def _predict_one(
     obs = dataset.load_obs(split, i, bands)
     channels = [dataset.channel(b) for b in obs]
     t0 = time.perf_counter()
-    pred = np.asarray(model.predict(obs, channels), dtype=np.float64)
+    mean, std = predict_maps(model, obs, channels, what=f"method {method!r}, {split} simulation {i}")
     seconds = time.perf_counter() - t0
-    if pred.shape != (obs[channels[0].band].shape[-1],):
-        raise RuntimeError(
-            f"method {method!r} returned shape {pred.shape}, expected one map of "
-            f"{obs[channels[0].band].shape[-1]} pixels"
+    header = prediction_header(method, model.output_beam_arcmin, method_facts(model, dataset.nside)["output_lmax"])
+    columns = prediction_columns(mean)
+    if std is not None:  # first: the prediction's presence marks a finished simulation
+        write_healpix(
+            pred_std_path(root, method, split, i),
+            std,
+            unit="uK_CMB",
+            column_names=columns,
+            extname="CMB-PRED-STD",
+            extra_header=header,
         )
-    header = prediction_header(method, model.output_beam_arcmin)
-    write_healpix(out, pred, unit="uK_CMB", column_names=["TEMPERATURE"], extname="CMB-PRED", extra_header=header)
+    write_healpix(out, mean, unit="uK_CMB", column_names=columns, extname="CMB-PRED", extra_header=header)
     return seconds
 
 
@@ -250,9 +367,11 @@ def predict_split(
     settings = dict(settings)
     model = _build(method, settings)
     folder = None
-    if _is_learned(method):
+    if _is_learned(method):  # fields and uncertainty are the trained model's
         folder = str(model_folder if model_folder is not None else model_dir(dataset.root, method))
-    info = {"method": method, "settings": settings, "output_beam_arcmin": model.output_beam_arcmin}
+        model = _load(method, settings, str(dataset.root), folder)
+    facts = method_facts(model, dataset.nside)
+    info = {"method": method, "settings": settings, **facts}
     info_path = method_info_path(dataset.root, method, split)
     if info_path.is_file() and read_json(info_path) != info:  # e.g. nilc_unet's NILC cache, another NILC
         raise ValueError(
@@ -279,7 +398,7 @@ def predict_split(
         "predicted": len(done),
         "kept": len(seconds) - len(done),
         "seconds_per_map": float(np.median(done)) if done else 0.0,
-        "output_beam_arcmin": model.output_beam_arcmin,
+        **facts,
     }
 
 
@@ -318,7 +437,8 @@ def separate(
     -------
     dict
         ``method``, ``split``, ``predicted``, ``kept`` (predictions already there), ``seconds_per_map`` (median
-        over the predicted maps), ``output_beam_arcmin``.
+        over the predicted maps), and :func:`method_facts`: ``output_beam_arcmin``, ``fields``, ``output_lmax``,
+        ``uncertainty``.
     """
     dataset = CMBDataset(root)
     model = _build(method, settings)

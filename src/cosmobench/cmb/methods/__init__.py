@@ -9,6 +9,10 @@ method is a class with this interface:
     its ``Settings`` dataclass when it has one (the learned methods), else its constructor's keyword defaults.
 ``method.output_beam_arcmin``
     FWHM of the Gaussian beam of its output map, or ``None`` for an unbeamed map (like the target).
+``method.fields``
+    ``"I"`` (temperature) or ``"IQU"`` (temperature and the Stokes Q, U maps; HEALPix/COSMO convention).
+``method.output_lmax_for(nside)`` (optional)
+    Band limit of its output at ``nside``, or ``None`` when it is not band-limited below the map's resolution.
 ``method.fit(dataset, out_dir, *, train_split="Train", val_split="Valid")``
     Learned methods train here (the final weights in ``out_dir/model.pt``) and return a dict of training
     facts; classical methods return ``{}``.
@@ -16,7 +20,11 @@ method is a class with this interface:
     Learned methods only (this is what makes a method "learned"): the trained method from ``out_dir``.
 ``method.predict(obs, channels)``
     ``obs`` maps band name -> ndarray (nfield, npix) uK_CMB; ``channels`` is the list of
-    :class:`cosmobench.sky.instrument.Channel` of those bands. Returns ndarray (npix,) uK_CMB (temperature).
+    :class:`cosmobench.sky.instrument.Channel` of those bands. Returns ndarray (npix,) uK_CMB with
+    ``fields="I"``, (3, npix) I, Q, U with ``fields="IQU"``.
+``method.predict_with_std(obs, channels)`` (optional)
+    ``(mean, std)``, both shaped like ``predict``'s output: the per-pixel 1-sigma error of the prediction
+    against the CMB at the output beam and band limit; ``separate`` writes it as ``cmb_pred_std.fits``.
 
 Adding a method: one class, one :func:`register` call (or one entry in :data:`METHODS`); its settings appear
 under ``methods.<name>`` with its defaults, and ``cosmobench cmb separate method=<name>`` runs it
@@ -41,6 +49,7 @@ METHODS: dict[str, str | type] = {
     "cmbnncs": "cosmobench.cmb.methods.unet_fullsky:FullSkyUNet",
     "unet_patch": "cosmobench.cmb.methods.unet_patch:PatchUNet",
     "nilc_unet": "cosmobench.cmb.methods.nilc_unet:NILCUNet",
+    "deepsphere": "cosmobench.cmb.methods.deepsphere:DeepSphereUNet",
 }
 
 

@@ -7,7 +7,8 @@ covariance; only foreground and noise are traded off. HILC does this in bins of 
 (:mod:`cosmobench.cmb.methods.nilc`) per needlet scale and pixel.
 
 Both methods share :class:`ILCMethod`: channel selection, harmonic transforms, the common output beam, the
-per-scale beam criterion and polarisation (E and B separated independently).
+per-scale beam criterion and polarisation (E and B separated independently). With ``fields="IQU"`` (the default)
+``predict`` returns I, Q, U: the temperature ILC and the Q, U maps of the E and B ILCs.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import numpy as np
 
 from cosmobench.sky import sht
 
-__all__ = ["ilc_weights", "check_unit_response", "cross_spectra", "ILCMethod", "HILC"]
+__all__ = ["ilc_weights", "check_unit_response", "cross_spectra", "ILCMethod", "HILC", "FIELDS"]
 
 # Constraint check: unit response must hold to this absolute tolerance or a RuntimeError is raised.
 RESPONSE_ATOL = 1e-8
+FIELDS = ("IQU", "I")
 
 
 def ilc_weights(
@@ -118,11 +120,14 @@ class ILCMethod:
         still covers the full sky.
     sht_iter : int
         Jacobi iterations of the map -> alm analyses.
+    fields : {"IQU", "I"}
+        What :meth:`predict` returns: I, Q, U (needs at least two polarised channels), or the temperature only.
     """
 
     def __init__(
         self,
         *,
+        fields: str = "IQU",
         bands: Sequence[str] | None = None,
         exclude_bands: Sequence[str] = ("30",),
         output_beam_arcmin: float = 20.6,
@@ -137,6 +142,9 @@ class ILCMethod:
             raise ValueError(f"beam_tol must be in (0, 1), got {beam_tol}")
         if lmax is not None and int(lmax) < 2:
             raise ValueError(f"lmax must be >= 2, got {lmax}")
+        if fields not in FIELDS:
+            raise ValueError(f"fields must be one of {list(FIELDS)}, got {fields!r}")
+        self.fields = fields
         self.bands = None if bands is None else [str(b) for b in bands]
         self.exclude_bands = [str(b) for b in exclude_bands]
         self.output_beam_arcmin = float(output_beam_arcmin) if output_beam_arcmin > 0 else None
@@ -149,7 +157,36 @@ class ILCMethod:
         """Classical methods learn nothing; returns ``{}``."""
         return {}
 
+    def output_lmax_for(self, nside: int) -> int:
+        """Band limit of the output map at ``nside``: ``lmax``, or its default for that nside."""
+        return self._lmax(nside)
+
     def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+        """CMB map at the output beam, band-limited at :meth:`output_lmax_for`.
+
+        Parameters
+        ----------
+        obs : dict of str -> ndarray, shape (nfield, npix), uK_CMB
+            Observed channels by band name (row 0 = I; rows 1, 2 = Q, U for the polarised channels), RING.
+        channels : sequence of Channel
+            Instrument channels (``band``, ``fwhm_arcmin`` and ``fields`` used).
+
+        Returns
+        -------
+        ndarray, uK_CMB: shape (npix,) (I) with ``fields="I"``; shape (3, npix) (I, Q, U: :meth:`predict_temperature`
+        and :meth:`predict_pol`) with ``fields="IQU"``.
+
+        Raises
+        ------
+        ValueError
+            ``fields="IQU"`` with fewer than two polarised channels (checked before any work).
+        """
+        if self.fields == "I":
+            return self.predict_temperature(obs, channels)
+        self._channels(obs, channels, pol=True)
+        return np.vstack([self.predict_temperature(obs, channels)[None], self.predict_pol(obs, channels)])
+
+    def predict_temperature(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """CMB temperature map at the output beam.
 
         Parameters
@@ -231,13 +268,14 @@ class ILCMethod:
         absent = [c.band for c in chans if c.band not in obs]
         if absent:
             raise ValueError(f"obs has no map for bands {absent}; give every selected band or set 'bands'")
+        hint = "; for a temperature-only map set fields=I (methods.<name>.fields=I)" if pol else ""
         if len(chans) < 2:
             kind = "polarised (IQU) " if pol else ""
-            raise ValueError(f"an ILC needs at least 2 {kind}channels, got {[c.band for c in chans]}")
+            raise ValueError(f"an ILC needs at least 2 {kind}channels, got {[c.band for c in chans]}{hint}")
         if pol:
             short = [c.band for c in chans if np.atleast_2d(obs[c.band]).shape[0] < 3]
             if short:
-                raise ValueError(f"bands {short} are marked IQU but their obs maps have fewer than 3 fields")
+                raise ValueError(f"bands {short} are marked IQU but their obs maps have fewer than 3 fields{hint}")
         return chans
 
     def _ratios(self, beams: np.ndarray, beam_out: np.ndarray) -> np.ndarray:
@@ -259,7 +297,7 @@ class HILC(ILCMethod):
         Bin width in multipoles (CMB-ML's HILC setting: 50). The ILC bias of a bin is about
         (nch - 1) / (number of modes in the bin).
     **settings
-        See :class:`ILCMethod` (bands, exclude_bands, output_beam_arcmin, lmax, beam_tol, mask, sht_iter).
+        See :class:`ILCMethod` (fields, bands, exclude_bands, output_beam_arcmin, lmax, beam_tol, mask, sht_iter).
     """
 
     def __init__(self, *, delta_ell: int = 50, **settings: Any) -> None:

@@ -85,8 +85,8 @@ class NILC(ILCMethod):
     ilc_bias_tol : float
         Tolerated ILC bias per scale; sets the covariance smoothing (0.001 like CMB-ML).
     **settings
-        See :class:`~cosmobench.cmb.methods.ilc.ILCMethod` (bands, exclude_bands, output_beam_arcmin (20.6),
-        lmax, beam_tol (1e-3), mask, sht_iter).
+        See :class:`~cosmobench.cmb.methods.ilc.ILCMethod` (fields ("IQU"), bands, exclude_bands,
+        output_beam_arcmin (20.6), lmax, beam_tol (1e-3), mask, sht_iter).
 
     Examples
     --------

@@ -16,6 +16,12 @@ NILC predictions of the training and validation splits are computed once with th
 through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,
 resumable, shared with ``nilc``'s own predictions); the ``nilc`` setting must therefore equal the ``nilc``
 method's settings of that dataset. Predictions on new maps run NILC on them first.
+
+With ``fields="IQU"`` the NILC map's I, Q, U are the first three input planes (with Q and U of the polarised
+observed bands; :func:`cosmobench.cmb.learned.input_planes`) and the residual target has three fields, the
+CMB's I, Q, U at NILC's beam (E and B beams) band-limited at NILC's lmax, minus NILC's. The ``nilc`` settings
+must then have ``fields="IQU"`` (NILC's default). With ``uncertainty="gaussian"`` the predicted standard
+deviation is that of the residual: NILC itself is deterministic given the maps.
 """
 
 from __future__ import annotations
@@ -68,6 +74,11 @@ class NILCUNetSettings(FullSkyUNetSettings):
         super().__post_init__()
         if len(self.bands) < 2:
             raise ValueError("bands must name at least one observed channel beside the NILC map")
+        if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
+            raise ValueError(
+                "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
+                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_unet's fields=I)"
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -87,13 +98,14 @@ class NILCResidualData:
     dataset : CMBDataset
         The dataset; its NILC predictions must exist at ``pred_path(root, "nilc", split, i)``.
     nilc : NILC
-        The NILC they were made with (sets the target's beam, band limit and analysis iterations).
+        The NILC they were made with (sets the target's beam, band limit and analysis iterations); its
+        ``fields`` (``"I"`` or ``"IQU"``) sets the fields of the NILC pseudo-band and of the target.
 
     Notes
     -----
-    ``load_obs(split, i, bands)`` returns band -> ndarray (nfield, npix) uK_CMB, with ``"nilc"`` -> (1, npix),
-    the cached NILC map at its output beam. ``load_target(split, i)`` returns ndarray (1, npix) uK_CMB: the
-    CMB temperature smoothed to NILC's output beam and band-limited at its lmax, minus the NILC map.
+    ``load_obs(split, i, bands)`` returns band -> ndarray (nfield, npix) uK_CMB, with ``"nilc"`` -> (nfield, npix),
+    the cached NILC map at its output beam. ``load_target(split, i)`` returns ndarray (nfield, npix) uK_CMB: the
+    CMB (I, or I, Q, U) smoothed to NILC's output beam and band-limited at its lmax, minus the NILC map.
     """
 
     def __init__(self, dataset: Any, nilc: NILC):
@@ -108,29 +120,44 @@ class NILCResidualData:
         return self.dataset.sim_indices(split)
 
     def nilc_map(self, split: str, i: int) -> np.ndarray:
-        """Cached NILC prediction, ndarray (npix,) float64 uK_CMB at NILC's output beam."""
+        """Cached NILC prediction, ndarray (nfield, npix) float64 uK_CMB at NILC's output beam."""
         path = pred_path(self.root, NILC_METHOD, split, i)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing; run `cosmobench cmb separate method=nilc separate.split={split}`"
             )
-        return np.atleast_2d(read_healpix(path, dtype=np.float64))[0]
+        maps = np.atleast_2d(read_healpix(path, dtype=np.float64))
+        nfield = len(self.nilc.fields)
+        if len(maps) < nfield:
+            raise ValueError(
+                f"{path} holds {len(maps)} field(s) but the correction reads NILC's {self.nilc.fields}; predict it "
+                "again with methods.nilc.fields=IQU (delete that folder first)"
+            )
+        return maps[:nfield]
 
     def load_obs(self, split: str, i: int, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Observed maps by band, with the NILC map under ``"nilc"``; uK_CMB, RING."""
         bands = list(bands or self.bands)
         obs = self.dataset.load_obs(split, i, [b for b in bands if b != NILC_BAND])
         if NILC_BAND in bands:
-            obs[NILC_BAND] = self.nilc_map(split, i)[None]
+            obs[NILC_BAND] = self.nilc_map(split, i)
         return {b: obs[b] for b in bands}
 
     def load_target(self, split: str, i: int) -> np.ndarray:
-        """Residual of NILC, ndarray (1, npix) float64 uK_CMB (see the class notes)."""
-        truth = np.atleast_2d(self.dataset.load_target(split, i))[0]
+        """Residual of NILC, ndarray (nfield, npix) float64 uK_CMB (see the class notes)."""
+        truth = np.atleast_2d(self.dataset.load_target(split, i))[: len(self.nilc.fields)]
+        if len(truth) != len(self.nilc.fields):
+            raise ValueError(
+                f"the target of simulation {i} of split {split!r} has {len(truth)} field(s); fields=IQU needs "
+                "I, Q, U (a polarised dataset): set fields=I"
+            )
         beamed = sht.smooth(
-            truth, self.nilc.output_beam_arcmin or 0.0, lmax=self.nilc._lmax(self.nside), iter=self.nilc.sht_iter
+            truth,
+            self.nilc.output_beam_arcmin or 0.0,
+            lmax=self.nilc.output_lmax_for(self.nside),
+            iter=self.nilc.sht_iter,
         )
-        return (beamed - self.nilc_map(split, i))[None]
+        return beamed - self.nilc_map(split, i)
 
 
 class ResidualPlaneLayout(PlaneLayout):
@@ -174,14 +201,23 @@ class NILCUNet(FullSkyUNet):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        self.nilc = NILC(**self.settings.nilc)
+        # the NILC of the corrected fields (its temperature is the same whatever its fields)
+        self.nilc = NILC(**{**self.settings.nilc, "fields": self.settings.fields})
         self.output_beam_arcmin = self.nilc.output_beam_arcmin
+
+    def output_lmax_for(self, nside: int) -> int:
+        """Band limit of the output at ``nside``: NILC's (the residual target is band-limited there)."""
+        return self.nilc.output_lmax_for(nside)
 
     def _layout(self, nside: int) -> ResidualPlaneLayout:
         return ResidualPlaneLayout(nside, self.settings.nilc)
 
-    def _network(self, in_channels: int, nside: int) -> nn.Module:
-        return zero_last_layer(super()._network(in_channels, nside))
+    def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
+        return zero_last_layer(super()._network(in_channels, nside, out_channels))
+
+    def _polarised_bands(self, dataset: Any) -> list[str]:
+        """The NILC pseudo-band (I, Q, U), then the dataset's polarised bands among ``bands``."""
+        return [NILC_BAND, *super()._polarised_bands(dataset)]
 
     def fit(
         self,
@@ -221,20 +257,13 @@ class NILCUNet(FullSkyUNet):
             on_epoch_end=on_epoch_end,
         )
 
-    def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
-        """NILC of ``obs`` plus the learned correction.
+    def _predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """NILC of ``obs`` plus the learned correction, and the correction's standard deviation (or None).
 
-        Parameters
-        ----------
-        obs : dict of str to ndarray, shape (nfield, npix), uK_CMB, RING
-            Observed maps by band: those NILC uses and the trained ``bands``.
-        channels : list of Channel
-            The channels of ``obs`` (beams as in training).
-
-        Returns
-        -------
-        ndarray, shape (npix,), float64, uK_CMB, at NILC's output beam (``output_beam_arcmin``).
+        ``obs`` holds the maps NILC uses and the trained ``bands`` (I, Q, U for the polarised ones with
+        ``fields="IQU"``); the result estimates the CMB at NILC's output beam (``output_beam_arcmin``),
+        band-limited at its lmax, shaped as :meth:`~cosmobench.cmb.learned.LearnedMethod.predict` says.
         """
         nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
-        correction = super().predict({**obs, NILC_BAND: nilc[None]}, channels)
-        return nilc + correction
+        correction, std = super()._predict({**obs, NILC_BAND: np.atleast_2d(nilc)}, channels)
+        return nilc + correction, std

@@ -6,6 +6,9 @@ nside <= 128 and UNet8 above, L1 loss, Adam. Differences, all settings: the defa
 exponentially from 0.1 (``lr=0.1, schedule="exp", lr_decay=1e-5`` is the reference), take one optimiser step
 per batch (the reference repeats each batch 3 times), and validate every epoch (keeping the best weights).
 The network zero-pads the plane to a multiple of ``2**levels``, so any depth runs at any nside.
+With ``fields="IQU"`` it reads Q and U of the polarised bands too and predicts I, Q, U; with
+``uncertainty="gaussian"`` it also predicts a calibrated per-pixel standard deviation
+(:mod:`cosmobench.cmb.learned`).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class FullSkyUNet(LearnedMethod):
     def _layout(self, nside: int) -> PlaneLayout:
         return PlaneLayout(nside)
 
-    def _network(self, in_channels: int, nside: int) -> nn.Module:
+    def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         s = self.settings
         if s.channels is not None:
             arch = reference_config(len(s.channels))
@@ -79,4 +82,4 @@ class FullSkyUNet(LearnedMethod):
         else:
             levels = s.levels if s.levels is not None else (5 if nside <= 128 else 8)
             arch = reference_config(int(levels), s.base_channels)
-        return FullSkyNet(in_channels, **arch, batch_norm=s.batch_norm)
+        return FullSkyNet(in_channels, **arch, out_channels=out_channels, batch_norm=s.batch_norm)

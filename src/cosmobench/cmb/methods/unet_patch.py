@@ -4,6 +4,8 @@ Like CMB-ML's PatchNN demo (9 channels, UNet 32 -> 256 channels, L1, Adam), with
 of every training simulation is used (the demo draws one unmasked patch per simulation), each patch carries a
 halo of ``margin`` pixels from its sphere neighbours (so predictions do not degrade at patch edges; the network
 predicts only the centre), and the layers have BatchNorm (``batch_norm=False`` removes it).
+Patches are pixel permutations like the full-sky plane, so ``fields="IQU"`` (Q and U in HEALPix's basis) and
+``uncertainty="gaussian"`` work as for ``cmbnncs`` (:mod:`cosmobench.cmb.learned`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class PatchUNet(LearnedMethod):
         margin = s.margin if s.margin is not None else (nside // patch_nside) // 4
         return PatchLayout(nside, patch_nside, min(int(margin), nside))
 
-    def _network(self, in_channels: int, nside: int) -> nn.Module:
+    def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         s = self.settings
         margin = self._layout(nside).margin
-        return PatchNet(in_channels, int(s.levels), int(s.base_channels), batch_norm=s.batch_norm, crop=margin)
+        return PatchNet(
+            in_channels, int(s.levels), int(s.base_channels), out_channels, batch_norm=s.batch_norm, crop=margin
+        )
