@@ -7,6 +7,7 @@ arrays resident on the GPU (as ``fit`` does when they fit), and adds the referen
 UNet8 at nside 256/512).
 
     python benchmarks/bench_unet.py                      # CPU: tiny/unet5/patch at nside 32, 64 (+128 tiny)
+    python benchmarks/bench_unet.py --nsides 32 --configs sphere_tiny sphere --threads 1   # deepsphere
     python benchmarks/bench_unet.py --nsides 128 --configs unet5 --maps 8
 """
 
@@ -23,19 +24,22 @@ import numpy as np
 import torch
 
 from cosmobench.cmb.learned import Standardised, place_arrays
+from cosmobench.cmb.methods.deepsphere import DeepSphereUNet
 from cosmobench.cmb.methods.unet_fullsky import FullSkyUNet
 from cosmobench.cmb.methods.unet_patch import PatchUNet
 from cosmobench.core.runtime import resolve_device
 from cosmobench.core.seeds import rng
 from cosmobench.core.train import fit, iterate_batches
 
-# name -> (method class, settings); "tiny" is the embedded-default CPU configuration
+# name -> (method class, settings); "tiny" is the embedded-default CPU configuration, "sphere_tiny" deepsphere's
 CONFIGS = {
     "tiny": (FullSkyUNet, {"levels": 4, "base_channels": 8, "batch_size": 4}),
     "unet5": (FullSkyUNet, {"levels": 5, "batch_size": 12}),
     "unet8": (FullSkyUNet, {"levels": 8, "batch_size": 12}),
     "patch_tiny": (PatchUNet, {"levels": 3, "base_channels": 8, "batch_size": 16}),
     "patch": (PatchUNet, {"batch_size": 32}),
+    "sphere_tiny": (DeepSphereUNet, {"levels": 4, "base_channels": 16, "batch_size": 4}),
+    "sphere": (DeepSphereUNet, {"batch_size": 12}),
 }
 
 
@@ -145,7 +149,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, nside in runs:
             batch = CONFIGS[name][1]["batch_size"]
-            n_maps = args.maps or (4 * batch if CONFIGS[name][0] is FullSkyUNet else max(2, batch // 4))
+            n_maps = args.maps or (max(2, batch // 4) if CONFIGS[name][0] is PatchUNet else 4 * batch)
             results.append(bench_one(name, nside, n_maps, args.epochs, device, not args.no_amp, Path(tmp)))
     print(
         json.dumps(
