@@ -139,6 +139,11 @@ def test_polarisation_columns_have_their_exact_values(dataset, results):
         assert stats[tag]["eb_leak"]["mean"] == pytest.approx(s, abs=0.01)  # 0.3435 against 0.3420 measured
         assert abs(summary["methods"]["perfect"]["beams"][tag]["eb_leak"]["mean"]) < 0.01  # 0.0016 measured
         assert summary["methods"]["perfect"]["beams"][tag]["rmse_b"]["mean"] < 1e-6
+        # transfer: the perfect map keeps all of the truth; the rotation keeps cos(2 alpha) of the true E
+        for col in ("transfer_t", "transfer_e", "transfer_b"):
+            assert summary["methods"]["perfect"]["beams"][tag][col]["mean"] == pytest.approx(1, abs=1e-6)
+        assert stats[tag]["transfer_t"]["mean"] == pytest.approx(1, abs=1e-6)
+        assert stats[tag]["transfer_e"]["mean"] == pytest.approx(c, abs=0.01)  # 0.9391 against 0.9397
     # the residual B = sin(2 alpha) E + (cos(2 alpha) - 1) B: its BB spectrum from the truth's EE and BB
     spec = np.load(out / "rotated" / "deconvolved" / "spectra.npz")
     model = s**2 * spec["truth_ee"] + (1 - c) ** 2 * spec["truth_bb"]

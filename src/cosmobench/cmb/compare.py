@@ -47,8 +47,12 @@ HEADLINE = {
     "psnr": ("PSNR", "dB", True),
 }
 _EMPTY = {"mean": None, "std": None}  # the statistics of a column a summary lacks
-# field -> (its RMSE column, its residual-power column) in metrics.csv
-FIELDS = {"T": ("rmse", "resid_power_t"), "E": ("rmse_e", "resid_power_e"), "B": ("rmse_b", "resid_power_b")}
+# field -> (its RMSE column, its residual-power column, its transfer column) in metrics.csv
+FIELDS = {
+    "T": ("rmse", "resid_power_t", "transfer_t"),
+    "E": ("rmse_e", "resid_power_e", "transfer_e"),
+    "B": ("rmse_b", "resid_power_b", "transfer_b"),
+}
 SPLITS = {
     "rmse_ell_lo": "RMSE ℓ < {ell}",
     "rmse_ell_hi": "RMSE ℓ ≥ {ell}",
@@ -285,9 +289,10 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _rows(summary: dict) -> list[dict[str, Any]]:
-    """Leaderboard rows of one split: per beam, method and field (T, E, B), the field's RMSE and residual power
-    (``field_rmse_*``, ``field_resid_power_*``), then the statistics of every column of the method at that beam
-    (the same on its three rows; empty where not measured, e.g. polarisation of a temperature-only method)."""
+    """Leaderboard rows of one split: per beam, method and field (T, E, B), the field's RMSE, residual power and
+    transfer (``field_rmse_*``, ``field_resid_power_*``, ``field_transfer_*``), then the statistics of every
+    column of the method at that beam (the same on its three rows; empty where not measured, e.g. polarisation of
+    a temperature-only method)."""
     rows = []
     settings = summary["settings"]
     for tag in settings["beams"]:
@@ -303,7 +308,8 @@ def _rows(summary: dict) -> list[dict[str, Any]]:
                     "field": field,
                     "output_beam_arcmin": info["output_beam_arcmin"],
                 }
-                pairs = [("field_rmse", keys[0]), ("field_resid_power", keys[1])] + [(k, k) for k in COLUMNS]
+                pairs = [("field_rmse", keys[0]), ("field_resid_power", keys[1]), ("field_transfer", keys[2])]
+                pairs += [(k, k) for k in COLUMNS]
                 for name, k in pairs:
                     for q in ("mean", "std", "se"):
                         row[f"{name}_{q}"] = stats.get(k, {}).get(q)
@@ -381,8 +387,9 @@ def field_markdown(summary: dict) -> str:
 
     T is the temperature map's RMSE (monopole and dipole removed), E and B the RMSE of the E-part and B-part of
     the Q, U residual (``rmse_e``, ``rmse_b``); the residual power is the mean over bins of the residual's MASTER
-    D_b (TT, EE, BB; beam deconvolved, so nearly the same at every common beam) at the first common beam, as is
-    the E -> B leakage ``eb_leak`` on the B rows.
+    D_b (TT, EE, BB; beam deconvolved, so nearly the same at every common beam) at the first common beam, as are
+    the transfer (``transfer_*``: sum over bins of the cross spectrum with the truth over the truth's) and the
+    E -> B leakage ``eb_leak`` on the B rows.
     The best mean of each column within a field is bold. "—": not measured (a temperature-only method).
     """
     settings = summary["settings"]
@@ -390,10 +397,11 @@ def field_markdown(summary: dict) -> str:
     beams, first = list(settings["beams"]), settings["beams"][0]
     head = [f"RMSE (μK_CMB, {_beam_label(t)})" for t in beams] + [
         f"residual power: mean D_b over ℓ 2–{settings['lmax']} (μK_CMB², beam deconvolved)",
+        "transfer Σ_b D_b(pred × true) / Σ_b D_b(true) (1 = unbiased)",
         "E→B leakage ε (no unit)",
     ]
     lines = ["| Method | Field | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
-    for field, (rmse, power) in FIELDS.items():
+    for field, (rmse, power, transfer) in FIELDS.items():
         cols = [(t, rmse) for t in beams] + [(first, power)]
         best = {}
         for c in cols:
@@ -403,6 +411,7 @@ def field_markdown(summary: dict) -> str:
         for m in methods:
             stats = methods[m]["beams"]
             cells = [_cell(stats[t].get(k, _EMPTY), best[t, k] == m) for t, k in cols]
+            cells.append(_cell(stats[first].get(transfer, _EMPTY), False))
             cells.append(_cell(stats[first].get("eb_leak", _EMPTY), False) if field == "B" else "")
             lines.append(f"| {m} | {field} | " + " | ".join(cells) + " |")
     lines += [
@@ -410,7 +419,9 @@ def field_markdown(summary: dict) -> str:
         "Per field, mean ± standard deviation across simulations: T is the temperature map (monopole and dipole "
         "removed), E and B the E-part and B-part of the Q, U residual (band-limited at ℓ_max, on the analysis mask); "
         "ε = Σ_b D_b(true E × predicted B) / Σ_b D_b(true E × true E), the fraction of the true E-mode amplitude "
-        "found in the predicted B-modes (0: no leakage). Definitions: docs/cmb_evaluation.md.",
+        "found in the predicted B-modes (0: no leakage). The transfer is the fraction of the true CMB amplitude the "
+        "prediction keeps: below 1, the map is shrunk towards zero (a Wiener-like filter), which lowers the RMSE of "
+        "a noisy field but biases its spectrum. Definitions: docs/cmb_evaluation.md.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -65,7 +65,8 @@ __all__ = [
     "COLUMNS",
 ]
 
-#: temperature columns of ``metrics.csv`` (uK_CMB; ``nrmse`` none, ``psnr`` dB, ``resid_power_t`` uK^2)
+#: temperature columns of ``metrics.csv`` (uK_CMB; ``nrmse`` none, ``psnr`` dB, ``resid_power_t`` uK^2,
+#: ``transfer_t`` none)
 METRIC_COLUMNS = (
     "mae",
     "rmse",
@@ -76,9 +77,21 @@ METRIC_COLUMNS = (
     "rmse_lat",
     "rmse_fullsky",
     "resid_power_t",
+    "transfer_t",
 )
-#: polarisation columns (uK_CMB; ``resid_power_*`` uK^2; ``eb_leak`` none); NaN for a temperature-only method
-POL_COLUMNS = ("rmse_q", "rmse_u", "rmse_e", "rmse_b", "resid_power_e", "resid_power_b", "eb_leak")
+#: polarisation columns (uK_CMB; ``resid_power_*`` uK^2; ``transfer_*``, ``eb_leak`` none); NaN for a
+#: temperature-only method
+POL_COLUMNS = (
+    "rmse_q",
+    "rmse_u",
+    "rmse_e",
+    "rmse_b",
+    "resid_power_e",
+    "resid_power_b",
+    "transfer_e",
+    "transfer_b",
+    "eb_leak",
+)
 #: error-bar multiples k at which the coverage is measured (``coverage.csv``)
 COVERAGE_LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 #: coverage at 1 and 2 sigma on the analysis mask, T and Q/U pooled (fractions); NaN for a method without a std
@@ -461,8 +474,9 @@ def _camb_cls(cosmology: tuple, lmax: int) -> np.ndarray:
 
 
 def _fingerprint(settings: dict, method: str, info: dict, files: list[Path]) -> str:
-    """Hash of the protocol settings, the method's ``method.json`` facts and its input files (size, mtime)."""
-    h = hashlib.sha256(json.dumps([settings, method, info], sort_keys=True, default=str).encode())
+    """Hash of the protocol settings, the method's ``method.json`` facts, the scored columns (results of a
+    version that scored other columns are scored again) and its input files (size, mtime)."""
+    h = hashlib.sha256(json.dumps([settings, method, info, COLUMNS], sort_keys=True, default=str).encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.parent.name}/{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
@@ -580,6 +594,7 @@ def _score_sim(
                 "theory": est[tag].expected(theory[0]),
             }
             row["resid_power_t"] = float(np.mean(spectra["resid"]))
+            row["transfer_t"] = _transfer_ratio(spectra["cross"], spectra["truth"])
             if ncomp == 3:
                 pol_row, pol_spectra = _pol_scores(
                     (t_band[1:], t_raw[1:], t_pseudo[1:]),
@@ -624,7 +639,7 @@ def _pol_scores(truth: tuple, pred: tuple, est: MasterPol, theory: np.ndarray, m
     -------
     row : dict
         ``rmse_q``, ``rmse_u``, ``rmse_e``, ``rmse_b`` (uK_CMB), ``resid_power_e``, ``resid_power_b`` (uK^2),
-        ``eb_leak`` (docs/cmb_evaluation.md).
+        ``transfer_e``, ``transfer_b`` and ``eb_leak`` (docs/cmb_evaluation.md).
     spectra : dict
         Binned D_b (nbins,) in uK^2: ``{truth,pred,resid,cross,theory}_{ee,bb}`` and ``cross_eb`` (true E x
         predicted B).
@@ -645,12 +660,20 @@ def _pol_scores(truth: tuple, pred: tuple, est: MasterPol, theory: np.ndarray, m
         "rmse_b": _rms(d_qu - e_part, mask),
         "resid_power_e": float(np.mean(d_resid[0])),
         "resid_power_b": float(np.mean(d_resid[3])),
+        "transfer_e": _transfer_ratio(d_cross[0], d_truth[0]),
+        "transfer_b": _transfer_ratio(d_cross[3], d_truth[3]),
         "eb_leak": float(np.sum(d_cross[1]) / np.sum(d_truth[0])),
     }
     named = {"truth": d_truth, "pred": d_pred, "resid": d_resid, "cross": d_cross, "theory": d_theory}
     spectra = {f"{k}_{s}": v[j] for k, v in named.items() for s, j in (("ee", 0), ("bb", 3))}
     spectra["cross_eb"] = d_cross[1]
     return row, spectra
+
+
+def _transfer_ratio(cross: np.ndarray, truth: np.ndarray) -> float:
+    """Sum over bins of D_b(prediction x truth) / sum of D_b(truth x truth): the fraction of the true CMB's
+    amplitude the prediction keeps (1 = unbiased; below 1 = a map shrunk towards zero, as a Wiener filter)."""
+    return float(np.sum(cross) / np.sum(truth))
 
 
 def _native_truth(target: np.ndarray, fwhm: float | None, lmax: int | None) -> np.ndarray:

@@ -440,7 +440,7 @@ def run(config: Mapping) -> dict:
         The report's path, seconds per step, training facts per learned method (the leaderboard is printed to
         standard error).
     """
-    from .compare import leaderboard_markdown, ood_markdown
+    from .compare import coverage_markdown, field_markdown, leaderboard_markdown, ood_markdown
 
     missing = [k for k in ("simulate", "methods", "train", "separate", "evaluate", "compare", "run") if k not in config]
     if missing:
@@ -487,6 +487,11 @@ def run(config: Mapping) -> dict:
     steps["total"] = time.perf_counter() - t0
     table = leaderboard_markdown(summaries[splits[0]]).split("\n\n")[0]
     _say(f"leaderboard ({splits[0]} split):\n\n{table}\n")
+    fields = field_markdown(summaries[splits[0]]).split("\n\n")[0]
+    _say(f"temperature, E and B ({splits[0]} split; the definitions are in the report):\n\n{fields}\n")
+    cover = coverage_markdown(summaries[splits[0]]).split("\n\n")[0]
+    if cover:
+        _say(f"coverage of the per-pixel error maps ({splits[0]} split, %):\n\n{cover}\n")
     if len(splits) > 1:
         _say(f"in-distribution vs out-of-distribution foregrounds:\n\n{ood_markdown(summaries)}")
     _say(f"report: {report}")
