@@ -35,7 +35,7 @@ DEFAULT_SPLITS = MappingProxyType({"Train": 40, "Valid": 4, "Test": 4, "TestOOD"
 # the out-of-distribution test splits: two foreground models the learned methods never see in training
 DEFAULT_SPLIT_FOREGROUNDS = MappingProxyType({"TestOOD": "alt", "TestOOD2": "filament"})
 FOREGROUND_COMPONENTS = ("dust", "synchrotron", "freefree", "ame")
-BENCHMARK_METHODS = ("hilc", "nilc", "cmbnncs", "nilc_unet")  # what `cmb run` separates and scores
+BENCHMARK_METHODS = ("hilc", "nilc", "cmbnncs", "nilc_unet", "deepsphere")  # what `cmb run` separates and scores
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
