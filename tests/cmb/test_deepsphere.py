@@ -312,3 +312,28 @@ def test_trains_and_separates_through_the_cli(tiny_copy, cli):
     expected = method.predict(data.load_obs("Test", 0), data.channels)
     assert expected.shape == (12 * 8**2,) and np.std(expected) > 0
     np.testing.assert_allclose(np.ravel(pred), expected, rtol=1e-6, atol=1e-6 * np.max(np.abs(expected)))
+
+
+@pytest.mark.gpu
+def test_cuda_forward_and_gradients_match_the_cpu():
+    """The graph UNet on CUDA (sparse Laplacian products on the device, float32) gives the CPU's outputs and
+    gradients to float32 round-off, and keeps the rotation symmetry there."""
+    import copy
+
+    nside = 8
+    g = rng(0, "cuda")
+    x = torch.from_numpy(g.standard_normal((2, 3, 1, 12 * nside**2)).astype(np.float32))
+    net = SphereUNet(3, nside, [4, 6, 8, 8], k=3).train()
+    gpu = copy.deepcopy(net).cuda()
+    y_cpu, y_gpu = net(x), gpu(x.cuda())
+    np.testing.assert_allclose(y_gpu.detach().cpu(), y_cpu.detach(), rtol=1e-4, atol=1e-5)
+    y_cpu.square().sum().backward()
+    y_gpu.square().sum().backward()
+    for (name, p_cpu), p_gpu in zip(net.named_parameters(), gpu.parameters()):
+        np.testing.assert_allclose(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-3, atol=1e-4, err_msg=name)
+    perm = nest_permutation(nside, ring_shift(nside))
+    with torch.no_grad():
+        gpu.eval()
+        np.testing.assert_allclose(
+            gpu(rotate(x, perm).cuda()).cpu(), rotate(gpu(x.cuda()).cpu(), perm), rtol=1e-4, atol=1e-5
+        )

@@ -181,3 +181,29 @@ def test_no_validation_split_leaves_the_variance_uncalibrated(tmp_path):
     )
     facts = method.fit(data, tmp_path / "run", val_split=None)
     assert facts["std_calibration"] == [1.0, 1.0, 1.0] and facts["n_val_maps"] == 0
+
+
+@pytest.mark.gpu
+def test_gaussian_head_trained_on_cuda_recovers_the_known_noise(tmp_path):
+    """The same toy trained on CUDA with bfloat16 autocast (the default there): the head's std and coverage hold."""
+    data = NoisyToy(tmp_path / "data", {"Train": 24, "Valid": 4, "Test": 4})
+    method = PatchUNet(
+        bands=["x", "s"],
+        fields="IQU",
+        uncertainty="gaussian",
+        patch_nside=1,
+        margin=0,
+        levels=2,
+        base_channels=8,
+        batch_size=8,
+        lr=1e-2,
+        epochs=20,
+        progress=False,
+        device="cuda",
+    )
+    facts = method.fit(data, tmp_path / "run")
+    assert facts["device"].startswith("cuda")
+    scores = _scores(method, data)
+    assert np.all(np.abs(scores["ratio"] - 1) < 0.15), scores
+    assert np.all(np.abs(scores["cover1"] - 0.683) < 0.06), scores
+    assert np.all(np.abs(scores["cover2"] - 0.954) < 0.05), scores
