@@ -72,9 +72,10 @@ def as_dict(settings: StageSettings) -> dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """``value`` with tuples turned into lists, recursively (what the YAML and JSON records hold)."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+    """``value`` with mappings turned into dicts with string keys and tuples into lists, recursively (what the YAML
+    and JSON records hold)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value

@@ -35,6 +35,7 @@ import numpy as np
 from torch import nn
 
 from ...core.io import read_healpix
+from ...core.settings import plain
 from ...sky import sht
 from ..dataset import pred_path
 from ..tiling import PlaneLayout
@@ -70,7 +71,7 @@ class NILCUNetSettings(FullSkyUNetSettings):
         object.__setattr__(self, "bands", [NILC_BAND, *[b for b in bands if b != NILC_BAND]])
         if not isinstance(self.nilc, Mapping):
             raise TypeError(f"nilc must be a mapping of NILC settings, got {type(self.nilc).__name__}")
-        object.__setattr__(self, "nilc", _plain(self.nilc))
+        object.__setattr__(self, "nilc", plain(self.nilc))
         super().__post_init__()
         if len(self.bands) < 2:
             raise ValueError("bands must name at least one observed channel beside the NILC map")
@@ -79,15 +80,6 @@ class NILCUNetSettings(FullSkyUNetSettings):
                 "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
                 f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_unet's fields=I)"
             )
-
-
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists (JSON-comparable) from nested mappings and sequences."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class NILCResidualData:
@@ -166,7 +158,7 @@ class ResidualPlaneLayout(PlaneLayout):
 
     def __init__(self, nside: int, nilc_settings: Mapping[str, Any]):
         super().__init__(nside)
-        self.nilc_settings = _plain(nilc_settings)
+        self.nilc_settings = plain(nilc_settings)
 
     def describe(self) -> dict:
         """Plain-dict description (for manifests)."""
