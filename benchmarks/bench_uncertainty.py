@@ -1,9 +1,12 @@
-"""Calibration of the learned per-pixel errors: Gaussian head (calibrated or not) and deep ensembles.
+"""Calibration of the learned per-pixel errors: Gaussian head (calibrated or not), deep ensembles and MC dropout.
 
 Trains ``nilc_unet`` (the settings of ``cosmobench cmb config``'s ``methods.nilc_unet``, i.e. the preset's, with
 ``--set`` overrides as on the command line) on ``<root>``'s Train split (validated on Valid) several times:
-Gaussian heads (``uncertainty="gaussian"``) and point models (``uncertainty="none"``), one per seed, all under
-``--out``. On each test split it scores five per-pixel errors of the same predictions:
+Gaussian heads (``uncertainty="gaussian"``) and point models (``uncertainty="none"``), one per seed, and MC-dropout
+models (``uncertainty="mc_dropout"``, first seed) for each ``--dropouts`` probability, all under ``--out``. The
+dropout probability is chosen on the Valid split only: the lowest mean Gaussian negative log-likelihood of the truth
+under the calibrated MC prediction over Valid's maps, fields and pixels (full sky), as Gal & Ghahramani (2016)
+chose theirs by validation log-likelihood. On each test split it scores seven per-pixel errors:
 
 ``a_gaussian``
     the seed-0 Gaussian head with its validation calibration (``predict_with_std``);
@@ -15,7 +18,12 @@ Gaussian heads (``uncertainty="gaussian"``) and point models (``uncertainty="non
 ``c_ensemble_gaussian_calibrated``
     the same with the members' calibrated variances;
 ``d_ensemble_point``
-    the ensemble of the point models: mean of the means, std = sample std (ddof 1) of the means.
+    the ensemble of the point models: mean of the means, std = sample std (ddof 1) of the means;
+``e_mc_dropout``
+    the chosen MC-dropout model: mean and sample std of ``--mc-samples`` stochastic passes, times its validation
+    calibration (``predict_with_std``);
+``e_mc_dropout_uncalibrated``
+    the same with calibration factors 1 (the raw spread of the passes).
 
 Coverage is measured as ``cosmobench cmb evaluate`` measures it (``evaluate._native_truth``, ``evaluate._coverage``):
 truth at the method's output beam and ``output_lmax``, pixels of the split's analysis mask
@@ -25,7 +33,7 @@ error with the actual residual on the same pixels (uK_CMB). The dataset root is 
 caches NILC on Train and Valid under ``<root>/nilc`` where it is missing. An existing run folder under ``--out`` is
 resumed (``resumed`` true: its seconds are those of the missing epochs only).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_uncertainty.py --root /tmp/cmb_def --out /tmp/unc/models
+    OMP_NUM_THREADS=1 python benchmarks/bench_uncertainty.py --root /tmp/cmb_def --out /tmp/unc2/models
     python benchmarks/bench_uncertainty.py --root data/cmb --set preset=bench128 --device cuda --threads 4
 """
 
@@ -68,9 +76,9 @@ def train(dataset: CMBDataset, settings: dict, out: Path) -> tuple[NILCUNet, dic
     method : NILCUNet
         The trained method (best-validation weights; calibrated with a Gaussian head).
     facts : dict
-        ``seed``, ``uncertainty``, ``resumed``, ``cpu_s`` (process CPU seconds of the whole ``fit``: NILC cache
-        check, array conversion, training, calibration), ``wall_s``, and from ``fit``: ``train_loop_s`` (the
-        epochs' wall seconds), ``prepare_s``, ``best_val_loss``, ``std_calibration``.
+        ``seed``, ``uncertainty``, ``dropout``, ``resumed``, ``cpu_s`` (process CPU seconds of the whole ``fit``:
+        NILC cache check, array conversion, training, calibration), ``wall_s``, and from ``fit``:
+        ``train_loop_s`` (the epochs' wall seconds), ``prepare_s``, ``best_val_loss``, ``std_calibration``.
     """
     method = NILCUNet(**settings)
     resumed = (out / "last.pt").is_file()
@@ -79,6 +87,7 @@ def train(dataset: CMBDataset, settings: dict, out: Path) -> tuple[NILCUNet, dic
     return method, {
         "seed": settings["seed"],
         "uncertainty": settings["uncertainty"],
+        "dropout": settings.get("dropout", 0.0),
         "resumed": resumed,
         "cpu_s": round(time.process_time() - cpu, 2),
         "wall_s": round(time.perf_counter() - wall, 2),
@@ -115,6 +124,34 @@ def ensemble(means: Sequence[np.ndarray], stds: Sequence[np.ndarray] | None = No
     return mean, np.sqrt(np.mean(np.stack(stds) ** 2, axis=0) + stacked.var(axis=0))
 
 
+def validation_nll(method: NILCUNet, dataset: CMBDataset, split: str = "Valid") -> float:
+    """Mean Gaussian negative log-likelihood of the truth under a method's calibrated prediction.
+
+    Parameters
+    ----------
+    method : NILCUNet
+        A trained method with an uncertainty.
+    dataset : CMBDataset
+    split : str
+        The split scored (the validation split: this chooses settings).
+
+    Returns
+    -------
+    float
+        ``0.5 log(2 pi std^2) + 0.5 (mean - truth)^2 / std^2`` (nats) averaged over the split's maps, the fields
+        I, Q, U and every pixel (full sky), the truth in the method's output frame; std in uK_CMB, so only
+        differences between methods are meaningful.
+    """
+    facts = method_facts(method, dataset.nside)
+    frame = (facts["output_beam_arcmin"], facts["output_lmax"])
+    nll = []
+    for i in dataset.sim_indices(split):
+        mean, std = method.predict_with_std(dataset.load_obs(split, i), dataset.channels)
+        truth = _native_truth(dataset.load_target(split, i)[:3], *frame)
+        nll.append(np.mean(0.5 * np.log(2 * np.pi * std**2) + 0.5 * ((mean - truth) / std) ** 2))
+    return float(np.mean(nll))
+
+
 def score(resid: np.ndarray, std: np.ndarray, mask: np.ndarray) -> dict:
     """Coverage and error scales of one variant on one split.
 
@@ -145,7 +182,12 @@ def score(resid: np.ndarray, std: np.ndarray, mask: np.ndarray) -> dict:
 
 
 def evaluate_split(
-    dataset: CMBDataset, split: str, gaussian: list[NILCUNet], point: list[NILCUNet], mask: np.ndarray
+    dataset: CMBDataset,
+    split: str,
+    gaussian: list[NILCUNet],
+    point: list[NILCUNet],
+    mc: NILCUNet,
+    mask: np.ndarray,
 ) -> dict:
     """Score every variant (see the module notes) on ``split``.
 
@@ -157,6 +199,8 @@ def evaluate_split(
         Trained Gaussian heads, the first one being variant (a).
     point : list of NILCUNet
         Trained point models (at least two).
+    mc : NILCUNet
+        The chosen trained MC-dropout model.
     mask : ndarray, shape (npix,)
         The split's analysis mask.
 
@@ -174,12 +218,15 @@ def evaluate_split(
         truths.append(_native_truth(dataset.load_target(split, i)[:3], *frame))
         members = [m.predict_with_std(obs, dataset.channels) for m in gaussian]
         raw = [s / np.sqrt(m.config["calibration"])[:, None] for m, (_, s) in zip(gaussian, members)]
+        mc_mean, mc_std = mc.predict_with_std(obs, dataset.channels)
         variants = {
             "a_gaussian": members[0],
             "b_gaussian_uncalibrated": (members[0][0], raw[0]),
             "c_ensemble_gaussian": ensemble([mu for mu, _ in members], raw),
             "c_ensemble_gaussian_calibrated": ensemble(*zip(*members)),
             "d_ensemble_point": ensemble([m.predict(obs, dataset.channels) for m in point]),
+            "e_mc_dropout": (mc_mean, mc_std),
+            "e_mc_dropout_uncalibrated": (mc_mean, mc_std / np.sqrt(mc.config["calibration"])[:, None]),
         }
         for name, pred in variants.items():
             preds.setdefault(name, []).append(pred)
@@ -196,6 +243,8 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/unc/models", help="folder of the trained models")
     parser.add_argument("--splits", nargs="*", default=list(SPLITS))
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="ensemble seeds; the first is (a)")
+    parser.add_argument("--dropouts", type=float, nargs="*", default=[0.1, 0.2], help="MC-dropout candidates")
+    parser.add_argument("--mc-samples", type=int, default=20, help="stochastic passes of MC dropout")
     parser.add_argument("--set", nargs="*", default=[], help="cosmobench cmb config overrides, e.g. preset=tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch, BLAS and ducc0 threads")
@@ -220,8 +269,18 @@ def main() -> None:
             method, facts = train(dataset, settings, out / f"{uncertainty}_s{seed}")
             members.append(method)
             trainings.append(facts)
+    candidates, selection = [], {}
+    for p in args.dropouts:
+        seed = args.seeds[0]
+        settings = {**base, "seed": seed, "uncertainty": "mc_dropout", "dropout": p, "mc_samples": args.mc_samples}
+        method, facts = train(dataset, settings, out / f"mc_dropout_p{p:g}_s{seed}")
+        candidates.append(method)
+        trainings.append(facts)
+        selection[f"{p:g}"] = round(validation_nll(method, dataset), 5)
+    mc = candidates[int(np.argmin(list(selection.values())))]
     results = {
-        split: evaluate_split(dataset, split, models["gaussian"], models["none"], masks[split]) for split in args.splits
+        split: evaluate_split(dataset, split, models["gaussian"], models["none"], mc, masks[split])
+        for split in args.splits
     }
     print(
         json.dumps(
@@ -233,6 +292,11 @@ def main() -> None:
                 "settings": {k: v for k, v in preset.items() if k not in ("seed", "uncertainty", "progress")},
                 "overrides": args.set,
                 "seeds": args.seeds,
+                "mc_dropout": {
+                    "valid_nll": selection,
+                    "chosen_dropout": mc.settings.dropout,
+                    "mc_samples": args.mc_samples,
+                },
                 "device": str(models["gaussian"][0].model.in_mean.device),
                 "threads": threads,
                 "trainings": trainings,

@@ -181,7 +181,10 @@ CASES = [
         ["separate", "method=nosuch"],
         None,
         1,
-        ["unknown separation method 'nosuch'", "cmbnncs, deepsphere, hilc, nilc, nilc_unet, unet_patch"],
+        [
+            "unknown separation method 'nosuch'",
+            "cmbnncs, deepsphere, hilc, nilc, nilc_unet, nilc_wiener, unet_patch, zero",
+        ],
     ),
     ("unknown-method-train", ["train", "method=nosuch"], None, 1, ["'nosuch'", "registered methods"]),
     ("unknown-method-run", ["run", "run.methods=[hilc,nosuch]"], None, 1, ["'nosuch'", "registered methods"]),

@@ -3,8 +3,8 @@ here (nside 16, 3 simulations, truth I, Q, U band-limited at 2 nside).
 
 Methods with known answers: ``perfect`` (the truth, I, Q, U), ``rotated`` (polarisation angle turned by 10
 degrees: E -> B leakage sin 20 degrees), ``tonly`` (the truth's I only), ``gauss`` (60' output beam: the truth at
-that beam plus Gaussian noise of a known per-pixel std, written as its error map) and ``overconfident`` (the same
-maps with half that std).
+that beam plus Gaussian noise of a known per-pixel std, written as its error map), ``overconfident`` (the same
+maps with half that std) and the registered null method ``zero`` (its prediction made by the method itself).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import healpy as hp
 import numpy as np
 import pytest
 
+from cosmobench.cmb import masks
 from cosmobench.cmb.dataset import pred_path, pred_std_path
 from cosmobench.cmb.evaluate import COVERAGE_LEVELS, POL_COLUMNS, coverage_column, evaluate
+from cosmobench.cmb.methods import get_method
 from cosmobench.core.io import read_json, write_healpix, write_json
 from cosmobench.core.seeds import rng
 from cosmobench.sky import sht
@@ -25,7 +27,7 @@ from cosmobench.sky import sht
 NSIDE, LMAX, NSIM = 16, 32, 3
 ALPHA = np.radians(10.0)
 GAUSS_FWHM = 60.0
-METHODS = ["perfect", "rotated", "tonly", "gauss", "overconfident"]
+METHODS = ["perfect", "rotated", "tonly", "gauss", "overconfident", "zero"]
 
 
 def _cl(lmax: int) -> np.ndarray:
@@ -91,11 +93,12 @@ def dataset(tmp_path_factory):
         noisy = sht.alm2map(sht.almxfl(alm, beam), NSIDE) + sigma * rng(5, "noise", i).standard_normal(sigma.shape)
         preds = {"perfect": truth, "rotated": _rotate(truth, ALPHA), "tonly": truth[0], "gauss": noisy}
         preds["overconfident"] = noisy
+        preds["zero"] = get_method("zero")().predict({"100": noisy}, [])
         for name, m in preds.items():
             write_healpix(pred_path(root, name, "Test", i), m, dtype=np.float64)
         write_healpix(pred_std_path(root, "gauss", "Test", i), sigma, dtype=np.float64)
         write_healpix(pred_std_path(root, "overconfident", "Test", i), sigma / 2, dtype=np.float64)
-    for name in ("perfect", "rotated"):
+    for name in ("perfect", "rotated", "zero"):
         _method(root, name, "IQU")
     _method(root, "tonly", "I")
     for name in ("gauss", "overconfident"):
@@ -150,6 +153,24 @@ def test_polarisation_columns_have_their_exact_values(dataset, results):
     assert np.abs(spec["resid_bb"].mean(1) / model.mean(1) - 1).max() < 0.02  # 0.5 % measured
     power = [float(r["resid_power_b"]) for r in rows]
     assert power == pytest.approx(list(spec["resid_bb"].mean(1)), rel=1e-12)
+
+
+def test_the_null_map_scores_the_rms_of_the_truth(results):
+    """``zero`` predicts nothing: its T, E and B RMSE are the rms of the true CMB's T (monopole and dipole removed),
+    E-part and B-part on the mask, exactly, and its transfer is 0."""
+    out, summary = results
+    mask = hp.read_map(out / "mask.fits")
+    keep = mask > 0
+    for i, row in enumerate(_csv(out / "zero" / "deconvolved" / "metrics.csv")):
+        alm = sht.synalm(_cl(LMAX), LMAX, rng(5, "cmb", i))
+        zero = np.zeros_like(alm[0])
+        t = masks.remove_monopole_dipole(hp.alm2map(alm[0], NSIDE, lmax=LMAX), mask)[keep]
+        assert float(row["rmse"]) == pytest.approx(np.sqrt(np.mean(t**2)), rel=1e-5)
+        for col, teb in (("rmse_e", [zero, alm[1], zero]), ("rmse_b", [zero, zero, alm[2]])):
+            qu = hp.alm2map(np.stack(teb), NSIDE, lmax=LMAX)[1:, keep]
+            assert float(row[col]) == pytest.approx(np.sqrt(np.mean(qu**2)), rel=1e-5)
+    for col in ("transfer_t", "transfer_e", "transfer_b"):
+        assert summary["methods"]["zero"]["beams"]["deconvolved"][col]["mean"] == 0
 
 
 def test_polarised_spectra_follow_the_theory(results):

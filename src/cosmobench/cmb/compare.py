@@ -278,7 +278,8 @@ def _beam_table(results: Path, settings: dict, shown: str) -> str:
         ref = np.load(results / m / shown / "spectra.npz")
         for tag in others:
             spec = np.load(results / m / tag / "spectra.npz")
-            dd = np.max(np.abs(spec["pred"].mean(0) / ref["pred"].mean(0) - 1))
+            pred, base = spec["pred"].mean(0), ref["pred"].mean(0)
+            dd = np.max(np.abs(pred - base) / np.where(base != 0, np.abs(base), 1.0))  # 0 for a map of zeros
             dt = np.max(np.abs(figures.transfer_function(spec) - figures.transfer_function(ref)))
             lines.append(f"| {m} | {tag} | {dd:.2%} | {dt:.3f} |")
     return "\n".join(lines) + "\n"

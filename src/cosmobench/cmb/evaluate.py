@@ -63,6 +63,7 @@ __all__ = [
     "COVERAGE_COLUMNS",
     "COVERAGE_LEVELS",
     "COLUMNS",
+    "split_threshold_mask",
 ]
 
 #: temperature columns of ``metrics.csv`` (uK_CMB; ``nrmse`` none, ``psnr`` dB, ``resid_power_t`` uK^2,
@@ -393,11 +394,34 @@ def _analysis_mask(
     if mask_path is not None:
         mask = masks.read_mask(mask_path, ds.nside)
     else:
-        mean = sum(_mask_intensity(ds, split, i, settings["mask_source"]) for i in indices) / len(indices)
-        mask = masks.threshold_mask(mean, fsky, smooth_deg=smooth_deg)
+        mask = split_threshold_mask(ds, split, indices, fsky=fsky, smooth_deg=smooth_deg)
     write_healpix(cache, mask, unit="", column_names=["MASK"])
     write_json(meta, key)
     return mask
+
+
+def split_threshold_mask(ds: Any, split: str, indices: list[int], *, fsky: float, smooth_deg: float) -> np.ndarray:
+    """The evaluation's threshold mask of a split: the faintest ``fsky`` of its mean foreground intensity.
+
+    Parameters
+    ----------
+    ds : CMBDataset
+    split : str
+    indices : list of int
+        Simulations averaged (their ``foreground_I_map.fits`` when all have one, else the highest-frequency
+        observed map, as ``settings["mask_source"]`` records).
+    fsky : float
+        Sky fraction kept.
+    smooth_deg : float
+        FWHM of the smoothing of the mean intensity before thresholding, degrees.
+
+    Returns
+    -------
+    ndarray, shape (npix,), 0/1 (:func:`cosmobench.cmb.masks.threshold_mask`).
+    """
+    source = _mask_source(ds, split, indices, None)
+    mean = sum(_mask_intensity(ds, split, i, source) for i in indices) / len(indices)
+    return masks.threshold_mask(mean, fsky, smooth_deg=smooth_deg)
 
 
 _FOREGROUND_SOURCE = "foreground_I_map.fits"

@@ -11,9 +11,9 @@ or patches) and a network. :meth:`LearnedMethod.fit`
 3. trains through :func:`cosmobench.core.train.fit` (the one training loop): checkpoints ``last.pt`` /
    ``best.pt`` and ``train_log.csv`` under ``out_dir``, automatic resume, seeds, bfloat16 autocast on CUDA;
 4. keeps the best-validation weights for :meth:`LearnedMethod.predict`, measures the calibration of the
-   predicted standard deviation on the validation split (``uncertainty="gaussian"``) and, last, writes the
-   final model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from ``out_dir`` in a new
-   process.
+   predicted standard deviation on the validation split (``uncertainty="gaussian"`` or ``"mc_dropout"``) and,
+   last, writes the final model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from
+   ``out_dir`` in a new process.
 
 Fields (``fields``)
     ``"I"``: the network reads the intensity of every band and predicts the CMB temperature. ``"IQU"``: it reads
@@ -23,8 +23,25 @@ Fields (``fields``)
     why Q/U rather than E/B are the targets (and per-pixel errors are wanted in Q and U).
 Uncertainty (``uncertainty``)
     ``"gaussian"``: the network outputs a mean and a log variance per field and pixel (``2 nfield`` channels,
-    means first), trained with the Gaussian negative log-likelihood :func:`gaussian_nll` (log variance clamped
-    to :data:`LOG_VAR_RANGE`). After training, one factor per field,
+    means first). With ``gaussian_mean="loss"`` (the default) the mean is trained by the point ``loss`` exactly
+    as without the head, and the log variance by the Gaussian negative log-likelihood of the residual of the
+    mean held fixed (gradient stopped, as in the "faithful" heteroscedastic regression of Stirn et al. 2023),
+    each pixel's term weighted by its variance held fixed (beta-NLL with beta = 1, Seitzer et al. 2022), so the
+    error bar cannot buy a worse mean and its gradient stays bounded; ``gaussian_mean="likelihood"`` trains both
+    by the plain likelihood (:func:`gaussian_nll`), which down-weights the pixels it declares noisy and, at
+    bench128's learning rate, diverged at epoch 2 and left the epoch-1 weights (docs/cmb_methods.md). The log
+    variance is clamped to :data:`LOG_VAR_RANGE`.
+
+    ``"mc_dropout"`` (MC dropout, Gal & Ghahramani 2016; needs ``dropout > 0``): the network (``nfield``
+    outputs, dropout layers at the places :mod:`cosmobench.cmb.nn` documents) is trained by the point ``loss``
+    as without uncertainty. A prediction runs ``mc_samples`` forward passes with the dropout layers, and only
+    them, in training mode (BatchNorm keeps its running statistics), torch's generators forked and seeded from
+    ``seed`` (the same masks on every call: reruns are identical); the mean is the passes' mean (also what
+    :meth:`LearnedMethod.predict` returns), the variance their sample variance (ddof 1), floored at the Gaussian
+    head's smallest variance ``exp(LOG_VAR_RANGE[0])`` (so an untrained zero-output network gets a finite
+    calibration). The spread measures the model's (epistemic) uncertainty only, not the noise of the data.
+
+    Either way, after training one factor per field,
     ``s_f^2 = mean over validation pixels of (target - mean)^2 / variance`` (:func:`std_calibration`), is
     stored in the checkpoint's config (``calibration``) and multiplies the variance in
     :meth:`LearnedMethod.predict_with_std`.
@@ -35,6 +52,7 @@ map), so the input pipeline costs nothing there; otherwise batches are sliced fr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -72,6 +90,10 @@ __all__ = [
     "NORMS",
     "FIELDS",
     "UNCERTAINTIES",
+    "GAUSSIAN_MEANS",
+    "FIELD_NETWORKS",
+    "FieldSplitNet",
+    "MeanVarianceNet",
     "LOG_VAR_RANGE",
 ]
 
@@ -79,16 +101,25 @@ LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 SCHEDULES = ("constant", "exp", "cosine")
 NORMS = ("standard", "reference")
 FIELDS = ("I", "IQU")
-UNCERTAINTIES = ("none", "gaussian")
+UNCERTAINTIES = ("none", "gaussian", "mc_dropout")
+GAUSSIAN_MEANS = ("loss", "likelihood")
+FIELD_NETWORKS = ("separate", "shared")
 LOG_VAR_RANGE = (-12.0, 8.0)
 """Clamp of the predicted log variance, in units of the scaled target: sigma from 0.0025 to 55 target scales."""
 REFERENCE_TARGET_SCALE = 5.0  # cmbNNCS trains on CMB / 5 with unscaled inputs
 MODEL_FILE = "model.pt"  # the final model, written last by fit
 
 # settings that may change between a run and its resumption (they do not change what is learned)
-_RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard")
+_RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard", "mc_samples")
 # settings added after the first checkpoints were written: a checkpoint without them was trained with these
-_ADDED_SETTINGS = {"fields": "I", "uncertainty": "none"}
+_ADDED_SETTINGS = {
+    "fields": "I",
+    "uncertainty": "none",
+    "gaussian_mean": "likelihood",
+    "dropout": 0.0,
+    "mc_samples": 20,
+    "field_networks": "shared",
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,14 +142,15 @@ class LearnedSettings:
     lr_decay : float
         Final over initial learning rate for ``exp`` and ``cosine``.
     loss : {"l1", "mse"}
-        Mean pixel loss on the scaled target (cmbNNCS: L1); unused with ``uncertainty="gaussian"``.
+        Mean pixel loss on the scaled target (cmbNNCS: L1); with ``uncertainty="gaussian"`` it trains the
+        mean when ``gaussian_mean="loss"``.
     norm : {"standard", "reference"}
         ``standard``: inputs standardised per channel and target divided by its standard deviation, both
         measured on the training split; ``reference``: cmbNNCS's raw inputs and target / 5.
     grad_clip : float, optional
         Clip the global gradient norm.
     seed : int
-        Run seed (weight initialisation, shuffling, dropout).
+        Run seed (weight initialisation, shuffling, dropout masks in training and in MC prediction).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     amp : bool
@@ -134,9 +166,24 @@ class LearnedSettings:
     fields : {"I", "IQU"}
         Predicted fields: the temperature, or I, Q, U (inputs: I of every band, then Q and U of every polarised
         band; see the module notes).
-    uncertainty : {"none", "gaussian"}
-        ``"gaussian"``: also predict a per-pixel standard deviation (Gaussian likelihood, calibrated on the
-        validation split; see the module notes).
+    uncertainty : {"none", "gaussian", "mc_dropout"}
+        Also predict a per-pixel standard deviation, calibrated on the validation split: ``"gaussian"``, a
+        variance head (Gaussian likelihood); ``"mc_dropout"``, the spread of ``mc_samples`` passes with dropout
+        on (needs ``dropout > 0``). See the module notes.
+    gaussian_mean : {"loss", "likelihood"}
+        How a Gaussian head's mean is trained: by ``loss``, the variance by the likelihood with the mean held
+        fixed (default), or both jointly by the likelihood (see the module notes).
+    dropout : float
+        Probability of the network's dropout layers, in [0, 1); 0: none (the networks of earlier releases).
+        They are active in training whatever ``uncertainty`` is, and in prediction with ``"mc_dropout"``.
+    mc_samples : int
+        Stochastic forward passes per prediction (and in the validation calibration) with ``"mc_dropout"``;
+        at least 2. Changing it does not change what is learned (a run resumes with another value).
+    field_networks : {"separate", "shared"}
+        With ``fields="IQU"``: one network for the temperature (reading the I planes: the temperature-only
+        model) and one for Q and U (reading every plane), side by side (:class:`FieldSplitNet`; default), or one
+        network for all three fields. Measured on bench128: the shared network learned Q and U and left the
+        temperature unchanged.
     """
 
     bands: Sequence[str] = ()
@@ -157,6 +204,10 @@ class LearnedSettings:
     progress: bool = True
     fields: str = "I"
     uncertainty: str = "none"
+    gaussian_mean: str = "loss"
+    dropout: float = 0.0
+    mc_samples: int = 20
+    field_networks: str = "separate"
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
@@ -174,6 +225,17 @@ class LearnedSettings:
             raise ValueError(f"unknown fields {self.fields!r}; expected one of {list(FIELDS)}")
         if self.uncertainty not in UNCERTAINTIES:
             raise ValueError(f"unknown uncertainty {self.uncertainty!r}; expected one of {list(UNCERTAINTIES)}")
+        if self.gaussian_mean not in GAUSSIAN_MEANS:
+            raise ValueError(f"unknown gaussian_mean {self.gaussian_mean!r}; expected one of {list(GAUSSIAN_MEANS)}")
+        if self.field_networks not in FIELD_NETWORKS:
+            raise ValueError(f"unknown field_networks {self.field_networks!r}; expected one of {list(FIELD_NETWORKS)}")
+        if not 0 <= self.dropout < 1 or int(self.mc_samples) < 2:
+            raise ValueError(f"need 0 <= dropout < 1 and mc_samples >= 2; got {self.dropout}, {self.mc_samples}")
+        if self.uncertainty == "mc_dropout" and not self.dropout:
+            raise ValueError(
+                "uncertainty=mc_dropout samples the network's dropout layers, but dropout=0 gives it none; "
+                "set dropout > 0 (e.g. dropout=0.1)"
+            )
         if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0 or not 0 < self.lr_decay <= 1:
             raise ValueError(
                 f"need epochs >= 0, batch_size >= 1, lr > 0 and 0 < lr_decay <= 1; got epochs={self.epochs}, "
@@ -183,6 +245,56 @@ class LearnedSettings:
     def as_dict(self) -> dict[str, Any]:
         """Plain-type dict (lists, not tuples), as stored in checkpoints."""
         return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class FieldSplitNet(nn.Module):
+    """Two networks side by side: the temperature's reads the I planes, the polarisation's every plane.
+
+    Parameters
+    ----------
+    net_t : nn.Module
+        (B, n_i, ...) -> (B, k, ...): the temperature's mean (and log variance with ``k = 2``).
+    net_p : nn.Module
+        (B, C, ...) -> (B, 2 k, ...): Q and U means (then their log variances with ``k = 2``).
+    n_i : int
+        Number of intensity planes, first among the inputs (:func:`input_planes`).
+    head : bool
+        Whether the outputs hold log variances (``k = 2``): they are then interleaved as one network's,
+        means (T, Q, U) first, then log variances (T, Q, U).
+    """
+
+    def __init__(self, net_t: nn.Module, net_p: nn.Module, n_i: int, head: bool):
+        super().__init__()
+        self.net_t, self.net_p, self.n_i, self.head = net_t, net_p, int(n_i), bool(head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) standardised planes -> (B, 3 k, ...), ordered as a single network's output."""
+        t, p = self.net_t(x[:, : self.n_i]), self.net_p(x)
+        if not self.head:
+            return torch.cat([t, p], dim=1)
+        return torch.cat([t[:, :1], p[:, :2], t[:, 1:], p[:, 2:]], dim=1)
+
+
+class MeanVarianceNet(nn.Module):
+    """A Gaussian head as two networks: one for the means, one for the log variances, of the same inputs.
+
+    With ``gaussian_mean="loss"`` the means learn from the point loss and the log variances from the likelihood
+    of the means' residual held fixed (:func:`gaussian_nll`), so no layer serves both: the mean is the point
+    model's, whatever the variance fit does.
+
+    Parameters
+    ----------
+    net_mean, net_var : nn.Module
+        (B, C, ...) -> (B, nfield, ...) each.
+    """
+
+    def __init__(self, net_mean: nn.Module, net_var: nn.Module):
+        super().__init__()
+        self.net_mean, self.net_var = net_mean, net_var
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) standardised planes -> (B, 2 nfield, ...): means, then log variances."""
+        return torch.cat([self.net_mean(x), self.net_var(x)], dim=1)
 
 
 class Standardised(nn.Module):
@@ -241,7 +353,11 @@ def _split_head(out: torch.Tensor, nfield: int) -> tuple[torch.Tensor, torch.Ten
     return out[:, :nfield], out[:, nfield:].clamp(*LOG_VAR_RANGE)
 
 
-def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def gaussian_nll(
+    out: torch.Tensor,
+    target: torch.Tensor,
+    mean_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Mean Gaussian negative log-likelihood, ``0.5 (log var + (target - mean)^2 / var)`` (no constant).
 
     Parameters
@@ -249,24 +365,43 @@ def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     out : torch.Tensor, shape (B, 2 nfield, ...)
         Means, then log variances (clamped to :data:`LOG_VAR_RANGE`), in the units of ``target`` (squared).
     target : torch.Tensor, shape (B, nfield, ...)
+    mean_loss : callable, optional
+        A point loss ``(mean, target) -> 0-d tensor``. When given, the result is ``mean_loss(mean, target)``
+        plus the likelihood of the residual ``r`` of the mean held fixed (gradient stopped), each pixel's term
+        weighted by its variance held fixed (beta-NLL with beta = 1, Seitzer et al. 2022): the means learn from
+        ``mean_loss`` only, and the log variance's gradient is ``(var - r^2) / 2``, a fit of the variance to the
+        squared residual with the likelihood's optimum (``var = E[r^2]``) and no ``r^2 / var`` blow-up.
 
     Returns
     -------
-    torch.Tensor, 0-d, float32: the mean over batch, fields and pixels.
+    torch.Tensor, 0-d, float32: the mean over batch, fields and pixels (plus ``mean_loss``).
     """
+    target = target.float()
     mean, log_var = _split_head(out.float(), target.shape[1])
-    return 0.5 * (log_var + (target.float() - mean) ** 2 * torch.exp(-log_var)).mean()
+    if mean_loss is None:
+        return 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var)).mean()
+    var = torch.exp(log_var)
+    nll = 0.5 * (log_var + (target - mean.detach()) ** 2 / var) * var.detach()
+    return mean_loss(mean, target) + nll.mean()
 
 
 def std_calibration(
-    model: Standardised, data: tuple, *, batch_size: int, device: torch.device, amp: bool = False
+    model: Standardised,
+    data: tuple,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    mc_samples: int = 0,
+    seed: int = 0,
 ) -> list[float]:
-    """Variance calibration of a Gaussian-head model: per field, the mean over pixels of residual^2 / variance.
+    """Variance calibration of a model's predicted errors: per field, the mean over pixels of residual^2 / variance.
 
     Parameters
     ----------
     model : Standardised
-        A network with a Gaussian head (``2 nfield`` outputs), on ``device``.
+        On ``device``: a network with a Gaussian head (``2 nfield`` outputs), or with ``mc_samples``, a network
+        with dropout layers (``nfield`` outputs) whose variance is that of its stochastic passes.
     data : tuple (inputs, targets)
         Arrays or tensors (N, C, ...) and (N, nfield, ...), uK_CMB (the validation split's, as placed by
         :func:`place_arrays`).
@@ -274,6 +409,10 @@ def std_calibration(
     device : torch.device
     amp : bool
         bfloat16 autocast on CUDA, as in prediction.
+    mc_samples : int
+        0: the Gaussian head's variance; else the MC-dropout variance of that many passes (module notes).
+    seed : int
+        Seed of the dropout masks with ``mc_samples`` (:func:`torch_seed` of the run's; unused without).
 
     Returns
     -------
@@ -282,15 +421,73 @@ def std_calibration(
     nfield = data[1].shape[1]
     total = torch.zeros(nfield, dtype=torch.float64, device=device)
     count = 0
-    model.eval()
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+    with _inference(model, device, amp=amp, mc_samples=mc_samples, seed=seed):
         for x, y in iterate_batches(data, batch_size, shuffle=False):
-            x, y = x.to(device), y.to(device).float()
-            mean, log_var = _split_head(model(x).float(), nfield)
-            ratio = (y / model.scale_for(y) - mean) ** 2 * torch.exp(-log_var)
-            total += ratio.double().sum(dim=(0, *range(2, ratio.ndim)))
+            y = y.to(device).float()
+            mean, var = _moments(model, x.to(device), nfield, mc_samples)
+            ratio = (y / model.scale_for(y) - mean) ** 2 / var
+            total += ratio.sum(dim=(0, *range(2, ratio.ndim)))
             count += ratio[:, 0].numel()
     return (total / count).tolist()
+
+
+@contextlib.contextmanager
+def _inference(model: nn.Module, device: torch.device, *, amp: bool, mc_samples: int = 0, seed: int = 0):
+    """Prediction mode: ``model`` in eval mode, no gradients, bfloat16 autocast on CUDA when ``amp``, torch's
+    generators forked (restored on exit) and seeded with ``seed``; with ``mc_samples`` the dropout layers, and
+    only them, in training mode (back in eval mode on exit)."""
+    model.eval()
+    dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] if mc_samples else []
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with (
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"),
+        torch.random.fork_rng(devices=cuda),
+    ):
+        torch.manual_seed(seed)
+        for m in dropouts:
+            m.train()
+        try:
+            yield
+        finally:
+            for m in dropouts:
+                m.eval()
+
+
+def _moments(
+    model: Standardised, x: torch.Tensor, nfield: int, mc_samples: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predicted mean and variance of the scaled target for one batch, in :func:`_inference` mode.
+
+    Parameters
+    ----------
+    model : Standardised
+    x : torch.Tensor, shape (B, C, ...), uK_CMB, on the model's device
+    nfield : int
+    mc_samples : int
+        0: one pass (a point model or a Gaussian head); else that many passes (MC dropout).
+
+    Returns
+    -------
+    mean : torch.Tensor, shape (B, nfield, ...), scaled-target units (float32; float64 with ``mc_samples``)
+    var : torch.Tensor or None, same shape, float64, squared scaled-target units: the Gaussian head's
+        variance, the passes' sample variance (ddof 1, accumulated around the first pass, so identical passes
+        give exactly 0) floored at ``exp(LOG_VAR_RANGE[0])``, or None for a point model.
+    """
+    if mc_samples:
+        first = model(x).double()
+        shift, square = torch.zeros_like(first), torch.zeros_like(first)
+        for _ in range(mc_samples - 1):
+            d = model(x).double() - first
+            shift += d
+            square += d * d
+        var = (square - shift * shift / mc_samples) / (mc_samples - 1)
+        return first + shift / mc_samples, var.clamp_min(math.exp(LOG_VAR_RANGE[0]))
+    out = model(x).float()
+    if out.shape[1] == nfield:
+        return out, None
+    mean, log_var = _split_head(out, nfield)
+    return mean, torch.exp(log_var.double())
 
 
 def input_planes(bands: Sequence[str], pol_bands: Sequence[str] = ()) -> list[tuple[str, int]]:
@@ -546,6 +743,14 @@ class LearnedMethod:
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         raise NotImplementedError
 
+    def _sampling(self) -> dict[str, int]:
+        """``mc_samples`` and ``seed`` of the stochastic passes (:func:`std_calibration`): 0 passes without MC
+        dropout, else the ``mc_samples`` setting with a seed drawn from the run's ``seed``."""
+        s = self.settings
+        if s.uncertainty != "mc_dropout":
+            return {"mc_samples": 0, "seed": 0}
+        return {"mc_samples": int(s.mc_samples), "seed": torch_seed(s.seed, self.name, "mc_dropout")}
+
     def _polarised_bands(self, dataset) -> list[str]:
         """The input bands whose Q and U the network reads with ``fields="IQU"``: the dataset's IQU channels."""
         fields = {c.band: getattr(c, "fields", "I") for c in dataset.channels}
@@ -556,9 +761,21 @@ class LearnedMethod:
         s = self.settings
         planes = input_planes(s.bands, config.get("pol_bands", ()))
         nfield = len(s.fields)  # one target field per letter
+        nside = int(config["nside"])
+
+        def fields_net(k: int) -> nn.Module:  # k outputs per field (2: mean and log variance)
+            if s.fields == "IQU" and s.field_networks == "separate":
+                n_i = len(s.bands)
+                net_t = self._network(n_i, nside, k)
+                return FieldSplitNet(net_t, self._network(len(planes), nside, 2 * k), n_i, k == 2)
+            return self._network(len(planes), nside, nfield * k)
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed(s.seed, self.name, "init"))
-            net = self._network(len(planes), int(config["nside"]), nfield * (2 if self.uncertainty else 1))
+            if s.uncertainty == "gaussian" and s.gaussian_mean == "loss":
+                net = MeanVarianceNet(fields_net(1), fields_net(1))
+            else:
+                net = fields_net(2 if s.uncertainty == "gaussian" else 1)
         if s.norm == "reference":
             return Standardised(net, np.zeros(len(planes)), np.ones(len(planes)), [REFERENCE_TARGET_SCALE] * nfield)
         stats = config["stats"]
@@ -594,7 +811,7 @@ class LearnedMethod:
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
             ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
-            factors ``s_f^2`` per field with ``uncertainty="gaussian"``, else None).
+            factors ``s_f^2`` per field with an ``uncertainty``, else None).
         """
         s = self.settings
         missing = [b for b in s.bands if b not in dataset.bands]
@@ -649,11 +866,15 @@ class LearnedMethod:
         model = self._build(config)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        if self.uncertainty:
+        if s.uncertainty == "gaussian":
+            mean_loss = LOSSES[s.loss] if s.gaussian_mean == "loss" else None
 
             def loss_fn(m, batch):
-                return gaussian_nll(m(batch[0]), batch[1] / m.scale_for(batch[1]))
-        else:
+                target, out = batch[1] / m.scale_for(batch[1]), m(batch[0])
+                if mean_loss is not None and not m.training:  # validation: the mean's loss chooses the epoch
+                    return mean_loss(out[:, : target.shape[1]].float(), target.float())
+                return gaussian_nll(out, target, mean_loss)
+        else:  # a point model, or MC dropout (its training is the point model's, with dropout)
             loss = LOSSES[s.loss]
 
             def loss_fn(m, batch):
@@ -685,7 +906,9 @@ class LearnedMethod:
         calibration = None
         if self.uncertainty:
             calibration = (
-                std_calibration(model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp)
+                std_calibration(
+                    model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
+                )
                 if val_data is not None
                 else [1.0] * len(s.fields)
             )
@@ -720,7 +943,8 @@ class LearnedMethod:
         return facts
 
     def predict(self, obs: dict[str, np.ndarray], channels) -> np.ndarray:
-        """CMB map from the observed channels (the mean with ``uncertainty="gaussian"``).
+        """CMB map from the observed channels (the mean with an ``uncertainty``: with ``"mc_dropout"`` the mean
+        of the ``mc_samples`` stochastic passes, not the deterministic network's output).
 
         Parameters
         ----------
@@ -738,7 +962,7 @@ class LearnedMethod:
         return self._predict(obs, channels)[0]
 
     def predict_with_std(self, obs: dict[str, np.ndarray], channels) -> tuple[np.ndarray, np.ndarray]:
-        """CMB map and its calibrated 1-sigma error per pixel and field (``uncertainty="gaussian"`` only).
+        """CMB map and its calibrated 1-sigma error per pixel and field (``uncertainty`` not ``"none"``).
 
         Parameters
         ----------
@@ -749,17 +973,18 @@ class LearnedMethod:
         -------
         mean : ndarray, the shape :meth:`predict` returns, float64, uK_CMB
         std : ndarray, same shape, float64, uK_CMB: the predicted standard deviation of ``mean - truth``, the
-            variance head times the validation calibration ``s_f^2`` of each field.
+            square root of the variance (the head's, or the MC passes') times the validation calibration
+            ``s_f^2`` of each field.
         """
         if not self.uncertainty:
             raise ValueError(
                 f"{type(self).__name__} was set up with uncertainty='none' and predicts no standard deviation; "
-                "train it with uncertainty=gaussian"
+                "train it with uncertainty=gaussian (or uncertainty=mc_dropout with dropout > 0)"
             )
         return self._predict(obs, channels)
 
     def _predict(self, obs: dict[str, np.ndarray], channels) -> tuple[np.ndarray, np.ndarray | None]:
-        """(mean, std) as :meth:`predict_with_std` returns them; std is None without a Gaussian head."""
+        """(mean, std) as :meth:`predict_with_std` returns them; std is None without an uncertainty."""
         if self.model is None:
             raise RuntimeError(
                 f"{type(self).__name__} is not trained: call fit(...) or {type(self).__name__}.load(out_dir)"
@@ -779,22 +1004,23 @@ class LearnedMethod:
             raise ValueError(f"the model was trained at nside {nside} ({12 * nside**2} pixels), got {maps.shape[-1]}")
         layout = self._layout(nside)
         images = torch.from_numpy(np.ascontiguousarray(layout.images(maps)))
-        param = next(self.model.parameters())
-        use_amp = s.amp and param.device.type == "cuda"
+        device = next(self.model.parameters()).device
         nfield = len(s.fields)
-        out = []
-        with torch.no_grad(), torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        sampling = self._sampling()
+        means, variances = [], []
+        with _inference(self.model, device, amp=s.amp, **sampling):
             for start in range(0, len(images), s.batch_size):
-                batch = self.model(images[start : start + s.batch_size].to(param.device)).float()
-                scaled = batch[:, :nfield] * self.model.scale_for(batch[:, :nfield])
-                out.append(torch.cat([scaled, batch[:, nfield:]], dim=1).cpu())
-        result = layout.to_map(torch.cat(out).numpy())
-        mean = result[:nfield].astype(np.float64)
+                batch = images[start : start + s.batch_size].to(device)
+                mu, var = _moments(self.model, batch, nfield, sampling["mc_samples"])
+                scale = self.model.scale_for(mu)
+                means.append((mu * scale).cpu())
+                if var is not None:
+                    variances.append((var * scale.double() ** 2).cpu())
+        mean = layout.to_map(torch.cat(means).numpy()).astype(np.float64)
         std = None
-        if self.uncertainty:
+        if variances:
             calibration = np.asarray(self.config.get("calibration", [1.0] * nfield), dtype=np.float64)
-            log_var = np.clip(result[nfield:].astype(np.float64), *LOG_VAR_RANGE)
-            std = (self.model.scales() * np.sqrt(calibration))[:, None] * np.exp(0.5 * log_var)
+            std = np.sqrt(calibration[:, None] * layout.to_map(torch.cat(variances).numpy()))
         if s.fields == "I":
             return mean[0], None if std is None else std[0]
         return mean, std
@@ -811,8 +1037,8 @@ class LearnedMethod:
         device : str
             Where to run predictions.
         which : {"model", "best", "last"}
-            Final model (the best-validation weights and, with ``uncertainty="gaussian"``, the calibration,
-            written when training finished), or the current best-validation or last-epoch checkpoint (whose
+            Final model (the best-validation weights and, with an ``uncertainty``, the calibration, written
+            when training finished), or the current best-validation or last-epoch checkpoint (whose
             standard deviations are uncalibrated).
         """
         if which not in ("model", "best", "last"):
@@ -826,7 +1052,7 @@ class LearnedMethod:
         config = state["config"]
         if config.get("method") != cls.name:
             raise ValueError(f"{path} holds a {config.get('method')!r} model, not {cls.name!r}")
-        method = cls(**{**config["settings"], "device": device})
+        method = cls(**{**_ADDED_SETTINGS, **config["settings"], "device": device})
         model = method._build(config)
         model.load_state_dict(state["model"])
         method.model = model.to(resolve_device(device)).eval()
@@ -834,9 +1060,20 @@ class LearnedMethod:
         return method
 
 
+def _learning_settings(settings: dict) -> dict:
+    """The settings that change what is learned: not the resumable ones, nor ``gaussian_mean`` without a Gaussian
+    head, nor ``field_networks`` for a temperature-only model (a model trained before those settings existed
+    resumes under their new defaults where they do not apply)."""
+    drop = set(_RESUMABLE) | ({"gaussian_mean"} if settings.get("uncertainty") != "gaussian" else set())
+    drop |= {"field_networks"} if settings.get("fields") != "IQU" else set()
+    return {k: v for k, v in settings.items() if k not in drop}
+
+
 def _check_resumable(saved: dict, config: dict, ckpt: Path) -> None:
-    a = {k: v for k, v in {**_ADDED_SETTINGS, **saved.get("settings", {})}.items() if k not in _RESUMABLE}
-    b = {k: v for k, v in config["settings"].items() if k not in _RESUMABLE}
+    a, b = (
+        _learning_settings({**_ADDED_SETTINGS, **saved.get("settings", {})}),
+        _learning_settings(config["settings"]),
+    )
     mismatch = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     for key in ("method", "nside", "fwhm_arcmin", "train_split"):
         if saved.get(key) != config[key]:

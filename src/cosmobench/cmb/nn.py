@@ -3,14 +3,22 @@
 :class:`FullSkyNet` is cmbNNCS's UNet (Wang et al. 2022) on the full-sky plane of :mod:`cosmobench.cmb.tiling`:
 each encoder level is a stride-2 convolution, each decoder level a stride-2 transposed convolution, both followed
 by BatchNorm and PReLU (the last decoder layer by PReLU only); decoder levels after the first take the
-concatenation of the encoder skip and the previous output; no pooling, no dropout. ``reference_config(5)`` and
-``reference_config(8)`` reproduce UNet5 and UNet8 exactly (6,266,955 and 100,690,881 parameters with 7 inputs).
+concatenation of the encoder skip and the previous output; no pooling, no dropout (by default).
+``reference_config(5)`` and ``reference_config(8)`` reproduce UNet5 and UNet8 exactly (6,266,955 and 100,690,881
+parameters with 7 inputs).
 
 :class:`PatchNet` is a classic UNet (two 3x3 convolutions per level, max-pooling down, 2x2 transposed
 convolutions up, a final 1x1 convolution), like CMB-ML's PatchNN demo, for patches with a halo.
 
 Both pad their input with zeros to a multiple of ``2**levels`` and crop the output back, so they run on any
 image size (UNet8 at nside 128, where the plane's 384 columns are not divisible by 2^8, included).
+
+Dropout (``dropout=p > 0``, for MC dropout, :mod:`cosmobench.cmb.learned`): an ``nn.Dropout2d(p)`` (whole feature
+maps of an image zeroed with probability p, the others scaled by 1 / (1 - p)) closes every encoder and decoder
+block but the output layer: :class:`FullSkyNet`'s last decoder layer and :class:`PatchNet`'s 1x1 head are not
+followed by dropout, so a zeroed output layer still outputs exactly 0. It is the block's last module and holds no
+parameter, so ``dropout=0`` (no module at all) and ``dropout=p`` networks have the same parameters, the same
+initial values for a seed and the same ``state_dict`` keys.
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ class FullSkyNet(nn.Module):
         Number of output maps.
     batch_norm : bool
         BatchNorm after every layer but the last (the reference uses it).
+    dropout : float
+        Probability of the ``Dropout2d`` after every layer but the last; 0 (the reference): none.
 
     Notes
     -----
@@ -90,6 +100,7 @@ class FullSkyNet(nn.Module):
         dec_kernels=(4, 4, 4, 4, 2),
         out_channels: int = 1,
         batch_norm: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
         channels = [int(c) for c in channels]
@@ -103,7 +114,7 @@ class FullSkyNet(nn.Module):
         self.levels = len(channels)
         widths_in = [in_channels, *channels[:-1]]
         self.encoder = nn.ModuleList(
-            _block(nn.Conv2d(c_in, c_out, k, stride=2, padding=(k - 1) // 2), c_out, batch_norm)
+            _block(nn.Conv2d(c_in, c_out, k, stride=2, padding=(k - 1) // 2), c_out, batch_norm, dropout)
             for c_in, c_out, k in zip(widths_in, channels, enc_kernels)
         )
         dec_out = [*channels[-2::-1], out_channels]
@@ -113,6 +124,7 @@ class FullSkyNet(nn.Module):
                 nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=(k - 1) // 2, output_padding=k % 2),
                 c_out,
                 batch_norm and i < self.levels - 1,
+                dropout if i < self.levels - 1 else 0.0,
             )
             for i, (c_in, c_out, k) in enumerate(zip(dec_in, dec_out, dec_kernels))
         )
@@ -130,9 +142,14 @@ class FullSkyNet(nn.Module):
         return x[..., :height, :width]
 
 
-def _block(conv: nn.Module, width: int, batch_norm: bool) -> nn.Sequential:
+def _block(conv: nn.Module, width: int, batch_norm: bool, dropout: float) -> nn.Sequential:
     layers = [conv, nn.BatchNorm2d(width)] if batch_norm else [conv]
-    return nn.Sequential(*layers, nn.PReLU())
+    return nn.Sequential(*layers, nn.PReLU(), *_dropout(dropout))
+
+
+def _dropout(p: float) -> list[nn.Module]:
+    """The dropout closing a block: ``[Dropout2d(p)]``, or nothing for p = 0 (the network without dropout)."""
+    return [nn.Dropout2d(p)] if p else []
 
 
 class PatchNet(nn.Module):
@@ -150,6 +167,8 @@ class PatchNet(nn.Module):
         Number of output maps.
     batch_norm : bool
         BatchNorm after each convolution (CMB-ML's PatchNN had none).
+    dropout : float
+        Probability of the ``Dropout2d`` after each level's two convolutions (not after the 1x1 head); 0: none.
     crop : int
         Pixels cropped from every side of the output (the halo of the patches).
 
@@ -166,6 +185,7 @@ class PatchNet(nn.Module):
         out_channels: int = 1,
         batch_norm: bool = True,
         crop: int = 0,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if levels < 1:
@@ -173,10 +193,10 @@ class PatchNet(nn.Module):
         widths = [base_channels * 2**i for i in range(levels)]
         self.levels, self.crop = levels, int(crop)
         self.down = nn.ModuleList(
-            _double_conv(c_in, c_out, batch_norm) for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
+            _double_conv(c_in, c_out, batch_norm, dropout) for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
         )
         self.upsample = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in widths[-2::-1])
-        self.up = nn.ModuleList(_double_conv(2 * w, w, batch_norm) for w in widths[-2::-1])
+        self.up = nn.ModuleList(_double_conv(2 * w, w, batch_norm, dropout) for w in widths[-2::-1])
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,11 +213,11 @@ class PatchNet(nn.Module):
         return self.head(x)[..., c : height - c, c : width - c]
 
 
-def _double_conv(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
+def _double_conv(c_in: int, c_out: int, batch_norm: bool, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in ((c_in, c_out), (c_out, c_out)):
         layers.append(nn.Conv2d(a, b, 3, padding=1, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm2d(b))
         layers.append(nn.LeakyReLU(0.1))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, *_dropout(dropout))

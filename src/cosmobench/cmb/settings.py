@@ -35,7 +35,9 @@ DEFAULT_SPLITS = MappingProxyType({"Train": 40, "Valid": 4, "Test": 4, "TestOOD"
 # the out-of-distribution test splits: two foreground models the learned methods never see in training
 DEFAULT_SPLIT_FOREGROUNDS = MappingProxyType({"TestOOD": "alt", "TestOOD2": "filament"})
 FOREGROUND_COMPONENTS = ("dust", "synchrotron", "freefree", "ame")
-BENCHMARK_METHODS = ("hilc", "nilc", "cmbnncs", "nilc_unet", "deepsphere")  # what `cmb run` separates and scores
+# what `cmb run` separates and scores: the classical methods, the learned ones, and the null map (the RMSE of
+# predicting nothing, the floor a shrinking estimator approaches on noise-dominated fields)
+BENCHMARK_METHODS = ("hilc", "nilc", "nilc_wiener", "cmbnncs", "nilc_unet", "deepsphere", "zero")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

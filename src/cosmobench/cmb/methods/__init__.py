@@ -49,7 +49,9 @@ METHODS: dict[str, str | type] = {
     "cmbnncs": "cosmobench.cmb.methods.unet_fullsky:FullSkyUNet",
     "unet_patch": "cosmobench.cmb.methods.unet_patch:PatchUNet",
     "nilc_unet": "cosmobench.cmb.methods.nilc_unet:NILCUNet",
+    "nilc_wiener": "cosmobench.cmb.methods.wiener:NILCWiener",
     "deepsphere": "cosmobench.cmb.methods.deepsphere:DeepSphereUNet",
+    "zero": "cosmobench.cmb.methods.null:ZeroMap",
 }
 
 

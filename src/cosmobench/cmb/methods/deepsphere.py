@@ -77,6 +77,11 @@ class DeepSphereSettings(LearnedSettings):
         reaches ``cheb_k - 1`` neighbours away).
     batch_norm : bool
         BatchNorm after each convolution but the output layer.
+
+    Notes
+    -----
+    ``dropout`` must stay 0 (so ``uncertainty="mc_dropout"`` is not available): the graph UNet has no dropout
+    layers.
     """
 
     bands: Sequence[str] = ("100", "143", "217", "353")
@@ -88,6 +93,11 @@ class DeepSphereSettings(LearnedSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dropout:
+            raise ValueError(
+                f"deepsphere does not support dropout (got dropout={self.dropout}), hence no uncertainty=mc_dropout; "
+                "use uncertainty=gaussian, or cmbnncs / unet_patch / nilc_unet for MC dropout"
+            )
         if int(self.levels) < 1 or int(self.base_channels) < 1 or int(self.cheb_k) < 1:
             raise ValueError(
                 f"need levels, base_channels and cheb_k >= 1; got levels={self.levels}, "

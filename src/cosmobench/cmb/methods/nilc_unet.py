@@ -20,8 +20,9 @@ method's settings of that dataset. Predictions on new maps run NILC on them firs
 With ``fields="IQU"`` the NILC map's I, Q, U are the first three input planes (with Q and U of the polarised
 observed bands; :func:`cosmobench.cmb.learned.input_planes`) and the residual target has three fields, the
 CMB's I, Q, U at NILC's beam (E and B beams) band-limited at NILC's lmax, minus NILC's. The ``nilc`` settings
-must then have ``fields="IQU"`` (NILC's default). With ``uncertainty="gaussian"`` the predicted standard
-deviation is that of the residual: NILC itself is deterministic given the maps.
+must then have ``fields="IQU"`` (NILC's default). With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the
+predicted standard deviation is that of the residual: NILC itself is deterministic given the maps. Dropout
+(``dropout > 0``) stops before the zeroed last layer, so the untrained hybrid is NILC exactly with it too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ..tiling import PlaneLayout
 from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
 
-__all__ = ["NILCUNet", "NILCUNetSettings", "NILCResidualData", "NILC_BAND"]
+__all__ = ["NILCUNet", "NILCUNetSettings", "NILCResidualData", "NILC_BAND", "cache_nilc"]
 
 NILC_BAND = "nilc"  # pseudo-band of the NILC map among the network's inputs (always the first)
 NILC_METHOD = "nilc"  # registered method whose cached predictions are corrected
@@ -152,6 +153,40 @@ class NILCResidualData:
         return beamed - self.nilc_map(split, i)
 
 
+def cache_nilc(
+    dataset: Any, nilc: Mapping[str, Any], splits: Sequence[str | None], *, workers: int = 1, progress: bool = True
+) -> None:
+    """Write (or reuse) the ``nilc`` method's predictions of ``splits`` under the dataset's root.
+
+    Parameters
+    ----------
+    dataset : CMBDataset
+        A dataset on disk; the maps go to ``<root>/nilc/<split>/simNNNN/cmb_pred.fits``.
+    nilc : mapping
+        The NILC settings (they must equal the ``nilc`` method's of that dataset: the folder is shared).
+    splits : sequence of str or None
+        Splits to separate; None and empty splits are skipped.
+    workers : int
+        Processes (1 = serial).
+    progress : bool
+        Progress bars.
+    """
+    from ..separate import separate  # separate imports the registry, which imports this module lazily
+
+    for split in splits:
+        if split is None or not dataset.sim_indices(split):
+            continue
+        separate(
+            dataset.root,
+            method=NILC_METHOD,
+            settings=nilc,
+            split=split,
+            executor="processes" if workers > 1 else "serial",
+            workers=max(1, workers),
+            progress=progress,
+        )
+
+
 class ResidualPlaneLayout(PlaneLayout):
     """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings
     (so cached training arrays are rebuilt when the NILC they correct changes)."""
@@ -225,22 +260,8 @@ class NILCUNet(FullSkyUNet):
         Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`; ``dataset`` must be a
         dataset on disk (:class:`~cosmobench.cmb.dataset.CMBDataset`), where the NILC predictions are written.
         """
-        from ..separate import separate  # separate imports the registry, which imports this module lazily
-
         s = self.settings
-        splits = [train_split]
-        if val_split is not None and len(dataset.sim_indices(val_split)) > 0:
-            splits.append(val_split)
-        for split in splits:
-            separate(
-                dataset.root,
-                method=NILC_METHOD,
-                settings=s.nilc,
-                split=split,
-                executor="processes" if s.workers > 1 else "serial",
-                workers=max(1, int(s.workers)),
-                progress=s.progress,
-            )
+        cache_nilc(dataset, s.nilc, [train_split, val_split], workers=int(s.workers), progress=s.progress)
         return super().fit(
             NILCResidualData(dataset, self.nilc),
             out_dir,

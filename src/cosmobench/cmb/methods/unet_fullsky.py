@@ -7,8 +7,8 @@ exponentially from 0.1 (``lr=0.1, schedule="exp", lr_decay=1e-5`` is the referen
 per batch (the reference repeats each batch 3 times), and validate every epoch (keeping the best weights).
 The network zero-pads the plane to a multiple of ``2**levels``, so any depth runs at any nside.
 With ``fields="IQU"`` it reads Q and U of the polarised bands too and predicts I, Q, U; with
-``uncertainty="gaussian"`` it also predicts a calibrated per-pixel standard deviation
-(:mod:`cosmobench.cmb.learned`).
+``uncertainty="gaussian"`` (a variance head) or ``"mc_dropout"`` (``dropout > 0``: the spread of stochastic
+passes) it also predicts a calibrated per-pixel standard deviation (:mod:`cosmobench.cmb.learned`).
 """
 
 from __future__ import annotations
@@ -82,4 +82,6 @@ class FullSkyUNet(LearnedMethod):
         else:
             levels = s.levels if s.levels is not None else (5 if nside <= 128 else 8)
             arch = reference_config(int(levels), s.base_channels)
-        return FullSkyNet(in_channels, **arch, out_channels=out_channels, batch_norm=s.batch_norm)
+        return FullSkyNet(
+            in_channels, **arch, out_channels=out_channels, batch_norm=s.batch_norm, dropout=float(s.dropout)
+        )

@@ -5,7 +5,7 @@ of every training simulation is used (the demo draws one unmasked patch per simu
 halo of ``margin`` pixels from its sphere neighbours (so predictions do not degrade at patch edges; the network
 predicts only the centre), and the layers have BatchNorm (``batch_norm=False`` removes it).
 Patches are pixel permutations like the full-sky plane, so ``fields="IQU"`` (Q and U in HEALPix's basis) and
-``uncertainty="gaussian"`` work as for ``cmbnncs`` (:mod:`cosmobench.cmb.learned`).
+``uncertainty="gaussian"`` or ``"mc_dropout"`` work as for ``cmbnncs`` (:mod:`cosmobench.cmb.learned`).
 """
 
 from __future__ import annotations
@@ -75,5 +75,11 @@ class PatchUNet(LearnedMethod):
         s = self.settings
         margin = self._layout(nside).margin
         return PatchNet(
-            in_channels, int(s.levels), int(s.base_channels), out_channels, batch_norm=s.batch_norm, crop=margin
+            in_channels,
+            int(s.levels),
+            int(s.base_channels),
+            out_channels,
+            batch_norm=s.batch_norm,
+            crop=margin,
+            dropout=float(s.dropout),
         )
