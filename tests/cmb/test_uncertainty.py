@@ -428,3 +428,14 @@ def test_separate_field_networks_read_what_they_should_and_still_cover(tmp_path)
     scores = _scores(method, data)
     assert np.all(np.abs(scores["cover1"] - 0.683) < 0.05), scores
     assert np.all(np.abs(scores["cover2"] - 0.954) < 0.05), scores
+
+
+def test_the_mean_of_a_gaussian_head_is_the_point_model_bit_for_bit(tmp_path, trained):
+    """gaussian_mean="loss": the mean network is built, initialised and trained exactly as the point model of the
+    same seed (the variance network learns beside it from its own loss), so their predictions agree bit for bit;
+    the epoch is chosen by the mean's validation loss in both."""
+    data, method, facts, _ = trained
+    _, point, point_facts = _train_toy(tmp_path, "cpu", uncertainty="none")
+    assert point_facts["best_val_loss"] == facts["best_val_loss"]
+    obs = data.load_obs("Test", 0)
+    np.testing.assert_array_equal(point.predict(obs, data.channels), method.predict(obs, data.channels))
