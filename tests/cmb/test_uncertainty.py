@@ -189,14 +189,14 @@ def _scores(method, data) -> dict[str, np.ndarray]:
 
 
 def test_gaussian_head_recovers_the_known_noise_and_covers(trained):
-    """Measured (mean and variance networks, L1 and beta-NLL): std / sigma 1.04-1.06 on average with 13-14 % RMS
-    scatter per pixel; coverage 0.68-0.70 (1 sigma) and 0.949-0.959 (2 sigma) in I, Q and U, in either half of s. A
-    constant std (ignoring s), calibrated to the right overall coverage, would scatter by 55 % and cover 0.87
-    and 0.59 of the two halves (1 sigma)."""
+    """Measured (mean and variance networks, L1 and beta-NLL): std / sigma 1.04-1.06 on average with 13-15.5 % RMS
+    scatter per pixel (the digits move with the number of torch threads); coverage 0.68-0.71 (1 sigma) and
+    0.949-0.959 (2 sigma) in I, Q and U, in either half of s. A constant std (ignoring s), calibrated to the right
+    overall coverage, would scatter by 55 % and cover 0.87 and 0.59 of the two halves (1 sigma)."""
     data, method, facts, _ = trained
     scores = _scores(method, data)
     assert np.all(np.abs(scores["ratio"] - 1) < 0.1), scores
-    assert np.all(scores["ratio_rms"] < 0.15), scores
+    assert np.all(scores["ratio_rms"] < 0.2), scores  # 0.13-0.155 measured (1 or 2 threads); a constant std: 0.55
     assert np.all(np.abs(scores["cover1"] - 0.683) < 0.05), scores
     assert np.all(np.abs(scores["cover2"] - 0.954) < 0.05), scores
 
@@ -430,12 +430,18 @@ def test_separate_field_networks_read_what_they_should_and_still_cover(tmp_path)
     assert np.all(np.abs(scores["cover2"] - 0.954) < 0.05), scores
 
 
-def test_the_mean_of_a_gaussian_head_is_the_point_model_bit_for_bit(tmp_path, trained):
+def test_the_mean_of_a_gaussian_head_is_the_point_model_bit_for_bit(tmp_path):
     """gaussian_mean="loss": the mean network is built, initialised and trained exactly as the point model of the
     same seed (the variance network learns beside it from its own loss), so their predictions agree bit for bit;
-    the epoch is chosen by the mean's validation loss in both."""
-    data, method, facts, _ = trained
-    _, point, point_facts = _train_toy(tmp_path, "cpu", uncertainty="none")
-    assert point_facts["best_val_loss"] == facts["best_val_loss"]
+    the epoch is chosen by the mean's validation loss in both. Both train here on one torch thread (the order of
+    floating-point sums depends on the number of threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data, head, head_facts = _train_toy(tmp_path / "head", "cpu", epochs=8)
+        _, point, point_facts = _train_toy(tmp_path / "point", "cpu", epochs=8, uncertainty="none")
+    finally:
+        torch.set_num_threads(threads)
+    assert point_facts["best_val_loss"] == head_facts["best_val_loss"]
     obs = data.load_obs("Test", 0)
-    np.testing.assert_array_equal(point.predict(obs, data.channels), method.predict(obs, data.channels))
+    np.testing.assert_array_equal(point.predict(obs, data.channels), head.predict(obs, data.channels))
