@@ -22,12 +22,14 @@ Fields (``fields``)
     HEALPix's local basis; a per-pixel combination of the channels' Q and U commutes with that basis, which is
     why Q/U rather than E/B are the targets (and per-pixel errors are wanted in Q and U).
 Uncertainty (``uncertainty``)
-    ``"gaussian"``: the network outputs a mean and a log variance per field and pixel (``2 nfield`` channels,
-    means first). With ``gaussian_mean="loss"`` (the default) the mean is trained by the point ``loss`` exactly
-    as without the head, and the log variance by the Gaussian negative log-likelihood of the residual of the
-    mean held fixed (gradient stopped, as in the "faithful" heteroscedastic regression of Stirn et al. 2023),
-    each pixel's term weighted by its variance held fixed (beta-NLL with beta = 1, Seitzer et al. 2022), so the
-    error bar cannot buy a worse mean and its gradient stays bounded; ``gaussian_mean="likelihood"`` trains both
+    ``"gaussian"``: the model outputs a mean and a log variance per field and pixel (``2 nfield`` channels,
+    means first). With ``gaussian_mean="loss"`` (the default) they come from two networks
+    (:class:`MeanVarianceNet`): the mean network is trained by the point ``loss`` exactly as a model without the
+    head (bit for bit: same initialisation, same steps, the epoch chosen by the mean's validation loss), the
+    variance network by the Gaussian negative log-likelihood of the mean's residual with the mean held fixed
+    (gradient stopped, as in the "faithful" heteroscedastic regression of Stirn et al. 2023), each pixel's term
+    weighted by its variance held fixed (beta-NLL with beta = 1, Seitzer et al. 2022), so the error bar cannot
+    buy a worse mean and its gradient stays bounded; ``gaussian_mean="likelihood"`` trains one network for both
     by the plain likelihood (:func:`gaussian_nll`), which down-weights the pixels it declares noisy and, at
     bench128's learning rate, diverged at epoch 2 and left the epoch-1 weights (docs/cmb_methods.md). The log
     variance is clamped to :data:`LOG_VAR_RANGE`.
@@ -171,8 +173,8 @@ class LearnedSettings:
         variance head (Gaussian likelihood); ``"mc_dropout"``, the spread of ``mc_samples`` passes with dropout
         on (needs ``dropout > 0``). See the module notes.
     gaussian_mean : {"loss", "likelihood"}
-        How a Gaussian head's mean is trained: by ``loss``, the variance by the likelihood with the mean held
-        fixed (default), or both jointly by the likelihood (see the module notes).
+        How a Gaussian head is trained: a mean network by ``loss`` beside a variance network fitted by the
+        likelihood of its residual (default), or one network for both by the likelihood (see the module notes).
     dropout : float
         Probability of the network's dropout layers, in [0, 1); 0: none (the networks of earlier releases).
         They are active in training whatever ``uncertainty`` is, and in prediction with ``"mc_dropout"``.
