@@ -83,6 +83,7 @@ __all__ = [
     "prepare_arrays",
     "channel_stats",
     "input_planes",
+    "check_beams",
     "gaussian_nll",
     "std_calibration",
     "resolve_device",
@@ -490,6 +491,29 @@ def _moments(
         return out, None
     mean, log_var = _split_head(out, nfield)
     return mean, torch.exp(log_var.double())
+
+
+def check_beams(channels: Sequence[Any], trained: dict[str, float | None], what: str) -> None:
+    """Refuse channels whose beam differs from the one a model saw in training.
+
+    Parameters
+    ----------
+    channels : sequence of Channel
+        The channels given (``band``, ``fwhm_arcmin``).
+    trained : dict of str to float or None
+        Band -> beam FWHM (arcmin) in training; bands absent or None are not checked.
+    what : str
+        Subject of the error message, e.g. ``"the model was trained"``.
+
+    Raises
+    ------
+    ValueError
+        A channel's FWHM differs from its training value (relative tolerance 1e-6).
+    """
+    for c in channels:
+        want, got = trained.get(c.band), getattr(c, "fwhm_arcmin", None)
+        if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
+            raise ValueError(f"channel {c.band} has a {got}' beam but {what} with {want}'")
 
 
 def input_planes(bands: Sequence[str], pol_bands: Sequence[str] = ()) -> list[tuple[str, int]]:
@@ -995,11 +1019,7 @@ class LearnedMethod:
         missing = [b for b in s.bands if b not in obs]
         if missing:
             raise ValueError(f"obs lacks bands {missing} that the model was trained on ({s.bands})")
-        trained_fwhm = dict(zip(s.bands, self.config["fwhm_arcmin"]))
-        for c in channels:
-            want, got = trained_fwhm.get(c.band), getattr(c, "fwhm_arcmin", None)
-            if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
-                raise ValueError(f"channel {c.band} has a {got}' beam but the model was trained with {want}'")
+        check_beams(channels, dict(zip(s.bands, self.config["fwhm_arcmin"])), "the model was trained")
         maps = _stack_planes(obs, input_planes(s.bands, self.config.get("pol_bands", ())))
         nside = self.config["nside"]
         if maps.shape[-1] != 12 * nside**2:

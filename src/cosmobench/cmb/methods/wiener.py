@@ -41,7 +41,6 @@ Files in ``out_dir``: ``wiener.npz`` (the filter, its cross and auto sums, the f
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -55,6 +54,7 @@ from ...core.io import check_writable, write_json, write_npz
 from ...core.settings import plain
 from ...sky import sht
 from .. import masks
+from ..learned import check_beams
 from ..settings import EvaluateSettings
 from .nilc import NILC
 from .nilc_unet import NILCResidualData, cache_nilc
@@ -500,10 +500,7 @@ class NILCWiener:
                 f"the filter was fitted on the NILC of bands {sorted(trained)}, these maps give NILC the bands "
                 f"{sorted(given)}; give the same channels (or fit the filter on a dataset with these)"
             )
-        for c in channels:
-            want, got = trained.get(c.band), getattr(c, "fwhm_arcmin", None)
-            if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
-                raise ValueError(f"channel {c.band} has a {got}' beam but the filter was fitted with {want}'")
+        check_beams(channels, trained, "the filter was fitted")
         nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
         nside = sht.nside_of(nilc)
         if nside != int(self.config["nside"]):
