@@ -14,9 +14,9 @@ from cosmobench.cmb import separate as separate_lib
 from cosmobench.cmb import simulate as simulate_lib
 from cosmobench.cmb.methods import METHODS, method_defaults
 from cosmobench.cmb.settings import SECTIONS, EvaluateSettings, SeparateSettings, SimulateSettings, TrainSettings
-from cosmobench.core.io import read_json, write_json
+from cosmobench.core.io import CorruptFileError, read_json, write_json
 from cosmobench.core.settings import defaults
-from cosmobench.core.stage import StageConflict, StageNotFinished
+from cosmobench.core.stage import StageConflict, StageNotFinished, identity
 
 from .conftest import TINY
 
@@ -80,7 +80,7 @@ def test_killed_training_is_refused_by_its_consumers_and_finished_by_train(tiny_
         _run("separate", tiny_copy, "method=cmbnncs", "separate.split=Valid")
     finished = _run("train", tiny_copy, "method=cmbnncs")
     assert finished["skipped"] is False and read_json(record)["status"] == "finished"
-    assert read_json(record)["outputs"] == data["outputs"]  # resumed: the same final model
+    assert identity(read_json(record)) == identity(data)  # resumed: the same final model (its file time is new)
     assert _run("separate", tiny_copy, "method=cmbnncs")["skipped"] is True
 
 
@@ -96,6 +96,17 @@ def test_retrained_model_invalidates_predictions_scores_and_report(tiny_copy):
     assert _run("evaluate", tiny_copy, "overwrite=true")["skipped"] is False
     with pytest.raises(StageConflict, match="input results Test"):
         _run("compare", tiny_copy)
+
+
+def test_a_prediction_edited_at_constant_size_is_refused_by_a_finished_evaluate(tiny_copy):
+    """A finished evaluate would skip on its old summary; an input edited after `separate` wrote it (same size, new
+    bytes) is caught where it is consumed, naming the file and the command that redoes it."""
+    pred = tiny_copy / "hilc" / "Test" / "sim0000" / "cmb_pred.fits"
+    raw = bytearray(pred.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte of the pixel data flipped: the size is unchanged
+    pred.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match=r"cmb_pred\.fits.*cosmobench cmb separate .*overwrite=true"):
+        _run("evaluate", tiny_copy)
 
 
 def test_run_on_a_finished_run_skips_every_stage(tiny_copy, snapshot):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from cosmobench.core.io import CorruptFileError, read_json
+import cosmobench.core.stage as stage_module
+from cosmobench.core.io import CorruptFileError, read_json, write_json
 from cosmobench.core.stage import Stage, StageConflict, StageNotFinished, digest, identity, require
 
 
@@ -111,3 +113,187 @@ def test_record_is_plain_json(tmp_path):
 
     _run(tmp_path, {"a": np.float64(0.5), "p": tmp_path})
     assert json.loads((tmp_path / "stage.json").read_text())["settings"] == {"a": 0.5, "p": str(tmp_path)}
+
+
+# ------------------------------------------------------------------ require: content checked when the time moved
+HOUR_NS = 3600 * 10**9
+MAKE = "cosmobench toy make"
+
+
+def _made(folder, payload="abcd"):
+    """A finished toy producer whose output is an hour older than its record; returns the output's path."""
+    stage = Stage(folder, "toy.make", {"a": 1}, command=MAKE)
+    assert stage.start() is None
+    out = folder / "out.txt"
+    out.write_text(payload)
+    old = out.stat().st_mtime_ns - HOUR_NS  # older than the record, whatever the clock's granularity
+    os.utime(out, ns=(old, old))
+    stage.finish({"n": 1}, outputs=[out])
+    return out
+
+
+def _corrupt(path):
+    """Flip every byte of ``path``, keeping its size (a change ``require`` used to let through)."""
+    data = path.read_bytes()
+    path.write_bytes(bytes(b ^ 0xFF for b in data))
+    assert path.stat().st_size == len(data)
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """Count the files ``require`` hashes: ``hashes()`` returns the count since the last call."""
+    calls = []
+
+    def counting(path, *args, **kwargs):
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    real = stage_module.sha256
+    monkeypatch.setattr(stage_module, "sha256", counting)
+
+    def count():
+        n = len(calls)
+        calls.clear()
+        return n
+
+    return count
+
+
+def test_finish_records_the_outputs_modification_time(tmp_path, hashes):
+    out = _made(tmp_path)
+    info = read_json(tmp_path / "stage.json")["outputs"]["out.txt"]
+    assert info["mtime_ns"] == out.stat().st_mtime_ns and info["bytes"] == 4
+    written = (tmp_path / "stage.json").stat()
+    hashes()
+    require(tmp_path, "toy.make", MAKE)
+    assert hashes() == 0  # an unchanged output costs a stat, not a hash
+    now = (tmp_path / "stage.json").stat()
+    assert (now.st_ino, now.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # and the record is not rewritten
+
+
+def test_require_refuses_an_output_changed_at_constant_size(tmp_path):
+    out = _made(tmp_path)
+    _corrupt(out)
+    with pytest.raises(CorruptFileError) as err:
+        require(tmp_path, "toy.make", MAKE)
+    message = str(err.value)
+    assert str(out) in message and "changed since `toy.make` wrote it" in message
+    assert str(tmp_path / "stage.json") in message and f"`{MAKE} overwrite=true`" in message
+
+
+def test_touched_output_is_hashed_once_and_its_time_refreshed(tmp_path, hashes):
+    out = _made(tmp_path)
+    before = read_json(tmp_path / "stage.json")
+    touched = before["outputs"]["out.txt"]["mtime_ns"] + 10**9  # still older than the record
+    os.utime(out, ns=(touched, touched))
+    hashes()
+    record = require(tmp_path, "toy.make", MAKE)
+    assert hashes() == 1
+    after = read_json(tmp_path / "stage.json")
+    assert after["outputs"]["out.txt"]["mtime_ns"] == touched
+    after["outputs"]["out.txt"]["mtime_ns"] = before["outputs"]["out.txt"]["mtime_ns"]
+    assert after == before  # the refresh changed nothing else
+    assert require(tmp_path, "toy.make", MAKE) == record
+    assert hashes() == 0
+    assert identity(record) == identity(before)
+
+
+def test_record_without_times_is_hashed_then_refreshed(tmp_path, hashes):
+    """A record written before times were recorded: its outputs are hashed (the time alone says nothing)."""
+    out = _made(tmp_path)
+    path = tmp_path / "stage.json"
+    record = read_json(path)
+    mtime = record["outputs"]["out.txt"].pop("mtime_ns")
+    write_json(path, record)
+    hashes()
+    require(tmp_path, "toy.make", MAKE)
+    assert hashes() == 1 and read_json(path)["outputs"]["out.txt"]["mtime_ns"] == mtime
+    write_json(path, record)  # old again, and the content changed with the file's time kept
+    _corrupt(out)
+    os.utime(out, ns=(mtime, mtime))
+    with pytest.raises(CorruptFileError, match="overwrite=true"):
+        require(tmp_path, "toy.make", MAKE)
+
+
+def test_output_as_new_as_its_record_is_hashed(tmp_path):
+    """A write in the same clock tick as the record keeps the recorded time: it is caught as the record is not older."""
+    out = _made(tmp_path)
+    mtime = read_json(tmp_path / "stage.json")["outputs"]["out.txt"]["mtime_ns"]
+    _corrupt(out)
+    os.utime(out, ns=(mtime, mtime))
+    os.utime(tmp_path / "stage.json", ns=(mtime, mtime))
+    with pytest.raises(CorruptFileError, match="changed since"):
+        require(tmp_path, "toy.make", MAKE)
+
+
+def test_identity_ignores_the_recorded_times(tmp_path):
+    old = {
+        "format": "cosmobench-stage/1",
+        "stage": "toy.make",
+        "status": "finished",
+        "settings": {"a": 1},
+        "inputs": {"data": "abc"},
+        "outputs": {"out.txt": {"sha256": "0" * 64, "bytes": 4}},
+        "summary": {"n": 1},
+    }
+    # the identity cosmobench gave this record before times were recorded: consumers' records stay valid
+    pinned = "5cc27dc8212c82a86acd0a4a6296e973bca96323c15e32609779c643d8b3a029"
+    assert identity(old) == pinned
+    timed = {**old, "outputs": {"out.txt": {**old["outputs"]["out.txt"], "mtime_ns": 123}}}
+    assert identity(timed) == pinned
+    assert identity({**old, "outputs": {"out.txt": {"sha256": "1" * 64, "bytes": 4}}}) != pinned
+    _made(tmp_path)
+    record = read_json(tmp_path / "stage.json")
+    assert "mtime_ns" in record["outputs"]["out.txt"]
+    assert identity(record) == identity(require(tmp_path, "toy.make", MAKE))
+    assert "mtime_ns" not in require(tmp_path, "toy.make", MAKE)["outputs"]["out.txt"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores file permissions")
+@pytest.mark.parametrize("read_only", ["folder", "record"])
+def test_read_only_record_is_checked_and_left_as_it_is(tmp_path, hashes, read_only):
+    out = _made(tmp_path)
+    path = tmp_path / "stage.json"
+    touched = read_json(path)["outputs"]["out.txt"]["mtime_ns"] + 10**9
+    os.utime(out, ns=(touched, touched))
+    before = path.read_bytes()
+    target = tmp_path if read_only == "folder" else path
+    mode = target.stat().st_mode
+    target.chmod(0o555 if read_only == "folder" else 0o444)
+    try:
+        hashes()
+        require(tmp_path, "toy.make", MAKE)
+        require(tmp_path, "toy.make", MAKE)
+        assert hashes() == 2  # not refreshed: hashed again each time, never refused
+        assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "stage.json"]
+        _corrupt(out)
+        with pytest.raises(CorruptFileError, match="changed since"):
+            require(tmp_path, "toy.make", MAKE)
+    finally:
+        target.chmod(mode)
+
+
+def test_consumer_of_a_changed_output_is_refused_before_it_could_skip(tmp_path, hashes):
+    """The CMB case at the contract's level: evaluate must not hand back a summary of predictions since changed."""
+    made, used = tmp_path / "made", tmp_path / "used"
+    made.mkdir()
+    out = _made(made)
+
+    def consume():
+        record = require(made, "toy.make", MAKE)
+        stage = Stage(used, "toy.use", {"b": 2}, {"made": identity(record)})
+        done = stage.start()
+        if done is not None:
+            return done
+        (used / "result.txt").write_text(out.read_text().upper())
+        return stage.finish({"result": "ABCD"}, outputs=[used / "result.txt"])
+
+    assert consume()["skipped"] is False
+    hashes()
+    assert consume()["skipped"] is True
+    assert hashes() == 1  # the consumer's own verify; the producer's unchanged output costs a stat
+    consumer_record = (used / "stage.json").read_bytes()
+    _corrupt(out)
+    with pytest.raises(CorruptFileError, match=f"changed since `toy.make`.*`{MAKE} overwrite=true`"):
+        consume()
+    assert (used / "stage.json").read_bytes() == consumer_record

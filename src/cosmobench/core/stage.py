@@ -17,7 +17,12 @@ The rerun rule, the same for every stage:
 
 Consumers call :func:`require` to get a producer's finished record (refusing, with the command that finishes
 it, when there is none) and pass :func:`identity` of it as one of their own inputs, so outputs derived from a
-model or dataset become invalid when that model or dataset changes.
+model or dataset become invalid when that model or dataset changes. :func:`require` checks every recorded output's
+size, and hashes its content only when its modification time differs from the one recorded (``mtime_ns``), so an
+output edited after its stage finished is an error at the consumer (before the consumer could skip on a stale
+result) and an unchanged one costs a ``stat``. A file whose time changed but content did not (copied, touched) is
+hashed once: its recorded time is then refreshed, best effort (a read-only record is left as it is). The recorded
+times are bookkeeping, not identity: :func:`identity` ignores them.
 
 Settings that change how or where a stage runs but not what it computes (workers, progress bars, threads, the
 device, folders: a run folder may be moved or copied; its inputs are tracked by identity) are not compared
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -86,8 +92,24 @@ def _default(obj: Any) -> Any:
 
 
 def identity(record: Mapping) -> str:
-    """The identity of a finished stage's results: a digest of its settings, inputs and output checksums."""
-    return digest({k: record.get(k) for k in ("stage", "settings", "inputs", "outputs")})
+    """The identity of a finished stage's results: a digest of its settings, inputs and output checksums.
+
+    Only each output's ``sha256`` and ``bytes`` count: its recorded modification time (``mtime_ns``) does not, so
+    a copied or touched output, and a record written before times were recorded, keep their identity.
+    """
+    return digest({k: _content(record) if k == "outputs" else record.get(k) for k in _IDENTITY_KEYS})
+
+
+_IDENTITY_KEYS = ("stage", "settings", "inputs", "outputs")
+_CONTENT_KEYS = ("sha256", "bytes")
+
+
+def _content(record: Mapping) -> dict | None:
+    """The record's outputs reduced to what identifies their content: ``{relpath: {"sha256", "bytes"}}``."""
+    outputs = record.get("outputs")
+    if outputs is None:
+        return None
+    return {rel: {k: v for k, v in info.items() if k in _CONTENT_KEYS} for rel, info in outputs.items()}
 
 
 def remove_stale_temporaries(folder: Path) -> int:
@@ -277,6 +299,9 @@ class Stage:
     def finish(self, summary: Mapping, outputs: Iterable[Path | str] = ()) -> dict:
         """Record the run as finished with the checksums of ``outputs`` (files, or folders: every file inside).
 
+        Each output is recorded as ``{"sha256", "bytes", "mtime_ns"}``; the modification time lets :func:`require`
+        skip hashing an output that was not modified since.
+
         Returns
         -------
         dict
@@ -287,7 +312,12 @@ class Stage:
             out = Path(out)
             for f in sorted(out.rglob("*")) if out.is_dir() else [out]:
                 if f.is_file() and f != self.path and not f.name.endswith(".tmp"):
-                    files[str(f.relative_to(self.folder))] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+                    st = f.stat()  # before hashing: a write during the hash then shows as a later time
+                    files[str(f.relative_to(self.folder))] = {
+                        "sha256": sha256(f),
+                        "bytes": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                    }
         summary = _plain(dict(summary))
         self._write("finished", outputs=files, summary=summary)
         return {**summary, "skipped": False}
@@ -311,9 +341,15 @@ class Stage:
 
 
 def require(folder: Path | str, name: str, command: str, *, what: str | None = None) -> dict:
-    """The finished record of stage ``name`` in ``folder``; refuse when it is missing or unfinished.
+    """The finished record of stage ``name`` in ``folder``; refuse when it is missing, unfinished or changed.
 
-    The outputs' sizes are checked (cheap); their SHA-256 are checked when the producing stage reruns.
+    Every recorded output's size is checked; its content (SHA-256) is hashed when its modification time differs
+    from the recorded ``mtime_ns`` (or none is recorded, or the file is not older than the record, whose time
+    may then not tell a later write apart), so an output edited after its stage finished is refused here, before
+    the consumer could skip on a result that no longer matches it, and an unchanged output costs a ``stat``. When
+    a hashed output matches (copied or touched, content unchanged), the record's ``mtime_ns`` of those outputs are
+    refreshed so that the next consumer does not hash them again; best effort: a record that cannot be written
+    (read-only dataset) is left as it is, and nothing else in it changes.
 
     Parameters
     ----------
@@ -326,16 +362,24 @@ def require(folder: Path | str, name: str, command: str, *, what: str | None = N
     what : str, optional
         What the consumer needs, e.g. ``"the trained score model"``.
 
+    Returns
+    -------
+    dict
+        The record, its outputs reduced to ``{relpath: {"sha256", "bytes"}}`` (what :func:`identity` digests).
+
     Raises
     ------
     StageNotFinished
-        No record, or a record of an unfinished (interrupted) run, or a recorded output is missing.
+        No record, or a record of an unfinished (interrupted) run, or a recorded output is missing or changed size.
+    CorruptFileError
+        A recorded output has its size but not its SHA-256 (it changed since the stage wrote it).
     """
     folder = Path(folder)
     path = folder / RECORD
     what = what or f"the output of `{name}`"
     if not path.is_file():
         raise StageNotFinished(f"{what} is not in {folder} (no {RECORD}); make it with `{command}`")
+    written = path.stat().st_mtime_ns  # the record's time, read before the record (a refresh only makes it later)
     record = read_json(path)
     if record.get("stage") != name:
         raise StageNotFinished(f"{path} records stage {record.get('stage')!r}, not {name!r}; check the folder")
@@ -344,10 +388,41 @@ def require(folder: Path | str, name: str, command: str, *, what: str | None = N
             f"{what} in {folder} is not finished (its run was interrupted); finish it with `{command}` "
             "(it resumes where it stopped)"
         )
+    moved: dict[str, int] = {}  # outputs whose time changed but content did not -> their current time
     for rel, info in record.get("outputs", {}).items():
         f = folder / rel
-        if not f.is_file() or f.stat().st_size != info["bytes"]:
+        st = f.stat() if f.is_file() else None
+        if st is None or st.st_size != info["bytes"]:
             raise StageNotFinished(
                 f"{f}, part of {what}, is missing or changed size; redo it with `{command} overwrite=true`"
             )
-    return record
+        if info.get("mtime_ns") == st.st_mtime_ns and st.st_mtime_ns < written:
+            continue  # not modified since the record was written: trusted without hashing
+        if sha256(f) != info["sha256"]:
+            raise CorruptFileError(
+                f"{f}, part of {what}, changed since `{name}` wrote it (its SHA-256 differs from the record in "
+                f"{path}); redo it with `{command} overwrite=true`"
+            )
+        if info.get("mtime_ns") != st.st_mtime_ns:
+            moved[rel] = st.st_mtime_ns
+    if moved:
+        _refresh_times(path, record, moved)
+    return {**record, "outputs": _content(record)} if "outputs" in record else record
+
+
+def _refresh_times(path: Path, record: Mapping, times: Mapping[str, int]) -> None:
+    """Rewrite the record at ``path`` (atomically) with the outputs' ``mtime_ns`` set to ``times``; best effort.
+
+    Nothing else changes. Skipped when the record is not writable or no longer the one ``record`` was read from
+    (e.g. its stage is being redone); an ``OSError`` while writing is ignored: the outputs are hashed again next
+    time, which costs time but never a wrong answer.
+    """
+    try:
+        if not os.access(path, os.W_OK) or read_json(path) != record:
+            return
+        outputs = {
+            rel: {**info, "mtime_ns": times[rel]} if rel in times else info for rel, info in record["outputs"].items()
+        }
+        write_json(path, {**record, "outputs": outputs})
+    except (OSError, CorruptFileError):
+        pass
