@@ -4,7 +4,8 @@ here (nside 16, 3 simulations, truth I, Q, U band-limited at 2 nside).
 Methods with known answers: ``perfect`` (the truth, I, Q, U), ``rotated`` (polarisation angle turned by 10
 degrees: E -> B leakage sin 20 degrees), ``tonly`` (the truth's I only), ``gauss`` (60' output beam: the truth at
 that beam plus Gaussian noise of a known per-pixel std, written as its error map), ``overconfident`` (the same
-maps with half that std) and the registered null method ``zero`` (its prediction made by the method itself).
+maps with half that std), ``shrunk`` (``rotated`` times 0.4) and the registered null method ``zero`` (its
+prediction made by the method itself).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from cosmobench.sky import sht
 NSIDE, LMAX, NSIM = 16, 32, 3
 ALPHA = np.radians(10.0)
 GAUSS_FWHM = 60.0
-METHODS = ["perfect", "rotated", "tonly", "gauss", "overconfident", "zero"]
+METHODS = ["perfect", "rotated", "shrunk", "tonly", "gauss", "overconfident", "zero"]
+SHRINK = 0.4
 
 
 def _cl(lmax: int) -> np.ndarray:
@@ -92,13 +94,14 @@ def dataset(tmp_path_factory):
         write_json(sim / "params.json", {"i": i})
         noisy = sht.alm2map(sht.almxfl(alm, beam), NSIDE) + sigma * rng(5, "noise", i).standard_normal(sigma.shape)
         preds = {"perfect": truth, "rotated": _rotate(truth, ALPHA), "tonly": truth[0], "gauss": noisy}
+        preds["shrunk"] = SHRINK * preds["rotated"]
         preds["overconfident"] = noisy
         preds["zero"] = get_method("zero")().predict({"100": noisy}, [])
         for name, m in preds.items():
             write_healpix(pred_path(root, name, "Test", i), m, dtype=np.float64)
         write_healpix(pred_std_path(root, "gauss", "Test", i), sigma, dtype=np.float64)
         write_healpix(pred_std_path(root, "overconfident", "Test", i), sigma / 2, dtype=np.float64)
-    for name in ("perfect", "rotated", "zero"):
+    for name in ("perfect", "rotated", "shrunk", "zero"):
         _method(root, name, "IQU")
     _method(root, "tonly", "I")
     for name in ("gauss", "overconfident"):
@@ -171,6 +174,22 @@ def test_the_null_map_scores_the_rms_of_the_truth(results):
             assert float(row[col]) == pytest.approx(np.sqrt(np.mean(qu**2)), rel=1e-5)
     for col in ("transfer_t", "transfer_e", "transfer_b"):
         assert summary["methods"]["zero"]["beams"]["deconvolved"][col]["mean"] == 0
+
+
+def test_the_filter_equalised_rmse_ignores_shrinkage(results):
+    """Scaling a map by 0.4 changes its RMSE but not its filter-equalised RMSE (T, E, B, every beam); the truth
+    scores 0 (tests/cmb/test_filtered.py checks the score's values on Gaussian skies)."""
+    _, summary = results
+    methods = summary["methods"]
+    for tag in ("deconvolved", "20.6arcmin", "60arcmin"):
+        rotated, shrunk = methods["rotated"]["beams"][tag], methods["shrunk"]["beams"][tag]
+        assert shrunk["rmse_e"]["mean"] > 5 * rotated["rmse_e"]["mean"]  # 3.15 against 0.43
+        for field in "teb":
+            col = f"rmse_filtered_{field}"
+            assert shrunk[col]["mean"] == pytest.approx(rotated[col]["mean"], rel=1e-9, abs=1e-5)  # T: both 0
+            assert methods["perfect"]["beams"][tag][col]["mean"] < 1e-6
+            assert shrunk[col]["n"] == NSIM and (field == "t" or shrunk[col]["se"] > 0)
+    assert methods["tonly"]["beams"]["deconvolved"]["rmse_filtered_e"]["mean"] is None
 
 
 def test_polarised_spectra_follow_the_theory(results):
@@ -274,11 +293,15 @@ def test_leaderboard_has_t_e_b_rows_a_coverage_table_and_figures(dataset, result
     for field, col in (("T", "rmse"), ("E", "rmse_e"), ("B", "rmse_b")):
         assert float(by["60arcmin", "rotated", field]["field_rmse_mean"]) == pytest.approx(stats[col]["mean"])
     assert float(by["60arcmin", "rotated", "B"]["field_resid_power_mean"]) == stats["resid_power_b"]["mean"]
+    filtered = stats["rmse_filtered_e"]
+    assert float(by["60arcmin", "rotated", "E"]["field_rmse_filtered_mean"]) == pytest.approx(filtered["mean"])
+    assert float(by["60arcmin", "rotated", "E"]["field_rmse_filtered_se"]) == pytest.approx(filtered["se"])
     assert by["deconvolved", "tonly", "E"]["field_rmse_mean"] == "" and by["deconvolved", "tonly", "E"]["n"] == "3"
     board = (folder / "leaderboard.md").read_text()
     rmse_b = summary["methods"]["rotated"]["beams"]["deconvolved"]["rmse_b"]["mean"]
     assert f"| rotated | B | {rmse_b:.4g} ± " in board and "| tonly | E | — |" in board
     assert "RMSE (μK_CMB, 60′ beam)" in board and "E→B leakage ε (no unit)" in board
+    assert "filter-equalised RMSE (μK_CMB, no beam)" in board
     lines = board.splitlines()
     head = lines.index(next(x for x in lines if x.startswith("| Method | T 1σ, mask (68.3 %) | T 2σ, mask (95.4 %)")))
     assert [x.split("|")[1].strip() for x in lines[head + 2 : head + 4]] == ["gauss", "overconfident"]

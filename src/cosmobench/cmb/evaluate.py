@@ -24,6 +24,9 @@ Protocol (docs/cmb_evaluation.md), the same for the truth and every prediction:
 7. **Coverage** (a method with a per-pixel error, ``uncertainty`` true, ``cmb_pred_std.fits``): the fraction of
    pixels with abs(prediction - truth) <= k std at the method's own output beam and ``output_lmax`` (the frame
    its std refers to), for k in :data:`COVERAGE_LEVELS`, on the analysis mask and on the full sky.
+8. **Filter-equalised RMSE** per field (T, E, B; :mod:`cosmobench.cmb.filtered`): from the split's spectra of
+   step 5, the RMSE each prediction would have after the best isotropic linear filter per multipole bin, so that
+   shrinking a noisy map towards zero (a Wiener filter) earns nothing; one value per split.
 
 Outputs under ``out_dir`` (default ``<root>/results/<split>``; all written atomically): ``summary.json``,
 ``mask.fits``, ``<method>/<beam>/metrics.csv``, ``<method>/<beam>/spectra.npz``,
@@ -45,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from cosmobench.cmb import masks
+from cosmobench.cmb.filtered import filtered_scores
 from cosmobench.cmb.spectra import Master, MasterPol, coupling_matrix, linear_bins
 from cosmobench.core.executor import map_tasks
 from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healpix, write_json
@@ -192,8 +196,10 @@ def evaluate(
     dict
         The content of ``summary.json``: settings (including the split's ``foreground_model``), and per method
         its ``method.json`` facts (``output_beam_arcmin``, ``fields``, ``output_lmax``, ``uncertainty``), per beam
-        the mean, std, standard error and count of each column of :data:`COLUMNS` (null where not applicable),
-        and ``coverage``: the same for every column of ``coverage.csv`` (null for a method without a std).
+        the mean, std, standard error and count of each column of :data:`COLUMNS` (null where not applicable)
+        and the filter-equalised RMSE of each field (:func:`~cosmobench.cmb.filtered.filtered_scores`: one value
+        per split, jackknife ``se``), and ``coverage``: the same for every column of ``coverage.csv`` (null for
+        a method without a std).
     """
     from cosmobench.cmb.dataset import CMBDataset
 
@@ -255,6 +261,8 @@ def evaluate(
         for tag in fwhms:
             rows = _read_csv(out / m / tag / "metrics.csv")
             entry["beams"][tag] = {k: summarize([r[k] for r in rows]) for k in COLUMNS}
+            with np.load(out / m / tag / "spectra.npz") as spectra:
+                entry["beams"][tag].update(filtered_scores(dict(spectra), fwhms[tag]))
         if infos[m]["uncertainty"]:
             rows = _read_csv(out / m / "coverage.csv")
             entry["coverage"] = {k: summarize([r[k] for r in rows]) for k in _coverage_names()}
