@@ -70,3 +70,30 @@ def cli(capsys):
         return code, capsys.readouterr().err
 
     return run
+
+
+def _as_produced(path) -> None:
+    """Record ``path``, changed in place by a test, as the stage that made it wrote it: a bad file that came out of
+    its producer (a bug, a bad upstream input), which the consumer's checks of the values must catch; without this
+    the stage contract refuses it first, as a file changed since it was written."""
+    from pathlib import Path
+
+    from cosmobench.core.io import read_json, sha256, write_json
+
+    path = Path(path)
+    for folder in path.parents:
+        record = folder / "stage.json"
+        outputs = read_json(record).get("outputs", {}) if record.is_file() else {}
+        rel = str(path.relative_to(folder))
+        if rel in outputs:
+            st = path.stat()
+            outputs[rel] = {"sha256": sha256(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            write_json(record, {**read_json(record), "outputs": outputs})
+            return
+    raise FileNotFoundError(f"no stage record lists {path}")
+
+
+@pytest.fixture
+def as_produced():
+    """``as_produced(path)``: a file a test changed, recorded as its stage's own output (see :func:`_as_produced`)."""
+    return _as_produced

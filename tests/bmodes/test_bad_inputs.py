@@ -117,7 +117,7 @@ def test_retrained_model_invalidates_samples(finished, tmp_path, cli):
     assert rc == 0, err
 
 
-def test_out_of_distribution_inputs_are_flagged(finished, tmp_path, cli):
+def test_out_of_distribution_inputs_are_flagged(finished, tmp_path, cli, as_produced):
     """The prototype's files have the same layout but a raw foreground 10^5-10^6 times the training range."""
     from cosmobench.bmodes.stages import check
 
@@ -134,6 +134,7 @@ def test_out_of_distribution_inputs_are_flagged(finished, tmp_path, cli):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     np.save(out / "data" / "dl_noisy_val_r0.01.npy", np.load(out / "data" / "dl_noisy_val_r0.01.npy") * 1e5)
+    as_produced(out / "data" / "dl_noisy_val_r0.01.npy")  # as simulate wrote it: the values must be flagged
     rc, err = cli("bmodes", "sample", "preset=tiny", f"out_dir={out}", "split=val")
     assert rc == 1 and "8 of 8 spectra" in err and "outside the training distribution" in err and "ood_alpha" in err
     assert not (out / "samples" / "val").exists()

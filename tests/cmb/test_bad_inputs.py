@@ -54,8 +54,9 @@ def retrained(root: Path) -> None:
     )
 
 
-def nan_in_observed_map(root: Path) -> None:
+def nan_in_observed_map(root: Path) -> list[Path]:
     _nan_pixel(_obs(root))
+    return [_obs(root)]  # as simulate wrote it: the values must be caught, not the change
 
 
 def wrong_nside_map(root: Path) -> None:
@@ -68,8 +69,10 @@ def cmbml_with_wrong_nside_map(root: Path) -> None:
     wrong_nside_map(root / "cmbml")
 
 
-def nan_in_prediction(root: Path) -> None:
-    _nan_pixel(root / "hilc" / "Test" / "sim0000" / "cmb_pred.fits")
+def nan_in_prediction(root: Path) -> list[Path]:
+    path = root / "hilc" / "Test" / "sim0000" / "cmb_pred.fits"
+    _nan_pixel(path)
+    return [path]  # as separate wrote it: the values must be caught, not the change
 
 
 def manifest_deleted(root: Path) -> None:
@@ -328,11 +331,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_before_any_work(case, tiny_copy, cli, snapshot):
+def test_bad_input_is_refused_before_any_work(case, tiny_copy, cli, snapshot, as_produced):
     _, args, setup, code, fragments = case
     root = tiny_copy
-    if setup is not None:
-        setup(root)
+    for path in (setup(root) if setup is not None else None) or ():
+        as_produced(path)
     out_dir = root
     args = list(args)
     if FRESH in args:

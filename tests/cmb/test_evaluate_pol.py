@@ -310,8 +310,10 @@ def test_leaderboard_has_t_e_b_rows_a_coverage_table_and_figures(dataset, result
     text = report.read_text()
     drawn = sorted(str(p.relative_to(folder)) for p in (folder / "figures").rglob("*.png"))
     expected = ["calibration", "bb_spectra_deconvolved", "ee_spectra_deconvolved", "spectra_deconvolved"]
-    assert drawn == sorted(f"figures/Test/{k}.png" for k in [*expected, "transfer_deconvolved"])
+    assert drawn == sorted(
+        f"figures/Test/{k}.png" for k in [*expected, "transfer_deconvolved", "correlation_deconvolved"]
+    )
     for png in drawn:
         assert f"]({png})" in text and (folder / png).stat().st_size > 10_000
     assert "## EE and BB power spectra, Test" in text and "## Calibration of the per-pixel errors, Test" in text
-    assert "Coverage (methods with a per-pixel error map)" in text
+    assert "Coverage (methods with a per-pixel error map)" in text and "correlation with the true CMB, Test" in text

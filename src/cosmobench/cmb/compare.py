@@ -222,6 +222,10 @@ def _split_figures(
         spectra, folder / f"transfer_{tag}.png", title=f"{split}: transfer function, common beam {tag}"
     )
     figs[split, "transfer"] = [(tag, _rel(path, report))]
+    path = figures.plot_correlation(
+        spectra, folder / f"correlation_{tag}.png", title=f"{split}: correlation with the truth, common beam {tag}"
+    )
+    figs[split, "correlation"] = [(tag, _rel(path, report))]
     polarised = {m: s for m, s in spectra.items() if "truth_ee" in s}
     for field in ("ee", "bb") if polarised else ():
         named = ("truth", "pred", "resid", "theory")
@@ -585,6 +589,19 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
             "",
             "T_b = ⟨D_b(prediction × truth)⟩ / ⟨D_b(truth)⟩ over the simulations: 1 means the CMB passes at full "
             "amplitude, below 1 power is lost.",
+        ]
+    for tag, path in figs.get((split, "correlation"), []):
+        out += [
+            "",
+            f"## What no filter recovers: correlation with the true CMB, {split}",
+            "",
+            f"![{split}: correlation with the truth at common beam {tag}]({path})",
+            "",
+            "1 − ρ_b², with ρ_b = Σ D_b(prediction × truth) / √(Σ D_b(prediction) Σ D_b(truth)) summed over the "
+            "simulations, per field (E and B for the methods predicting Q and U): the share of the true CMB's power "
+            "in bin b that no linear filter of the map recovers (0: the truth up to a filter; 1: nothing of it, as "
+            "the null map). No filter constant within a bin changes it, so a map shrunk towards zero does not gain "
+            "here; the filter-equalised RMSE of the leaderboard sums D_b(truth)(1 − ρ_b²) (docs/cmb_evaluation.md).",
         ]
     if beam_note:
         out += [

@@ -1,5 +1,5 @@
 """Report figures: truth / prediction / residual maps, binned spectra with residuals and theory, transfer functions,
-and the calibration of per-pixel errors.
+correlations with the truth, and the calibration of per-pixel errors.
 
 Every function reads plain arrays (as saved by :func:`cosmobench.cmb.evaluate.evaluate`), writes one PNG
 atomically and returns its path (figures from :mod:`cosmobench.plots`: no pyplot, no global backend).
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..plots import colour_limit, mollweide, save, subplots
+from .filtered import correlation
 
-__all__ = ["plot_maps", "plot_spectra", "plot_transfer", "plot_calibration", "transfer_function"]
+__all__ = ["plot_maps", "plot_spectra", "plot_transfer", "plot_correlation", "plot_calibration", "transfer_function"]
 
 
 def plot_maps(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
@@ -122,6 +123,44 @@ def plot_transfer(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return save(fig, path)
+
+
+def plot_correlation(spectra: Mapping[str, Mapping[str, np.ndarray]], path: Path, *, title: str = "") -> Path:
+    """The share of the truth's power a map cannot recover by any filter, 1 - rho_b^2, per bin and field.
+
+    rho_b = sum D_b(pred x truth) / sqrt(sum D_b(pred) sum D_b(truth)) over the simulations
+    (:func:`cosmobench.cmb.filtered.correlation`) is unchanged by any filter constant within a bin; 1 - rho_b^2 is
+    the residual power left by the best such filter over the truth's power: 0 for the truth up to a filter, 1 for a
+    map with nothing of it (the null map). The filter-equalised RMSE sums D_b(truth) (1 - rho_b^2). One panel per
+    field: T, and E and B where a method predicts Q and U; logarithmic axis (floor 1e-6).
+
+    Parameters
+    ----------
+    spectra : mapping method -> mapping
+        Arrays from ``spectra.npz`` (``ell_eff``, ``truth``, ``pred``, ``cross``, and ``*_ee``, ``*_bb`` for the
+        methods predicting Q and U).
+    path : path
+        Output PNG.
+    title : str
+        Figure title.
+    """
+    fields = [("T", "")] + [
+        (f, f"_{f.lower() * 2}") for f in ("E", "B") if any(f"truth_{f.lower() * 2}" in s for s in spectra.values())
+    ]
+    fig, axes = subplots(1, len(fields), figsize=(4.5 * len(fields), 4), squeeze=False)
+    for ax, (field, key) in zip(axes[0], fields):
+        for name, s in spectra.items():
+            if f"truth{key}" in s:
+                rho = correlation(s[f"truth{key}"], s[f"pred{key}"], s[f"cross{key}"])
+                ax.semilogy(s["ell_eff"], np.maximum(1.0 - rho**2, 1e-6), "o-", ms=3, label=name)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xlabel(r"multipole $\ell$")
+        ax.set_title(field)
+    axes[0][0].set_ylabel(r"$1-\rho_\ell^2$: truth power no filter recovers (fraction)")
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return save(fig, path)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..sky import sht
 
-__all__ = ["filtered_rmse", "filtered_scores", "FILTERED_COLUMNS"]
+__all__ = ["filtered_rmse", "filtered_scores", "correlation", "FILTERED_COLUMNS"]
 
 #: per field, the score's column name and the keys of its spectra in ``spectra.npz`` (truth, prediction, cross)
 FILTERED_COLUMNS = {
@@ -43,11 +43,29 @@ def _bin_weights(edges: np.ndarray, fwhm_arcmin: float | None, spin: int) -> np.
     return np.add.reduceat(per_ell, edges[:-1])[: len(edges) - 1]
 
 
+def correlation(truth: np.ndarray, pred: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """Correlation of prediction and truth per bin, pooled over simulations: sum C_b / sqrt(sum P_b sum S_b).
+
+    Parameters
+    ----------
+    truth, pred, cross : ndarray, shape (nsims, nbins) or (nbins,)
+        Binned D_b (uK_CMB^2) of the truth, the prediction and their cross spectrum.
+
+    Returns
+    -------
+    ndarray, shape (nbins,)
+        rho_b (no unit; 1: the truth up to a filter, 0: nothing of it, e.g. the null map); clipped to [-1, 1], which
+        decoupled (MASTER) spectra can leave by noise.
+    """
+    s, p, c = (np.atleast_2d(a).sum(0) for a in (truth, pred, cross))
+    norm = np.sqrt(np.clip(p, 0.0, None) * np.clip(s, 0.0, None))
+    rho = np.divide(c, norm, out=np.zeros_like(c, dtype=np.float64), where=norm > 0)
+    return np.clip(rho, -1.0, 1.0)
+
+
 def _score(truth: np.ndarray, pred: np.ndarray, cross: np.ndarray, weights: np.ndarray) -> float:
-    s, p, c = truth.sum(0), pred.sum(0), cross.sum(0)
-    safe = np.where(p > 0, p, 1.0)
-    resid = np.where(p > 0, s - c**2 / safe, s)  # no power in the prediction: the best filter is zero
-    resid = np.maximum(resid, 0.0) / truth.shape[0]  # decoupled spectra may break Cauchy-Schwarz by noise
+    # the best filter per bin leaves D^t (1 - rho^2); a decoupled truth spectrum below 0 (noise, few maps) counts 0
+    resid = np.clip(truth.mean(0), 0.0, None) * (1.0 - correlation(truth, pred, cross) ** 2)
     return float(np.sqrt(np.sum(weights * resid)))
 
 
