@@ -173,7 +173,7 @@ def test_compare_writes_leaderboard_and_report(dataset):
     text = report.read_text()
     # one figure of each kind, at the map beam; every figure linked; the other beams in a table
     drawn = sorted(str(p.relative_to(folder)) for p in (folder / "figures").rglob("*.png"))
-    assert drawn == [f"figures/Test/{k}_deconvolved.png" for k in ("maps", "spectra", "transfer")]
+    assert drawn == [f"figures/Test/{k}_deconvolved.png" for k in ("correlation", "maps", "spectra", "transfer")]
     for png in drawn:
         assert f"]({png})" in text and (folder / png).stat().st_size > 10_000
     assert "| noisy | 60arcmin |" in text and "error bars are the standard deviation" in text
