@@ -223,7 +223,7 @@ def _split_figures(
     )
     figs[split, "transfer"] = [(tag, _rel(path, report))]
     path = figures.plot_correlation(
-        spectra, folder / f"correlation_{tag}.png", title=f"{split}: correlation with the truth, common beam {tag}"
+        spectra, folder / f"correlation_{tag}.png", title=f"{split}: 1 − ρ², truth power no filter recovers, beam {tag}"
     )
     figs[split, "correlation"] = [(tag, _rel(path, report))]
     polarised = {m: s for m, s in spectra.items() if "truth_ee" in s}
