@@ -541,6 +541,14 @@ def _mask_text(source: str) -> str:
     return "foreground intensity (foreground_I_map.fits)" if source == "foreground_I_map.fits" else source
 
 
+def _section(heading: str, images: Sequence[tuple[str, str]], caption: str) -> list[str]:
+    """Markdown lines of one report section: a heading, its figures (alt text, path) and their caption."""
+    out = ["", f"## {heading}"]
+    for alt, path in images:
+        out += ["", f"![{alt}]({path})"]
+    return [*out, "", caption]
+
+
 def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> list[str]:
     """The report's figures of one split, each linked and captioned."""
     n = len(settings["sims"])
@@ -556,53 +564,39 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
         maps = (
             "beam-deconvolved maps" if tag == "deconvolved" else f"maps at the common beam {tag}, that beam deconvolved"
         )
-        out += [
-            "",
-            f"## Power spectra, {split}",
-            "",
-            f"![{split}: spectra at common beam {tag}]({path})",
-            "",
+        out += _section(
+            f"Power spectra, {split}",
+            [(f"{split}: spectra at common beam {tag}", path)],
             f"Binned D_ℓ of the {maps}. Top: the theory (dashed) with its cosmic variance on the scored sky (grey "
             f"band: D_b √(2 / ((2ℓ + 1) Δℓ f_sky)), f_sky = {settings['fsky']:.3f}), the truth and each method's "
             f"{spread}. Bottom: the absolute mean spectrum of each residual (prediction − truth) against the truth's.",
-        ]
+        )
     for (tag, ee), (_, bb) in zip(figs.get((split, "ee_spectra"), []), figs.get((split, "bb_spectra"), [])):
-        out += [
-            "",
-            f"## EE and BB power spectra, {split}",
-            "",
-            f"![{split}: EE spectra at common beam {tag}]({ee})",
-            "",
-            f"![{split}: BB spectra at common beam {tag}]({bb})",
-            "",
+        out += _section(
+            f"EE and BB power spectra, {split}",
+            [(f"{split}: EE spectra at common beam {tag}", ee), (f"{split}: BB spectra at common beam {tag}", bb)],
             "Spin-2 MASTER D_ℓ of E and B (the E ↔ B mixing of the cut sky decoupled) of the methods that predict Q "
             f"and U (the common beam, {tag}, deconvolved), as for TT above: theory (each simulation's EE and BB "
-            "through the "
-            "same estimator) with its cosmic variance, truth, predictions, and the absolute mean residual spectra.",
-        ]
+            "through the same estimator) with its cosmic variance, truth, predictions, and the absolute mean "
+            "residual spectra.",
+        )
     for tag, path in figs.get((split, "transfer"), []):
-        out += [
-            "",
-            f"## Transfer functions, {split}",
-            "",
-            f"![{split}: transfer function at common beam {tag}]({path})",
-            "",
+        out += _section(
+            f"Transfer functions, {split}",
+            [(f"{split}: transfer function at common beam {tag}", path)],
             "T_b = ⟨D_b(prediction × truth)⟩ / ⟨D_b(truth)⟩ over the simulations: 1 means the CMB passes at full "
             "amplitude, below 1 power is lost.",
-        ]
+        )
     for tag, path in figs.get((split, "correlation"), []):
-        out += [
-            "",
-            f"## What no filter recovers: correlation with the true CMB, {split}",
-            "",
-            f"![{split}: correlation with the truth at common beam {tag}]({path})",
-            "",
+        out += _section(
+            f"What no filter recovers: correlation with the true CMB, {split}",
+            [(f"{split}: correlation with the truth at common beam {tag}", path)],
             "1 − ρ_b², with ρ_b = Σ D_b(prediction × truth) / √(Σ D_b(prediction) Σ D_b(truth)) summed over the "
             "simulations, per field (E and B for the methods predicting Q and U): the share of the true CMB's power "
             "in bin b that no linear filter of the map recovers (0: the truth up to a filter; 1: nothing of it, as "
             "the null map). No filter constant within a bin changes it, so a map shrunk towards zero does not gain "
             "here; the filter-equalised RMSE of the leaderboard sums D_b(truth)(1 − ρ_b²) (docs/cmb_evaluation.md).",
-        ]
+        )
     if beam_note:
         out += [
             "",
@@ -611,29 +605,23 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
             beam_note,
         ]
     for _, path in figs.get((split, "calibration"), []):
-        out += [
-            "",
-            f"## Calibration of the per-pixel errors, {split}",
-            "",
-            f"![{split}: coverage of the error maps]({path})",
-            "",
+        out += _section(
+            f"Calibration of the per-pixel errors, {split}",
+            [(f"{split}: coverage of the error maps", path)],
             "Empirical coverage (fraction of scored pixels with abs(prediction − truth) ≤ k σ, mean and standard "
             "deviation across simulations) against the nominal Gaussian coverage erf(k/√2), k = "
             f"{', '.join(f'{k:g}' for k in settings.get('coverage_levels', COVERAGE_LEVELS))}, for T and for Q "
             "and U pooled, each method at its own output beam and band limit. On the diagonal the errors are "
             "calibrated; below it they are too small.",
-        ]
+        )
     for tag, path in figs.get((split, "maps"), []):
-        out += [
-            "",
-            f"## Maps, {split}, common beam {tag}",
-            "",
-            f"![{split}: maps at common beam {tag}]({path})",
-            "",
+        out += _section(
+            f"Maps, {split}, common beam {tag}",
+            [(f"{split}: maps at common beam {tag}", path)],
             "The first simulation, monopole and dipole removed; grey pixels are not scored. Truth and predictions "
             "share one colour scale and the residuals of all methods another (the 99th percentile of abs(value) on "
             "the scored pixels, rounded up), so the methods compare by eye.",
-        ]
+        )
     return out
 
 
