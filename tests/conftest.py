@@ -83,12 +83,12 @@ def _as_produced(path) -> None:
     path = Path(path)
     for folder in path.parents:
         record = folder / "stage.json"
-        outputs = read_json(record).get("outputs", {}) if record.is_file() else {}
+        data = read_json(record) if record.is_file() else {}
         rel = str(path.relative_to(folder))
-        if rel in outputs:
+        if rel in data.get("outputs", {}):
             st = path.stat()
-            outputs[rel] = {"sha256": sha256(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-            write_json(record, {**read_json(record), "outputs": outputs})
+            data["outputs"][rel] = {"sha256": sha256(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            write_json(record, data)
             return
     raise FileNotFoundError(f"no stage record lists {path}")
 
