@@ -117,3 +117,20 @@ def test_nilc_cache_must_match_the_nilc_method(data, tmp_path):
     separate(data.root, method="nilc", settings=NILC_I, split="Valid", progress=False)
     with pytest.raises(ValueError, match="other settings"):
         train(data.root, method="nilc_unet", settings={**TINY, "epochs": 0, "nilc": {**NILC_I, "ilc_bias_tol": 0.01}})
+
+
+def test_an_ensemble_of_hybrids_averages_its_members_corrections(data, tmp_path):
+    """``members=2``: both members train on the NILC residual from one array cache, and the ensemble's map is NILC
+    plus the mean of the members' corrections (the mean of their maps)."""
+    method = NILCUNet(**TINY, epochs=2, uncertainty="gaussian", members=2)
+    facts = method.fit(data, tmp_path / "run")
+    assert facts["members"] == 2 and [f["epochs"] for f in facts["member_facts"]] == [2, 2]
+    assert (tmp_path / "run" / "cache").is_dir()
+    assert not any((tmp_path / "run" / f"member{k}" / "cache").exists() for k in range(2))
+    obs = data.load_obs("Valid", 0)
+    members = [NILCUNet.load(tmp_path / "run" / f"member{k}", device="cpu") for k in range(2)]
+    maps = [m.predict(obs, data.channels) for m in members]
+    assert not np.array_equal(*maps)  # two seeds, two corrections
+    np.testing.assert_allclose(method.predict(obs, data.channels), np.mean(maps, axis=0), rtol=0, atol=1e-5)
+    loaded = NILCUNet.load(tmp_path / "run", device="cpu")
+    np.testing.assert_array_equal(loaded.predict(obs, data.channels), method.predict(obs, data.channels))

@@ -47,6 +47,12 @@ Uncertainty (``uncertainty``)
     ``s_f^2 = mean over validation pixels of (target - mean)^2 / variance`` (:func:`std_calibration`), is
     stored in the checkpoint's config (``calibration``) and multiplies the variance in
     :meth:`LearnedMethod.predict_with_std`.
+Ensembles (``members``)
+    ``members=M > 1`` trains member k (the method with ``seed + k``, so member 0 is the single model) in
+    ``out_dir/member<k>``, the members sharing one array cache, and predicts with :class:`Ensemble` (Lakshminarayanan
+    et al. 2017): the mean of the members' means and, with ``uncertainty="gaussian"``, the variance of the mixture
+    of their Gaussians (their uncalibrated variances plus the spread of their means), calibrated on the validation
+    split as one head's. The ensemble's ``model.pt`` holds every member's weights.
 
 Training arrays go to the GPU whole when they fit in a third of its free memory (UNet5 at nside 128: 3 MB per
 map), so the input pipeline costs nothing there; otherwise batches are sliced from the memory map.
@@ -80,6 +86,7 @@ __all__ = [
     "LearnedSettings",
     "LearnedMethod",
     "Standardised",
+    "Ensemble",
     "prepare_arrays",
     "channel_stats",
     "input_planes",
@@ -114,6 +121,7 @@ MODEL_FILE = "model.pt"  # the final model, written last by fit
 
 # settings that may change between a run and its resumption (they do not change what is learned)
 _RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard", "mc_samples")
+MEMBER_DIR = "member{}"  # the folder of an ensemble's member k, in the ensemble's out_dir
 # settings added after the first checkpoints were written: a checkpoint without them was trained with these
 _ADDED_SETTINGS = {
     "fields": "I",
@@ -122,6 +130,7 @@ _ADDED_SETTINGS = {
     "dropout": 0.0,
     "mc_samples": 20,
     "field_networks": "shared",
+    "members": 1,
 }
 
 
@@ -187,6 +196,12 @@ class LearnedSettings:
         model) and one for Q and U (reading every plane), side by side (:class:`FieldSplitNet`; default), or one
         network for all three fields. Measured on bench128: the shared network learned Q and U and left the
         temperature unchanged.
+    members : int
+        Networks of a deep ensemble (Lakshminarayanan et al. 2017; module notes): member k is the method trained
+        with ``seed + k`` (so member 0 is the single model, and ``members=1`` the method itself), each in
+        ``out_dir/member<k>``; the prediction is their mean and, with ``uncertainty="gaussian"``, the variance of
+        the mixture of their Gaussians, calibrated on the validation split as a single head's. Not with
+        ``"mc_dropout"``.
     """
 
     bands: Sequence[str] = ()
@@ -211,6 +226,7 @@ class LearnedSettings:
     dropout: float = 0.0
     mc_samples: int = 20
     field_networks: str = "separate"
+    members: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
@@ -234,6 +250,13 @@ class LearnedSettings:
             raise ValueError(f"unknown field_networks {self.field_networks!r}; expected one of {list(FIELD_NETWORKS)}")
         if not 0 <= self.dropout < 1 or int(self.mc_samples) < 2:
             raise ValueError(f"need 0 <= dropout < 1 and mc_samples >= 2; got {self.dropout}, {self.mc_samples}")
+        if int(self.members) < 1:
+            raise ValueError(f"members must be at least 1 (1: a single network), got {self.members}")
+        if int(self.members) > 1 and self.uncertainty == "mc_dropout":
+            raise ValueError(
+                "an ensemble (members > 1) combines Gaussian heads or point models, not MC-dropout models; use "
+                "uncertainty=gaussian (or members=1)"
+            )
         if self.uncertainty == "mc_dropout" and not self.dropout:
             raise ValueError(
                 "uncertainty=mc_dropout samples the network's dropout layers, but dropout=0 gives it none; "
@@ -342,6 +365,50 @@ class Standardised(nn.Module):
     def scales(self) -> np.ndarray:
         """The target scale of each field, ndarray (nfield,) float64, uK_CMB (length 1 for one scale)."""
         return self.target_scale.detach().double().cpu().reshape(-1).numpy()
+
+
+class Ensemble(nn.Module):
+    """A deep ensemble (Lakshminarayanan et al. 2017): trained models of the same inputs, one prediction.
+
+    Parameters
+    ----------
+    members : sequence of Standardised
+        Models with the same inputs and target scales, all point models (``nfield`` outputs) or all Gaussian heads
+        (``2 nfield`` outputs, means first).
+    nfield : int
+        Target fields.
+
+    Notes
+    -----
+    :meth:`forward` returns what one member would, in the members' scaled-target units: the mean of the members'
+    means ``mu_k`` and, for Gaussian heads, the log variance of the equal-weight mixture of their Gaussians,
+    ``mean_k(var_k) + mean_k((mu_k - mu)^2)`` (each ``log var_k`` clamped to :data:`LOG_VAR_RANGE` first, as for
+    a single head), computed in float64.
+    """
+
+    def __init__(self, members: Sequence[Standardised], nfield: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.nfield = int(nfield)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) uK_CMB -> (B, nfield, ...) mean, or (B, 2 nfield, ...) mean and log variance."""
+        outs = torch.stack([m(x).double() for m in self.members])
+        mu_k = outs[:, :, : self.nfield]
+        mu = mu_k.mean(0)
+        if outs.shape[2] == self.nfield:
+            return mu.float()
+        var_k = torch.exp(outs[:, :, self.nfield :].clamp(*LOG_VAR_RANGE))
+        var = var_k.mean(0) + ((mu_k - mu) ** 2).mean(0)
+        return torch.cat([mu, var.log()], dim=1).float()
+
+    def scale_for(self, y: torch.Tensor) -> torch.Tensor:
+        """The members' ``target_scale`` broadcastable against targets ``y`` (see :meth:`Standardised.scale_for`)."""
+        return self.members[0].scale_for(y)
+
+    def scales(self) -> np.ndarray:
+        """The members' target scale of each field, ndarray (nfield,) float64, uK_CMB."""
+        return self.members[0].scales()
 
 
 def _like(buffer: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -785,6 +852,8 @@ class LearnedMethod:
     def _build(self, config: dict[str, Any]) -> Standardised:
         """The network of a run's ``config`` (``nside``, ``stats``, ``pol_bands``) in :class:`Standardised`."""
         s = self.settings
+        if s.members > 1:
+            return Ensemble([self._member(k)._build(config) for k in range(s.members)], len(s.fields))
         planes = input_planes(s.bands, config.get("pol_bands", ()))
         nfield = len(s.fields)  # one target field per letter
         nside = int(config["nside"])
@@ -807,6 +876,39 @@ class LearnedMethod:
         stats = config["stats"]
         return Standardised(net, stats["in_mean"], stats["in_std"], stats["target_std"])
 
+    def _member(self, k: int, cache_dir: str | None = None) -> LearnedMethod:
+        """Member ``k`` of the ensemble: the same method with ``seed + k`` and one network (and ``cache_dir``)."""
+        s = self.settings.as_dict()
+        cache = {"cache_dir": cache_dir} if cache_dir is not None else {}
+        return type(self)(**{**s, "seed": int(s["seed"]) + k, "members": 1, **cache})
+
+    def _arrays(self, dataset, split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The image arrays of ``split`` under ``cache/<split>`` (:func:`prepare_arrays` with these settings)."""
+        s = self.settings
+        return prepare_arrays(
+            dataset,
+            split,
+            s.bands,
+            self._layout(int(dataset.nside)),
+            cache / split,
+            pol_bands=self._polarised_bands(dataset) if s.fields == "IQU" else [],
+            fields=s.fields,
+            workers=s.workers,
+            progress=s.progress,
+        )
+
+    def _calibration(self, model: nn.Module, val_data, device: torch.device) -> list[float] | None:
+        """The validation factors ``s_f^2`` of the model's variance (1 without validation; None without an
+        ``uncertainty``)."""
+        s = self.settings
+        if not self.uncertainty:
+            return None
+        if val_data is None:
+            return [1.0] * len(s.fields)
+        return std_calibration(
+            model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
+        )
+
     def fit(
         self,
         dataset,
@@ -817,6 +919,10 @@ class LearnedMethod:
         on_epoch_end: Callable[[int, dict], None] | None = None,
     ) -> dict:
         """Train on ``train_split`` (validate on ``val_split``), resuming from ``out_dir/last.pt`` if present.
+
+        With ``members > 1``, trains (or resumes) each member in ``out_dir/member<k>`` one after the other, then
+        calibrates the ensemble on ``val_split`` and writes its ``model.pt`` (every member's weights) and
+        ``training.json`` in ``out_dir``.
 
         Parameters
         ----------
@@ -837,8 +943,64 @@ class LearnedMethod:
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
             ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
-            factors ``s_f^2`` per field with an ``uncertainty``, else None).
+            factors ``s_f^2`` per field with an ``uncertainty``, else None). An ensemble's: ``epochs`` and
+            ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and ``n_params`` summed over
+            the members, the losses their mean, ``std_calibration`` the ensemble's, ``members`` (the count) and
+            ``member_facts`` (each member's dict).
         """
+        kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
+        if self.settings.members == 1:
+            return self._train(dataset, Path(out_dir), **kwargs)
+        return self._train_ensemble(dataset, Path(out_dir), **kwargs)
+
+    def _train_ensemble(self, dataset, out_dir: Path, **kwargs) -> dict:
+        """:meth:`fit` with ``members > 1`` (members trained one after the other, sharing one array cache)."""
+        s = self.settings
+        check_writable(out_dir)
+        cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
+        members = [self._member(k, str(cache)) for k in range(s.members)]
+        member_facts = [m._train(dataset, out_dir / MEMBER_DIR.format(k), **kwargs) for k, m in enumerate(members)]
+        config = {**members[0].config, "settings": s.as_dict()}
+        config.pop("calibration", None)
+        model = Ensemble([m.model for m in members], len(s.fields))
+        device = next(model.parameters()).device
+        has_val = config["val_split"] is not None
+        val_data = place_arrays(*self._arrays(dataset, config["val_split"], cache), device) if has_val else None
+        calibration = self._calibration(model, val_data, device)
+        if calibration is not None:
+            config["calibration"] = calibration
+        model.eval()
+        self.model, self.config = model, config
+        first = member_facts[0]
+
+        def mean(key: str) -> float | None:
+            values = [f[key] for f in member_facts]
+            return None if any(v is None for v in values) else float(np.mean(values))
+
+        facts = {
+            **first,
+            "seconds": float(sum(f["seconds"] for f in member_facts)),
+            "prepare_seconds": float(sum(f["prepare_seconds"] for f in member_facts)),
+            "n_params": count_parameters(model),
+            **{k: mean(k) for k in ("final_train_loss", "final_val_loss", "best_val_loss")},
+            "std_calibration": calibration,
+            "members": s.members,
+            "member_facts": member_facts,
+        }
+        write_json(out_dir / "training.json", facts)
+        save_state(out_dir / MODEL_FILE, {"model": model.state_dict(), "epoch": -1, "config": config})
+        return facts
+
+    def _train(
+        self,
+        dataset,
+        out_dir: Path,
+        *,
+        train_split: str,
+        val_split: str | None,
+        on_epoch_end: Callable[[int, dict], None] | None,
+    ) -> dict:
+        """:meth:`fit` of one network."""
         s = self.settings
         missing = [b for b in s.bands if b not in dataset.bands]
         if missing:
@@ -849,29 +1011,14 @@ class LearnedMethod:
                 f"fields=IQU needs polarised inputs, but none of the bands {s.bands} is an IQU channel of the "
                 "dataset; add a polarised band to bands=..., or set fields=I"
             )
-        out_dir = Path(out_dir)
         check_writable(out_dir)
         device = resolve_device(s.device)
         layout = self._layout(int(dataset.nside))
         cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
         t0 = time.perf_counter()
         has_val = val_split is not None and len(dataset.sim_indices(val_split)) > 0
-        train, val = (
-            prepare_arrays(
-                dataset,
-                split,
-                s.bands,
-                layout,
-                cache / split,
-                pol_bands=pol_bands,
-                fields=s.fields,
-                workers=s.workers,
-                progress=s.progress,
-            )
-            if use
-            else None
-            for split, use in ((train_split, True), (val_split, has_val))
-        )
+        train = self._arrays(dataset, train_split, cache)
+        val = self._arrays(dataset, val_split, cache) if has_val else None
         prepare_seconds = time.perf_counter() - t0
         ckpt = out_dir / "last.pt"
         saved = load_checkpoint(ckpt)["config"] if ckpt.is_file() else None
@@ -929,15 +1076,8 @@ class LearnedMethod:
             ),
             progress=s.progress,
         )
-        calibration = None
-        if self.uncertainty:
-            calibration = (
-                std_calibration(
-                    model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
-                )
-                if val_data is not None
-                else [1.0] * len(s.fields)
-            )
+        calibration = self._calibration(model, val_data, device)
+        if calibration is not None:
             config["calibration"] = calibration
         model.eval()
         self.model, self.config = model, config
