@@ -812,7 +812,7 @@ class LearnedMethod:
 
     def __init__(self, **settings):
         self.settings = self.Settings(**settings)
-        self.model: Standardised | None = None
+        self.model: Standardised | Ensemble | None = None
         self.config: dict[str, Any] | None = None
 
     @property
@@ -849,8 +849,9 @@ class LearnedMethod:
         fields = {c.band: getattr(c, "fields", "I") for c in dataset.channels}
         return [b for b in self.settings.bands if fields.get(b) == "IQU"]
 
-    def _build(self, config: dict[str, Any]) -> Standardised:
-        """The network of a run's ``config`` (``nside``, ``stats``, ``pol_bands``) in :class:`Standardised`."""
+    def _build(self, config: dict[str, Any]) -> Standardised | Ensemble:
+        """The network of a run's ``config`` (``nside``, ``stats``, ``pol_bands``) in :class:`Standardised` (an
+        :class:`Ensemble` of them with ``members > 1``)."""
         s = self.settings
         if s.members > 1:
             return Ensemble([self._member(k)._build(config) for k in range(s.members)], len(s.fields))
