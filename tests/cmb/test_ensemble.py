@@ -109,6 +109,8 @@ def test_members_are_the_single_method_with_seeds_k(ensemble, tmp_path):
     np.testing.assert_allclose(std**2, expected, rtol=1e-4)
     loaded = PatchUNet.load(run, device="cpu")
     assert loaded.settings.members == 3
+    with pytest.raises(FileNotFoundError, match="an ensemble's folder, whose checkpoints are its members'"):
+        PatchUNet.load(run, which="best")
     for a, b in zip(loaded.predict_with_std(obs, data.channels), (mean, std)):
         np.testing.assert_array_equal(a, b)
     # the validation factors are measured on the ensemble, as fit reports them

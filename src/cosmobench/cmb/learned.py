@@ -1202,12 +1202,19 @@ class LearnedMethod:
         which : {"model", "best", "last"}
             Final model (the best-validation weights and, with an ``uncertainty``, the calibration, written
             when training finished), or the current best-validation or last-epoch checkpoint (whose
-            standard deviations are uncalibrated).
+            standard deviations are uncalibrated). An ensemble's folder has ``model.pt`` only; its members'
+            checkpoints are in ``member<k>``.
         """
         if which not in ("model", "best", "last"):
             raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
         path = Path(out_dir) / f"{which}.pt"
         if not path.is_file():
+            if (Path(out_dir) / MEMBER_DIR.format(0)).is_dir():
+                raise FileNotFoundError(
+                    f"{path} does not exist: {out_dir} is an ensemble's folder, whose checkpoints are its members'; "
+                    f"load one with which={which!r} from {Path(out_dir) / MEMBER_DIR.format('<k>')}"
+                    + ("" if which != "model" else ", or finish the ensemble's fit (it writes model.pt last)")
+                )
             raise FileNotFoundError(
                 f"{path} does not exist; train first with {cls.__name__}(...).fit(dataset, out_dir)"
             )
