@@ -883,6 +883,10 @@ class LearnedMethod:
         cache = {"cache_dir": cache_dir} if cache_dir is not None else {}
         return type(self)(**{**s, "seed": int(s["seed"]) + k, "members": 1, **cache})
 
+    def _cache(self, out_dir: Path) -> Path:
+        """The folder of the cached image arrays: ``cache_dir``, or ``out_dir/cache``."""
+        return Path(self.settings.cache_dir) if self.settings.cache_dir else out_dir / "cache"
+
     def _arrays(self, dataset, split: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
         """The image arrays of ``split`` under ``cache/<split>`` (:func:`prepare_arrays` with these settings)."""
         s = self.settings
@@ -958,7 +962,7 @@ class LearnedMethod:
         """:meth:`fit` with ``members > 1`` (members trained one after the other, sharing one array cache)."""
         s = self.settings
         check_writable(out_dir)
-        cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
+        cache = self._cache(out_dir)
         members = [self._member(k, str(cache)) for k in range(s.members)]
         member_facts = [m._train(dataset, out_dir / MEMBER_DIR.format(k), **kwargs) for k, m in enumerate(members)]
         config = {**members[0].config, "settings": s.as_dict()}
@@ -1015,7 +1019,7 @@ class LearnedMethod:
         check_writable(out_dir)
         device = resolve_device(s.device)
         layout = self._layout(int(dataset.nside))
-        cache = Path(s.cache_dir) if s.cache_dir else out_dir / "cache"
+        cache = self._cache(out_dir)
         t0 = time.perf_counter()
         has_val = val_split is not None and len(dataset.sim_indices(val_split)) > 0
         train = self._arrays(dataset, train_split, cache)
