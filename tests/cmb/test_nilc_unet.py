@@ -119,9 +119,11 @@ def test_nilc_cache_must_match_the_nilc_method(data, tmp_path):
         train(data.root, method="nilc_unet", settings={**TINY, "epochs": 0, "nilc": {**NILC_I, "ilc_bias_tol": 0.01}})
 
 
-def test_an_ensemble_of_hybrids_averages_its_members_corrections(data, tmp_path):
+def test_an_ensemble_of_hybrids_averages_its_members_corrections(tmp_path):
     """``members=2``: both members train on the NILC residual from one array cache, and the ensemble's map is NILC
-    plus the mean of the members' corrections (the mean of their maps)."""
+    plus the mean of the members' corrections (the mean of their maps). Its own dataset: the module's shared one
+    may hold another test's NILC predictions of other settings."""
+    data = _write_dataset(tmp_path / "data", {"Train": 6, "Valid": 2})
     method = NILCUNet(**TINY, epochs=2, uncertainty="gaussian", members=2)
     facts = method.fit(data, tmp_path / "run")
     assert facts["members"] == 2 and [f["epochs"] for f in facts["member_facts"]] == [2, 2]
