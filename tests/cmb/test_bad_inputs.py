@@ -327,6 +327,20 @@ CASES = [
         ["map_beams ['5arcmin'] were not evaluated", "compare.map_beams"],
     ),
     ("bad-method-setting", ["separate", "method=nilc", "methods.nilc.needlet=square"], None, 1, ["square"]),
+    (
+        "missing-calibration-split",
+        ["train", "method=nilc_unet", "methods.nilc_unet.calibration_splits=[ValidOOD]"],
+        None,
+        1,
+        ["no simulation in the calibration split 'ValidOOD'", "ValidOOD: 1", "calibration_splits"],
+    ),
+    (
+        "calibration-split-without-uncertainty",
+        ["train", "method=cmbnncs", "methods.cmbnncs.calibration_splits=[Valid2]"],
+        None,
+        1,
+        ["uncertainty=none predicts none"],
+    ),
 ]
 
 

@@ -59,7 +59,7 @@ class NoisyToy:
         self.channels = [ToyChannel("x", 0.0, "IQU"), ToyChannel("s", 0.0, "I")]
 
     def sim_indices(self, split):
-        return list(range(self.splits[split]))
+        return list(range(self.splits.get(split, 0)))
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 (test helper)
     def sim(self, split, i):
@@ -138,10 +138,10 @@ def trained(tmp_path_factory):
     return (*_train_toy(root, "cpu"), root / "run")
 
 
-def _train_toy(root: Path, device: str, **settings) -> tuple:
-    """The toy's 24 training simulations and a 2-level patch UNet with a Gaussian head (one network for I, Q, U,
-    or what ``settings`` override) trained 20 epochs on them: (data, method, training facts)."""
-    data = NoisyToy(root / "data", {"Train": 24, "Valid": 4, "Test": 4})
+def _train_toy(root: Path, device: str, data: NoisyToy | None = None, **settings) -> tuple:
+    """The toy's 24 training simulations (or ``data``'s) and a 2-level patch UNet with a Gaussian head (one
+    network for I, Q, U, or what ``settings`` override) trained 20 epochs on them: (data, method, training facts)."""
+    data = data or NoisyToy(root / "data", {"Train": 24, "Valid": 4, "Test": 4})
     method = PatchUNet(
         **{
             "bands": ["x", "s"],

@@ -46,7 +46,9 @@ Uncertainty (``uncertainty``)
     Either way, after training one factor per field,
     ``s_f^2 = mean over validation pixels of (target - mean)^2 / variance`` (:func:`std_calibration`), is
     stored in the checkpoint's config (``calibration``) and multiplies the variance in
-    :meth:`LearnedMethod.predict_with_std`.
+    :meth:`LearnedMethod.predict_with_std`. With ``calibration_splits`` (e.g. a validation split simulated with
+    another foreground model), ``s_f^2`` is the mean of that factor over the validation split and those splits,
+    one weight per split: the error bar then spans the foreground models they hold, not only the training one.
 Ensembles (``members``)
     ``members=M > 1`` trains member k (the method with ``seed + k``, so member 0 is the single model) in
     ``out_dir/member<k>``, the members sharing one array cache, and predicts with :class:`Ensemble` (Lakshminarayanan
@@ -120,7 +122,16 @@ REFERENCE_TARGET_SCALE = 5.0  # cmbNNCS trains on CMB / 5 with unscaled inputs
 MODEL_FILE = "model.pt"  # the final model, written last by fit
 
 # settings that may change between a run and its resumption (they do not change what is learned)
-_RESUMABLE = ("epochs", "device", "workers", "cache_dir", "progress", "tensorboard", "mc_samples")
+_RESUMABLE = (
+    "epochs",
+    "device",
+    "workers",
+    "cache_dir",
+    "progress",
+    "tensorboard",
+    "mc_samples",
+    "calibration_splits",
+)
 MEMBER_DIR = "member{}"  # the folder of an ensemble's member k, in the ensemble's out_dir
 # settings added after the first checkpoints were written: a checkpoint without them was trained with these
 _ADDED_SETTINGS = {
@@ -131,6 +142,7 @@ _ADDED_SETTINGS = {
     "mc_samples": 20,
     "field_networks": "shared",
     "members": 1,
+    "calibration_splits": [],
 }
 
 
@@ -202,6 +214,11 @@ class LearnedSettings:
         ``out_dir/member<k>``; the prediction is their mean and, with ``uncertainty="gaussian"``, the variance of
         the mixture of their Gaussians, calibrated on the validation split as a single head's. Not with
         ``"mc_dropout"``.
+    calibration_splits : list of str
+        Further splits of the dataset on which the predicted standard deviation is calibrated, beside the
+        validation split (module notes): ``s_f^2`` is the mean of the splits' factors, e.g. ``[ValidOOD]``
+        simulated with another foreground model (docs/cmb_methods.md). Needs an ``uncertainty``; changing it
+        does not change what is learned (a run resumes and is calibrated again).
     """
 
     bands: Sequence[str] = ()
@@ -227,9 +244,18 @@ class LearnedSettings:
     mc_samples: int = 20
     field_networks: str = "separate"
     members: int = 1
+    calibration_splits: Sequence[str] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
+        object.__setattr__(self, "calibration_splits", [str(c) for c in self.calibration_splits])
+        if len(set(self.calibration_splits)) != len(self.calibration_splits):
+            raise ValueError(f"calibration_splits contains duplicates: {self.calibration_splits}")
+        if self.calibration_splits and self.uncertainty == "none":
+            raise ValueError(
+                f"calibration_splits={self.calibration_splits} calibrate a predicted standard deviation, but "
+                "uncertainty=none predicts none; set uncertainty=gaussian (or drop calibration_splits)"
+            )
         if not self.bands:
             raise ValueError("bands must name at least one input channel, e.g. bands=['100', '143', '217', '353']")
         if len(set(self.bands)) != len(self.bands):
@@ -902,17 +928,29 @@ class LearnedMethod:
             progress=s.progress,
         )
 
-    def _calibration(self, model: nn.Module, val_data, device: torch.device) -> list[float] | None:
-        """The validation factors ``s_f^2`` of the model's variance (1 without validation; None without an
-        ``uncertainty``)."""
+    def _calibration(
+        self, model: nn.Module, dataset, val: tuple[str, Any] | None, cache: Path, device: torch.device
+    ) -> tuple[list[float] | None, dict[str, list[float]]]:
+        """The factors ``s_f^2`` of the model's variance and each split's (:func:`std_calibration`).
+
+        ``val`` is the validation split's name and placed arrays (None: trained without validation); the factors
+        are the mean over it and ``calibration_splits`` of each split's, one weight per split (1 without any
+        split; None without an ``uncertainty``).
+        """
         s = self.settings
         if not self.uncertainty:
-            return None
-        if val_data is None:
-            return [1.0] * len(s.fields)
-        return std_calibration(
-            model, val_data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
-        )
+            return None, {}
+        splits = dict([val] if val is not None else [])
+        splits.update({c: None for c in s.calibration_splits})
+        per_split = {}
+        for split, data in splits.items():
+            data = data if data is not None else place_arrays(*self._arrays(dataset, split, cache), device)
+            per_split[split] = std_calibration(
+                model, data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
+            )
+        if not per_split:
+            return [1.0] * len(s.fields), {}
+        return np.mean(list(per_split.values()), axis=0).tolist(), per_split
 
     def fit(
         self,
@@ -948,15 +986,38 @@ class LearnedMethod:
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
             ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
-            factors ``s_f^2`` per field with an ``uncertainty``, else None). An ensemble's: ``epochs`` and
-            ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and ``n_params`` summed over
-            the members, the losses their mean, ``std_calibration`` the ensemble's, ``members`` (the count) and
-            ``member_facts`` (each member's dict).
+            factors ``s_f^2`` per field with an ``uncertainty``, else None) and ``std_calibration_splits`` (the
+            factors of each split they average: the validation split and ``calibration_splits``). An ensemble's:
+            ``epochs`` and ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and
+            ``n_params`` summed over the members, the losses their mean, ``std_calibration`` and
+            ``std_calibration_splits`` the ensemble's, ``members`` (the count) and ``member_facts`` (each member's
+            dict).
         """
+        self._check_calibration_splits(dataset, val_split)
         kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
         if self.settings.members == 1:
             return self._train(dataset, Path(out_dir), **kwargs)
         return self._train_ensemble(dataset, Path(out_dir), **kwargs)
+
+    def _check_calibration_splits(self, dataset, val_split: str | None) -> None:
+        """Refuse, before any work, a calibration split the dataset does not hold (or the validation split again)."""
+        for split in self.settings.calibration_splits:
+            if split == val_split:
+                raise ValueError(
+                    f"calibration_splits names the validation split {split!r}, which is always calibrated on; "
+                    "drop it from calibration_splits"
+                )
+            try:
+                found = dataset.sim_indices(split)
+            except ValueError:  # a dataset on disk refuses a split it does not have
+                found = []
+            if not found:
+                root = getattr(dataset, "root", "the dataset")
+                raise ValueError(
+                    f"calibration split {split!r} has no simulation in {root}: simulate it (e.g. "
+                    f"`simulate.splits` with {split}: 30 and `simulate.split_foregrounds` with {split}: perturbed, "
+                    "docs/cmb_methods.md) or drop it from calibration_splits"
+                )
 
     def _train_ensemble(self, dataset, out_dir: Path, **kwargs) -> dict:
         """:meth:`fit` with ``members > 1`` (members trained one after the other, sharing one array cache)."""
@@ -969,9 +1030,9 @@ class LearnedMethod:
         config.pop("calibration", None)
         model = Ensemble([m.model for m in members], len(s.fields))
         device = next(model.parameters()).device
-        has_val = config["val_split"] is not None
-        val_data = place_arrays(*self._arrays(dataset, config["val_split"], cache), device) if has_val else None
-        calibration = self._calibration(model, val_data, device)
+        val_split = config["val_split"]
+        val = (val_split, place_arrays(*self._arrays(dataset, val_split, cache), device)) if val_split else None
+        calibration, per_split = self._calibration(model, dataset, val, cache, device)
         if calibration is not None:
             config["calibration"] = calibration
         model.eval()
@@ -989,6 +1050,7 @@ class LearnedMethod:
             "n_params": count_parameters(model),
             **{k: mean(k) for k in ("final_train_loss", "final_val_loss", "best_val_loss")},
             "std_calibration": calibration,
+            "std_calibration_splits": per_split,
             "members": s.members,
             "member_facts": member_facts,
         }
@@ -1081,7 +1143,8 @@ class LearnedMethod:
             ),
             progress=s.progress,
         )
-        calibration = self._calibration(model, val_data, device)
+        val_named = (val_split, val_data) if val_data is not None else None
+        calibration, per_split = self._calibration(model, dataset, val_named, cache, device)
         if calibration is not None:
             config["calibration"] = calibration
         model.eval()
@@ -1101,6 +1164,7 @@ class LearnedMethod:
             "prepare_seconds": prepare_seconds,
             "device": str(device),
             "std_calibration": calibration,
+            "std_calibration_splits": per_split,
         }
         facts = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in facts.items()}
         write_json(out_dir / "training.json", facts)

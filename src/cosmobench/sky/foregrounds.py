@@ -16,8 +16,9 @@ exp(sigma G), G a Gaussian field with a power-law spectrum, optionally times a n
 set of another Gaussian field). Polarisation angles follow a large-scale magnetic field plus a random spin-2
 field with E > B (plus, with filaments, a part across the filaments). The defaults reproduce the real-sky
 statistics measured on PySM's d1/s1/f1/a1 at nside 64 (:mod:`cosmobench.sky.realism`, ``docs/foregrounds.md``).
-Named parametrisations live in :data:`FOREGROUND_MODELS`: "default", and for out-of-distribution test splits
-"alt" (other emission laws and correlations) and "filament" (another morphology generator).
+Named parametrisations live in :data:`FOREGROUND_MODELS`: "default", for out-of-distribution test splits
+"alt" (other emission laws and correlations) and "filament" (another morphology generator), and "perturbed" (the
+default's parameters moved by about their spreads: a validation split's, to calibrate error bars on).
 :func:`make_foregrounds` builds either backend by name.
 """
 
@@ -991,6 +992,8 @@ def _component_stream(rng: np.random.Generator, name: str) -> np.random.Generato
     return np.random.default_rng(
         np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, *key_to_ints(("component", name))))
     )
+
+
 DUST_MODELS = {"mbb": ThermalDust, "two_mbb": TwoComponentDust}
 AME_MODELS = {"spinning": SpinningDust, "lognormal": AME}
 
@@ -1000,6 +1003,10 @@ AME_MODELS = {"spinning": SpinningDust, "lognormal": AME}
 # and steeper synchrotron, a broad log-normal AME peaking lower and less tied to dust, higher dust polarisation,
 # E ~ B); it spells out the former defaults it relies on. "filament" has an independent morphology (filament
 # networks in dust and synchrotron, polarised across the filaments) and a beta-T anticorrelated dust SED.
+# "perturbed" is the default model with its amplitudes, structure slopes and spectral laws moved by about their
+# measured spreads (flatter, brighter dust with a wider beta and T spread, flatter synchrotron with twice its beta
+# spread, AME peaking lower): the foregrounds of a validation split on which learned error bars are calibrated
+# (docs/cmb_methods.md), so that neither out-of-distribution test model is seen before the test.
 FOREGROUND_MODELS: dict[str, dict] = {
     "default": {},
     "alt": {
@@ -1064,6 +1071,23 @@ FOREGROUND_MODELS: dict[str, dict] = {
         "freefree": {"sigma": 1.2, "alpha": 1.8},
         "ame": {"freq_peak_mean": 25.0, "index": 1.5},
         "ame_dust_correlation": 0.9,
+    },
+    "perturbed": {
+        "dust": {
+            "high": 330.0,
+            "sigma": 0.55,
+            "alpha": 2.6,
+            "beta_mean": 1.50,
+            "beta_rms": 0.08,
+            "temp_mean": 19.0,
+            "temp_rms": 1.8,
+            "pol_frac": 0.10,
+            "eb_ratio": 0.4,
+        },
+        "synchrotron": {"high": 28.0, "alpha": 2.75, "beta_mean": -2.95, "beta_rms": 0.2, "pol_frac": 0.17},
+        "freefree": {"high": 5.0, "beta_mean": -2.10},
+        "ame": {"high": 16.0, "freq_peak_mean": 25.0, "freq_peak_rms": 3.0},
+        "ame_dust_correlation": 0.8,
     },
 }
 

@@ -255,13 +255,15 @@ class NILCUNet(FullSkyUNet):
         val_split: str | None = "Valid",
         on_epoch_end: Callable[[int, dict], None] | None = None,
     ) -> dict:
-        """Cache NILC on ``train_split`` and ``val_split``, then train the correction on the NILC residual.
+        """Cache NILC on ``train_split``, ``val_split`` and the ``calibration_splits``, then train the correction
+        on the NILC residual.
 
         Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`; ``dataset`` must be a
         dataset on disk (:class:`~cosmobench.cmb.dataset.CMBDataset`), where the NILC predictions are written.
         """
         s = self.settings
-        cache_nilc(dataset, s.nilc, [train_split, val_split], workers=int(s.workers), progress=s.progress)
+        splits = [train_split, val_split, *s.calibration_splits]
+        cache_nilc(dataset, s.nilc, splits, workers=int(s.workers), progress=s.progress)
         return super().fit(
             NILCResidualData(dataset, self.nilc),
             out_dir,
