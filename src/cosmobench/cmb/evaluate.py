@@ -49,7 +49,7 @@ import numpy as np
 
 from cosmobench.cmb import masks
 from cosmobench.cmb.filtered import filtered_scores
-from cosmobench.cmb.spectra import Master, MasterPol, coupling_matrix, linear_bins
+from cosmobench.cmb.spectra import ESTIMATOR, Master, MasterPol, coupling_matrix, linear_bins
 from cosmobench.core.executor import map_tasks
 from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healpix, write_json
 from cosmobench.metrics import pixel_metrics, summarize
@@ -506,9 +506,11 @@ def _camb_cls(cosmology: tuple, lmax: int) -> np.ndarray:
 
 
 def _fingerprint(settings: dict, method: str, info: dict, files: list[Path]) -> str:
-    """Hash of the protocol settings, the method's ``method.json`` facts, the scored columns (results of a
-    version that scored other columns are scored again) and its input files (size, mtime)."""
-    h = hashlib.sha256(json.dumps([settings, method, info, COLUMNS], sort_keys=True, default=str).encode())
+    """Hash of the protocol settings, the method's ``method.json`` facts, the scored columns and the spectrum
+    estimator (results of a version that scored other columns, or with another estimator, are scored again) and
+    its input files (size, mtime)."""
+    protocol = [settings, method, info, COLUMNS, ESTIMATOR]
+    h = hashlib.sha256(json.dumps(protocol, sort_keys=True, default=str).encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.parent.name}/{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())

@@ -1,10 +1,17 @@
 """Binned MASTER power spectra on a masked sphere (a NaMaster-free equivalent, through ducc0).
 
 For a weight map w (an apodised mask), the pseudo spectrum of ``w m`` has expectation
-``<C~_l> = sum_l' M_ll' b_l'^2 C_l'`` with the mode-coupling matrix ``M`` of w (Hivon et al. 2002). In bins
-b with binning operator P (averaging D_l = l(l+1) C_l / 2 pi) and its piecewise-constant inverse Q, the
-MASTER estimate is ``D_b = K^-1 P C~`` with ``K = P M B^2 Q``. ``M`` comes from
-``ducc0.misc.experimental.coupling_matrix_rect`` (pspy's convention up to the (2 l' + 1) factor added here).
+``<C~_l> = sum_l' M_ll' b_l'^2 C_l'`` with the mode-coupling matrix ``M`` of w (Hivon et al. 2002). The estimate
+inverts the coupling multipole by multipole over the binned range, then bins: ``D_b = P (M B^2)^-1 C~`` with P the
+binning operator (averaging D_l = l(l+1) C_l / 2 pi), so its expectation is the binned sky spectrum P C whatever
+the spectrum's shape within a bin. The usual binned form ``K^-1 P C~`` with ``K = P M B^2 Q`` (Q the
+piecewise-constant inverse of P) is unbiased only for D_l flat within each bin: with bench128's mask and 10
+multipoles per bin it puts E power into the first BB bin (l 2-11, the reionisation bump of EE leaking through
+the cut sky) at 37 times the lensing BB there, and moves low-l EE bins by up to 10 %. The inversion is well
+conditioned for the apodised masks used here (condition number about 2 at f_sky 0.8; the beam is divided out
+after it); a coupling too close to singular (a mask keeping too little sky for the multipoles asked) is refused.
+``M`` comes from ``ducc0.misc.experimental.coupling_matrix_rect`` (pspy's convention up to the (2 l' + 1) factor
+added here).
 
 Polarisation (:class:`MasterPol`, Kogut et al. 2003, Brown, Castro & Taylor 2005): the pseudo E and B alm of a
 weighted spin-2 map mix, ``E~ = K+ E + i K- B`` and ``B~ = K+ B - i K- E``, where K+ (K-) keeps the couplings
@@ -15,8 +22,8 @@ of even (odd) l + l' + L. The pseudo spectra of two maps 1, 2 then have expectat
 
 with ``M++_ll' = (2l'+1)/(8 pi) sum_L (2L+1) W_L (l l' L; 2 -2 0)^2 (1 + (-1)^(l+l'+L))`` and M-- the same with
 ``1 - (-1)^(l+l'+L)`` (W_L the power spectrum of w); both come from ducc0 (its "++" and "--" matrices). The
-estimator decouples the four spectra jointly (EE <-> BB and EB <-> BE mixing included), so the E -> B leakage
-of the cut sky is removed on average.
+estimator decouples the four spectra jointly (EE <-> BB and EB <-> BE mixing included), multipole by multipole, so
+the E -> B leakage of the cut sky is removed on average.
 
 Truth, prediction, residual and cross spectra all use one :class:`Master` (or :class:`MasterPol`) with the same
 mask, bins and beam, and ``expected`` gives the binned expectation of a theory spectrum, so all comparisons are
@@ -29,7 +36,12 @@ import numpy as np
 
 from cosmobench.sky import sht
 
-__all__ = ["coupling_matrix", "linear_bins", "binning_operators", "Master", "MasterPol"]
+__all__ = ["coupling_matrix", "linear_bins", "binning_operators", "Master", "MasterPol", "ESTIMATOR", "MAX_CONDITION"]
+
+#: what the estimate is, for the identity of results made with it (a change rescores them)
+ESTIMATOR = "MASTER, coupling inverted multipole by multipole, then binned"
+#: largest 1-norm condition number of the stacked mode-coupling matrix that :class:`Master` inverts
+MAX_CONDITION = 1e8
 
 
 def coupling_matrix(weight: np.ndarray, lmax: int, spin: int = 0) -> np.ndarray:
@@ -140,13 +152,26 @@ class Master:
             raise ValueError(f"spin-{self.spin} spectra start at ell = {self.spin}; the first bin starts at {edges[0]}")
         self.coupling = coupling_matrix(self.weight, self.lmax, self.spin) if coupling is None else coupling
         self.beam2 = np.ones(self.lmax + 1) if beam is None else np.asarray(beam)[: self.lmax + 1] ** 2
-        p, q = binning_operators(self.edges, self.lmax)
+        p, _ = binning_operators(self.edges, self.lmax)
         nspec = max(len(self.spectra), 1)
         # the coupling of all spectra stacked (nspec blocks of lmax+1), the beam applied to the sky spectra
-        self._forward = self._stacked_coupling() * np.tile(self.beam2, nspec)[None, :]
-        p_all = np.kron(np.eye(nspec), p)
-        kinv = np.linalg.inv(p_all @ self._forward @ np.kron(np.eye(nspec), q))
-        self._decoupler = kinv @ p_all
+        coupling = self._stacked_coupling()
+        beam2 = np.tile(self.beam2, nspec)
+        self._forward = coupling * beam2[None, :]
+        n = self.lmax + 1
+        binned = np.concatenate([np.arange(k * n + self.edges[0], k * n + self.edges[-1]) for k in range(nspec)])
+        kept = coupling[np.ix_(binned, binned)]
+        inverse = np.linalg.inv(kept)
+        condition = np.linalg.norm(kept, 1) * np.linalg.norm(inverse, 1)
+        if not condition < MAX_CONDITION or not np.all(beam2[binned] > 0):
+            raise ValueError(
+                f"cannot decouple l = {self.edges[0]}..{self.edges[-1] - 1}: the mask's mode-coupling matrix is "
+                f"nearly singular (condition number {condition:.3g}) or the beam is zero; keep more sky (a larger "
+                "sky fraction) or stop at a lower lmax"
+            )
+        # (M B^2)^-1 = B^-2 M^-1 over the binned multipoles, then binned
+        self._decoupler = np.zeros((nspec * (len(self.edges) - 1), nspec * n))
+        self._decoupler[:, binned] = np.kron(np.eye(nspec), p)[:, binned] @ (inverse / beam2[binned][:, None])
         self.ell_eff = 0.5 * (self.edges[:-1] + self.edges[1:] - 1)
 
     def _stacked_coupling(self) -> np.ndarray:

@@ -291,6 +291,7 @@ def evaluate(**settings) -> dict:
         The content of ``summary.json`` (settings; per method and beam, the statistics of every metric).
     """
     from . import evaluate as library
+    from .spectra import ESTIMATOR
 
     s = build(EvaluateSettings, settings)
     apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
@@ -309,7 +310,7 @@ def evaluate(**settings) -> dict:
     stage = Stage(
         folder,
         "cmb.evaluate",
-        _recorded(s),
+        {**_recorded(s), "estimator": ESTIMATOR},  # results of another spectrum estimator are not kept
         inputs,
         command=_command("evaluate", s.out_dir, f"evaluate.split={s.split}"),
     )
