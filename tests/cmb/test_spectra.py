@@ -62,6 +62,20 @@ def test_master_is_unbiased_on_gaussian_skies_with_a_mask_and_a_beam():
     assert np.abs(d.mean(axis=0) / (p @ cl) - 1).max() < 0.15
 
 
+def test_an_estimator_for_another_beam_shares_the_inverted_coupling():
+    """with_beam gives the estimator built for that beam (1e-12) without inverting the coupling again."""
+    mask = apodize(latitude_mask(NSIDE, 20.0), 10.0)
+    edges = linear_bins(2, LMAX, 8)
+    beam = sht.gauss_beam(120.0, LMAX)
+    plain = Master(mask, LMAX, edges)
+    moved = plain.with_beam(beam)
+    assert moved._inverse is plain._inverse and plain.beam2.max() == 1.0
+    built = Master(mask, LMAX, edges, beam=beam, coupling=plain.coupling)
+    assert_allclose(moved.expected(_cl(LMAX)), built.expected(_cl(LMAX)), rtol=1e-12)
+    pseudo = plain.pseudo_cl(plain.pseudo_alm(sht.alm2map(sht.synalm(_cl(LMAX), LMAX, rng(3, "b")), NSIDE)))
+    assert_allclose(moved.decouple(pseudo), built.decouple(pseudo), rtol=1e-12)
+
+
 def test_a_mask_that_keeps_too_little_sky_is_refused():
     """A 5-degree cap cannot be decoupled multipole by multipole up to l = 64: refused, naming the fix."""
     cap = np.zeros(sht.npix(NSIDE))

@@ -49,7 +49,7 @@ import numpy as np
 
 from cosmobench.cmb import masks
 from cosmobench.cmb.filtered import filtered_scores
-from cosmobench.cmb.spectra import ESTIMATOR, Master, MasterPol, coupling_matrix, linear_bins
+from cosmobench.cmb.spectra import ESTIMATOR, Master, MasterPol, linear_bins
 from cosmobench.core.executor import map_tasks
 from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healpix, write_json
 from cosmobench.metrics import pixel_metrics, summarize
@@ -532,12 +532,12 @@ def _estimators(mask_file: str, lmax: int, nbins: int, apod_deg: float, fwhms: t
     weight = masks.apodize(mask, apod_deg)
     edges = linear_bins(2, lmax, nbins)
     beams = {tag: sht.gauss_beam(f or 0.0, lmax) for tag, f in fwhms}
-    coupling = coupling_matrix(weight, lmax)
-    est = {tag: Master(weight, lmax, edges, beam=b, coupling=coupling) for tag, b in beams.items()}
+    master = Master(weight, lmax, edges)  # the coupling inverted once, shared by the beams
+    est = {tag: master.with_beam(b) for tag, b in beams.items()}
     est_pol = None
     if pol:
-        coupling = coupling_matrix(weight, lmax, spin=2)
-        est_pol = {tag: MasterPol(weight, lmax, edges, beam=b, coupling=coupling) for tag, b in beams.items()}
+        master_pol = MasterPol(weight, lmax, edges)
+        est_pol = {tag: master_pol.with_beam(b) for tag, b in beams.items()}
     return mask, est, est_pol
 
 
