@@ -940,14 +940,15 @@ class LearnedMethod:
         s = self.settings
         if not self.uncertainty:
             return None, {}
-        splits = dict([val] if val is not None else [])
-        splits.update({c: None for c in s.calibration_splits})
-        per_split = {}
-        for split, data in splits.items():
-            data = data if data is not None else place_arrays(*self._arrays(dataset, split, cache), device)
-            per_split[split] = std_calibration(
+
+        def factors(data) -> list[float]:
+            return std_calibration(
                 model, data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
             )
+
+        per_split = {val[0]: factors(val[1])} if val is not None else {}
+        for split in s.calibration_splits:
+            per_split[split] = factors(place_arrays(*self._arrays(dataset, split, cache), device))
         if not per_split:
             return [1.0] * len(s.fields), {}
         return np.mean(list(per_split.values()), axis=0).tolist(), per_split

@@ -131,6 +131,9 @@ class Master:
     ----------
     ell_eff : ndarray, shape (nbins,)
         Bin centres.
+    condition : float
+        1-norm condition number of the coupling inverted over the binned multipoles (refused from
+        :data:`MAX_CONDITION`).
     """
 
     spin = 0
@@ -157,14 +160,15 @@ class Master:
         n = self.lmax + 1
         # the multipoles of the bins in the stacked spectra (nspec blocks of lmax+1), and the coupling among them
         self._binned = np.concatenate([np.arange(k * n + self.edges[0], k * n + self.edges[-1]) for k in range(nspec)])
-        kept = self._stacked_coupling()[np.ix_(self._binned, self._binned)]
+        self._stacked = self._stacked_coupling()  # built once: (4 (lmax+1))^2 for spin 2, shared by every beam
+        kept = self._stacked[np.ix_(self._binned, self._binned)]
         self._inverse = np.linalg.inv(kept)
-        condition = np.linalg.norm(kept, 1) * np.linalg.norm(self._inverse, 1)
-        if not condition < MAX_CONDITION:
+        self.condition = float(np.linalg.norm(kept, 1) * np.linalg.norm(self._inverse, 1))
+        if not self.condition < MAX_CONDITION:
             raise ValueError(
                 f"cannot decouple l = {self.edges[0]}..{self.edges[-1] - 1}: the mask's mode-coupling matrix is "
-                f"nearly singular (condition number {condition:.3g}); keep more sky (a larger sky fraction) or stop "
-                "at a lower lmax"
+                f"nearly singular (condition number {self.condition:.3g}); keep more sky (a larger sky fraction) or "
+                "stop at a lower lmax"
             )
         self._set_beam(beam)
         self.ell_eff = 0.5 * (self.edges[:-1] + self.edges[1:] - 1)
@@ -178,7 +182,7 @@ class Master:
             raise ValueError(
                 f"the beam is zero at some l <= {self.edges[-1] - 1}: it cannot be deconvolved there; lower lmax"
             )
-        self._forward = self._stacked_coupling() * beam2[None, :]
+        self._forward = self._stacked * beam2[None, :]
         p, _ = binning_operators(self.edges, self.lmax)
         # (M B^2)^-1 = B^-2 M^-1 over the binned multipoles, then binned
         self._decoupler = np.zeros((nspec * (len(self.edges) - 1), nspec * (self.lmax + 1)))
