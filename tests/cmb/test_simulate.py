@@ -113,6 +113,9 @@ def test_corrupt_finished_file_is_reported_and_nothing_is_lost(tmp_path):
         ({"split_foregrounds": {"Train": {"dusty": {}}}}, ValueError, "foreground-model options"),
         ({"foreground_backend": "pysm3", "pysm_presets": ["d1"], "foreground_model": "alt"}, ValueError, "synthetic"),
         ({"split_foregrounds": {"Train": {"backend": "pysm3", "presets": []}}}, ValueError, "presets: \\[d1"),
+        ({"split_foregrounds": {"Train": []}}, ValueError, "empty list.*\\[default, perturbed\\]"),
+        ({"split_foregrounds": {"Train": ["default", ["alt"]]}}, ValueError, "one flat list"),
+        ({"split_foregrounds": {"Train": ["default", "nope"]}}, ValueError, "unknown foreground model"),
     ],
 )
 def test_bad_inputs_fail_before_any_work(tmp_path, kwargs, error, match):
@@ -174,3 +177,34 @@ def test_a_split_keeps_its_foreground_model(tmp_path):
     assert {s: r["model"] for s, r in manifest["split_foregrounds"].items()} == {"Test": "default", "TestOOD": "alt"}
     with pytest.raises(ValueError, match="TestOOD: alt -> default"):
         simulate_dataset(tmp_path, splits={"TestOOD": 1}, seed=1, split_foregrounds={}, **SMALL)
+
+
+def test_a_mixture_split_alternates_its_foreground_models(tmp_path):
+    """``split_foregrounds={Train: [default, perturbed]}``: simulation i takes model i mod 2, byte for byte the
+    simulation of a split made with that model alone; a one-model list is that model."""
+    import json
+
+    def maps(root: Path, i: int) -> dict[str, str]:
+        folder = layout.sim_dir(root, "Train", i)
+        return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.name != "params.json"}
+
+    mixed, alone = tmp_path / "mixed", {m: tmp_path / m for m in ("default", "perturbed")}
+    simulate_dataset(mixed, splits={"Train": 4}, seed=2, split_foregrounds={"Train": ["default", "perturbed"]}, **SMALL)
+    for model, root in alone.items():
+        simulate_dataset(root, splits={"Train": 4}, seed=2, split_foregrounds={"Train": [model]}, **SMALL)
+    ds = CMBDataset(mixed)
+    assert ds.foreground_model("Train") == "mixture:default+perturbed"
+    record = ds.manifest["split_foregrounds"]["Train"]
+    assert [r["model"] for r in record["mixture"]] == ["default", "perturbed"]
+    assert record["mixture"][1]["options"]["dust"]["beta_mean"] == 1.5
+    for i in range(4):
+        model = ("default", "perturbed")[i % 2]
+        params = json.loads(layout.params_path(mixed, "Train", i).read_text())
+        assert params["foregrounds"]["model"] == model
+        assert maps(mixed, i) == maps(alone[model], i)
+        assert maps(mixed, i) != maps(alone[("perturbed", "default")[i % 2]], i)
+    # a one-model list is recorded as the bare model (same digest): the default-model dataset resumes as is
+    assert CMBDataset(alone["default"]).manifest["split_foregrounds"]["Train"] == {"model": "default", "options": {}}
+    assert simulate_dataset(alone["default"], splits={"Train": 4}, seed=2, split_foregrounds={}, **SMALL)["kept"] == 4
+    with pytest.raises(ValueError, match="mixture:default\\+perturbed -> mixture:default\\+alt"):
+        simulate_dataset(mixed, splits={"Train": 4}, seed=2, split_foregrounds={"Train": ["default", "alt"]}, **SMALL)

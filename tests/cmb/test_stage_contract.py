@@ -70,6 +70,47 @@ def test_simulate_contract_and_validation_before_the_record(tmp_path, snapshot):
     assert snapshot(root) != before
 
 
+def test_a_finished_dataset_grows_by_a_split_and_the_results_of_the_others_stay_valid(tiny_copy, snapshot):
+    """``simulate`` with a split added (its model in split_foregrounds) keeps every finished simulation and every
+    result made from the other splits; fewer simulations or another model of an existing split are refused."""
+    models = "simulate.split_foregrounds={TestOOD: alt, TestOOD2: filament, ValidOOD: perturbed}"
+    grown = ["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 2}", models]
+    before = snapshot(tiny_copy)
+    train_record = read_json(tiny_copy / "cmbnncs" / "model" / "stage.json")
+    out = _run("simulate", tiny_copy, *grown)
+    assert out["skipped"] is False and out["simulated"] == 2 and out["kept"] == 3
+    after = snapshot(tiny_copy)
+    assert {k: v for k, v in after.items() if k in before and "ValidOOD" not in k and k.endswith(".fits")} == {
+        k: v for k, v in before.items() if k.endswith(".fits")
+    }
+    manifest = read_json(tiny_copy / "manifest.json")
+    assert manifest["splits"]["ValidOOD"] == 2 and manifest["split_foregrounds"]["ValidOOD"]["model"] == "perturbed"
+    # the training and Test's predictions, scores and report recorded the identities of Train, Valid and Test:
+    # unchanged, so every later stage is reused as it is
+    assert _run("train", tiny_copy, "method=cmbnncs")["skipped"] is True
+    assert read_json(tiny_copy / "cmbnncs" / "model" / "stage.json") == train_record
+    assert _run("separate", tiny_copy, "method=cmbnncs")["skipped"] is True
+    assert _run("evaluate", tiny_copy)["skipped"] is True
+    assert _run("compare", tiny_copy)["skipped"] is True
+    assert _run("simulate", tiny_copy, *grown)["skipped"] is True
+    # the new split calibrates a trained model's error bars again without retraining it
+    nilc_unet = ["method=nilc_unet", "separate.split=Test"]
+    assert _run("train", tiny_copy, *nilc_unet)["skipped"] is False
+    trained = snapshot(tiny_copy / "nilc_unet" / "model")
+    calibrated = _run("train", tiny_copy, *nilc_unet, "methods.nilc_unet.calibration_splits=[ValidOOD]")
+    assert calibrated["skipped"] is False and set(calibrated["std_calibration_splits"]) == {"Valid", "ValidOOD"}
+    again = snapshot(tiny_copy / "nilc_unet" / "model")
+    assert [again[f] == trained[f] for f in ("last.pt", "best.pt", "model.pt")] == [True, True, False]
+    # not a growth: fewer simulations, another model of a split it holds, another setting beside the new split
+    for changed, key in (
+        (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 1}", models], "splits"),
+        ([grown[0], "simulate.split_foregrounds={TestOOD: alt, TestOOD2: filament, ValidOOD: alt}"], "ValidOOD"),
+        (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 2, More: 1}", models, "simulate.seed=3"], "seed"),
+    ):
+        with pytest.raises(StageConflict, match=key):
+            _run("simulate", tiny_copy, *changed)
+
+
 def test_killed_training_is_refused_by_its_consumers_and_finished_by_train(tiny_copy):
     """Finding 1: a `running` training record (a killed run) makes `separate` refuse, naming the command that
     finishes it; that command resumes it, and the predictions of the same model stay valid."""

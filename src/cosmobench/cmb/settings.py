@@ -80,10 +80,12 @@ class SimulateSettings(StageSettings):
         One foreground sky for all simulations (as CMB-ML).
     foreground_model : str
         Synthetic foreground model of every split: ``default``, ``alt`` or ``filament`` (docs/foregrounds.md).
-    split_foregrounds : dict of str to (str or dict)
+    split_foregrounds : dict of str to (str, dict or list)
         Per-split foregrounds: a synthetic model name (``{TestOOD: alt}``: TestOOD is the out-of-distribution
-        test split), a dict of synthetic options, or PySM presets ``{TestPySM: {backend: pysm3, presets: [d1, s1,
-        f1, a1]}}`` (one fixed sky, docs/cmb_dataset.md). A dict override replaces it.
+        test split), a dict of synthetic options, PySM presets ``{TestPySM: {backend: pysm3, presets: [d1, s1,
+        f1, a1]}}`` (one fixed sky, docs/cmb_dataset.md), or a list of these, a mixture whose models alternate
+        with the simulation index (``{Train: [default, perturbed], Valid: [default, perturbed]}``). A dict
+        override replaces it.
     fg_iter : int
         Jacobi iterations of the foreground map analysis.
     noise : bool

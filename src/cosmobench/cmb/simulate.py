@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import numpy as np
@@ -234,26 +235,60 @@ def _model_record(backend: str, model: str | Mapping | None, presets: Sequence[s
 
 def _split_foregrounds(
     splits: Sequence[str], backend: str, presets: Sequence[str], model: str | Mapping | None, overrides: Mapping
-) -> dict[str, dict]:
-    """Split -> keywords of :func:`simulate_observation` for its foregrounds (backend, presets, model).
+) -> dict[str, list[dict]]:
+    """Split -> list of keywords of :func:`simulate_observation` for its foregrounds (backend, presets, model);
+    simulation ``i`` of a split takes entry ``i mod len(list)``.
 
-    A split named in ``overrides`` takes a synthetic model (a name or a mapping of options) or PySM presets,
-    ``{"backend": "pysm3", "presets": [...]}``; the others take ``backend``, ``presets`` and ``model``.
+    A split named in ``overrides`` takes a synthetic model (a name or a mapping of options), PySM presets,
+    ``{"backend": "pysm3", "presets": [...]}``, or a list of these (a mixture: the models alternate with the
+    index); the others take ``backend``, ``presets`` and ``model``.
     """
     out = {}
     for split in splits:
-        entry = overrides.get(split, model)
-        kind, chosen = (backend, list(presets)) if split not in overrides else ("synthetic", [])
-        if isinstance(entry, Mapping) and "backend" in entry:
-            if entry["backend"] != "pysm3" or set(entry) != {"backend", "presets"} or not entry["presets"]:
-                raise ValueError(
-                    f"split_foregrounds.{split} = {dict(entry)}: PySM skies are given as "
-                    "{backend: pysm3, presets: [d1, s1, f1, a1]} (any PySM preset strings, at least one); a "
-                    "synthetic model as its name (default, alt, filament) or a dict of its options"
-                )
-            kind, chosen, entry = "pysm3", [str(p) for p in entry["presets"]], None
-        out[split] = {"foreground_backend": kind, "pysm_presets": chosen, "foreground_model": entry}
+        if split not in overrides:
+            out[split] = [{"foreground_backend": backend, "pysm_presets": list(presets), "foreground_model": model}]
+            continue
+        entry = overrides[split]
+        entries = list(entry) if isinstance(entry, Sequence) and not isinstance(entry, str) else [entry]
+        if not entries:
+            raise ValueError(
+                f"split_foregrounds.{split} is an empty list: give one model (e.g. perturbed) or a mixture of "
+                "several, e.g. [default, perturbed]"
+            )
+        out[split] = [_override_keywords(split, e) for e in entries]
     return out
+
+
+def _override_keywords(split: str, entry: Any) -> dict:
+    """Foreground keywords of :func:`simulate_observation` for one model named in ``split_foregrounds``."""
+    if isinstance(entry, Mapping) and "backend" in entry:
+        if entry["backend"] != "pysm3" or set(entry) != {"backend", "presets"} or not entry["presets"]:
+            raise ValueError(
+                f"split_foregrounds.{split} = {dict(entry)}: PySM skies are given as "
+                "{backend: pysm3, presets: [d1, s1, f1, a1]} (any PySM preset strings, at least one); a "
+                "synthetic model as its name (default, alt, filament, perturbed) or a dict of its options"
+            )
+        return {
+            "foreground_backend": "pysm3",
+            "pysm_presets": [str(p) for p in entry["presets"]],
+            "foreground_model": None,
+        }
+    if not isinstance(entry, (str, Mapping)):
+        raise ValueError(
+            f"split_foregrounds.{split} holds {entry!r}: each model is a name (default, alt, filament, "
+            "perturbed), a dict of synthetic options or {backend: pysm3, presets: [...]}; a mixture is one flat "
+            "list of them"
+        )
+    return {"foreground_backend": "synthetic", "pysm_presets": [], "foreground_model": entry}
+
+
+def _split_record(models: Sequence[dict]) -> dict:
+    """The manifest entry of a split's foregrounds (:func:`_model_record`); for a mixture,
+    ``{"model": "mixture:<label>+<label>...", "mixture": [record, ...]}``, simulation i taking record i mod n."""
+    records = [_model_record(m["foreground_backend"], m["foreground_model"], m["pysm_presets"]) for m in models]
+    if len(records) == 1:
+        return records[0]
+    return {"model": "mixture:" + "+".join(r["model"] for r in records), "mixture": records}
 
 
 @dataclass(frozen=True)
@@ -266,7 +301,7 @@ class _Spec:
     seed: int
     dtype: str
     physics: tuple  # sorted (name, value) pairs for simulate_observation
-    foreground_models: tuple = ()  # (split, foreground keywords of simulate_observation) pairs
+    foreground_models: tuple = ()  # (split, list of foreground keywords of simulate_observation) pairs
     digests: tuple = ()  # (split, settings digest) pairs, recorded in params.json
     mjysr_bands: tuple = ()  # bands whose observed maps are stored in MJy/sr
 
@@ -282,7 +317,8 @@ def _write_simulation(spec: _Spec, item: tuple[str, int]) -> dict[str, float]:
     for stale in layout.sim_dir(root, split, i).glob(".*.tmp"):  # left by a killed run
         stale.unlink()
     channels = [Channel(**c) for c in spec.channels]
-    physics = dict(spec.physics, **dict(spec.foreground_models)[split])
+    models = dict(spec.foreground_models)[split]
+    physics = dict(spec.physics, **models[i % len(models)])
     sim = simulate_observation(spec.nside, channels, seed=spec.seed, key=(split, i), **physics)
     t0 = time.perf_counter()
     dtype = _DTYPES[spec.dtype]
@@ -359,7 +395,8 @@ class DatasetPlan:
     physics : dict
         Keywords of :func:`simulate_observation` shared by every simulation.
     split_models : dict
-        Split -> foreground keywords of :func:`simulate_observation` (backend, PySM presets, synthetic model).
+        Split -> list of foreground keywords of :func:`simulate_observation` (backend, PySM presets, synthetic
+        model); simulation i of the split takes entry i mod the list's length (one entry but for a mixture).
     records : dict
         Split -> the manifest entry of its foreground model.
     settings : dict
@@ -433,7 +470,7 @@ def plan_dataset(
     pysm_presets: Sequence[str] = (),
     freeze_foregrounds: bool = False,
     foreground_model: str | Mapping | None = "default",
-    split_foregrounds: Mapping[str, str | Mapping] = DEFAULT_SPLIT_FOREGROUNDS,
+    split_foregrounds: Mapping[str, str | Mapping | Sequence] = DEFAULT_SPLIT_FOREGROUNDS,
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
@@ -475,12 +512,9 @@ def plan_dataset(
         raise ValueError(f"unknown foreground components {unknown}; expected some of {list(COMPONENTS)}")
     split_models = _split_foregrounds(splits, foreground_backend, pysm_presets, foreground_model, split_foregrounds)
     try:
-        records = {
-            s: _model_record(m["foreground_backend"], m["foreground_model"], m["pysm_presets"])
-            for s, m in split_models.items()
-        }
+        records = {s: _split_record(m) for s, m in split_models.items()}
     except (ValueError, TypeError) as err:
-        models = {s: r.get("foreground_model") or r["foreground_backend"] for s, r in split_models.items()}
+        models = {s: [r.get("foreground_model") or r["foreground_backend"] for r in m] for s, m in split_models.items()}
         raise ValueError(f"{err} (splits and their models: {models}; see split_foregrounds)") from None
     channels = load_channels(channel_table, bands=bands, fields=fields)
     unknown = sorted(set(mjysr_bands) - {c.band for c in channels})
@@ -489,7 +523,9 @@ def plan_dataset(
             f"mjysr_bands {unknown} are not channels of this dataset ({[c.band for c in channels]}); "
             "fix simulate.mjysr_bands, e.g. [545, 857]"
         )
-    pysm_skies = {tuple(m["pysm_presets"]) for m in split_models.values() if m["foreground_backend"] == "pysm3"}
+    pysm_skies = {
+        tuple(m["pysm_presets"]) for ms in split_models.values() for m in ms if m["foreground_backend"] == "pysm3"
+    }
     if pysm_skies:
         from ..sky.pysm_backend import check_pysm_templates
 
@@ -614,7 +650,7 @@ def simulate_dataset(
     pysm_presets: Sequence[str] = (),
     freeze_foregrounds: bool = False,
     foreground_model: str | Mapping | None = "default",
-    split_foregrounds: Mapping[str, str | Mapping] = DEFAULT_SPLIT_FOREGROUNDS,
+    split_foregrounds: Mapping[str, str | Mapping | Sequence] = DEFAULT_SPLIT_FOREGROUNDS,
     fg_iter: int = 0,
     noise: bool = True,
     dtype: str = "float32",
@@ -651,14 +687,16 @@ def simulate_dataset(
         CAMB, is the cheaper below ~100 simulations, ``"fast"`` builds the emulator once).
     foreground_model : str or mapping
         Synthetic foreground model of every split (see :func:`simulate_observation`).
-    split_foregrounds : mapping of str to (str or mapping)
+    split_foregrounds : mapping of str to (str, mapping or list)
         Per-split foregrounds overriding ``foreground_backend`` and ``foreground_model``: a synthetic model
-        ("alt", "filament" or a mapping of options) or PySM presets, ``{"backend": "pysm3", "presets": ["d1",
-        "s1", "f1", "a1"]}`` (one fixed sky, the same in every simulation of the split). Default
-        ``{"TestOOD": "alt", "TestOOD2": "filament"}`` (splits of these names are out of distribution), ``{}``
-        for none. Entries for splits
-        not in ``splits`` are ignored. The manifest records the model of every split (``split_foregrounds``); a
-        split cannot change model on rerun.
+        ("alt", "filament", "perturbed" or a mapping of options), PySM presets, ``{"backend": "pysm3", "presets":
+        ["d1", "s1", "f1", "a1"]}`` (one fixed sky, the same in every simulation of the split), or a list of
+        these, a mixture: simulation i takes model i mod the list's length (``{"Train": ["default",
+        "perturbed"]}`` trains on two foreground models). Default ``{"TestOOD": "alt", "TestOOD2": "filament"}``
+        (splits of these names are out of distribution), ``{}`` for none. Entries for splits not in ``splits``
+        are ignored. The manifest records the model of every split (``split_foregrounds``; a mixture as
+        ``mixture:<model>+<model>`` with each model's record) and each ``params.json`` its simulation's; a split
+        cannot change model on rerun.
     dtype : {"float32", "float64"}
         Stored precision of the maps.
     mjysr_bands : sequence of str

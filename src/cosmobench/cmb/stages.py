@@ -14,8 +14,10 @@ The inputs each stage records: ``train`` the identities of its training and vali
 the identity of its split and, for a learned method, of the finished training; ``evaluate`` those of the
 split and of every method's predictions; ``compare`` those of every evaluated split. So a retrained model
 makes its predictions, their scores and the report refuse to be reused (``overwrite=true`` redoes them).
-A split's identity is the digest of the dataset's settings and of the checksums of that split's files
-(for a CMB-ML dataset, which has no record: of the names, sizes and modification times of its files).
+A split's identity is the digest of the dataset's settings but the split list, and of the checksums of that
+split's files (for a CMB-ML dataset, which has no record: of the names, sizes and modification times of its
+files); so adding a split to a dataset (``simulate`` grows a finished dataset whose settings only add splits or
+simulations) leaves the identity of every other split, and the results made from them, as they were.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = ["simulate", "train", "separate", "evaluate", "compare", "apply", "run
 
 # method settings that change how a method runs, not what it computes (not compared between runs)
 _METHOD_RUNTIME = RUNTIME_KEYS | {"cache_dir", "tensorboard"}
+_SPLIT_LIST = ("splits", "split_foregrounds")  # the simulate settings a grown dataset may change
 
 
 def _command(stage: str, out_dir: str, *extra: str) -> str:
@@ -76,7 +79,10 @@ def _split_identity(ds, split: str) -> str:
         record = require(root, "cmb.simulate", _command("simulate", root), what="the dataset")
         prefix = f"{layout.sims_root(root).name}/{split}/"
         outputs = {k: v for k, v in record.get("outputs", {}).items() if k.startswith(prefix)}
-        return digest({"settings": record["settings"], "outputs": outputs})
+        # the split list is left out (a grown dataset keeps its splits' identities): the outputs pin the split's
+        # simulations, and each params.json the digest of its settings and foreground model
+        settings = {k: v for k, v in record["settings"].items() if k not in (*RUNTIME_KEYS, *_SPLIT_LIST)}
+        return digest({"settings": settings, "outputs": outputs})
     files = sorted(p for p in (layout.sims_root(root) / split).rglob("*") if p.is_file())
     return digest([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
 
@@ -121,6 +127,22 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- simulate
+def _added_splits(record: Mapping | None, settings: Mapping) -> dict[str, int] | None:
+    """The simulations ``settings`` add to the finished dataset of ``record`` (split -> count), or None when they
+    change anything else: another setting, a split's foreground model, fewer simulations in a split."""
+    if record is None or record.get("status") != "finished":
+        return None
+    old = record["settings"]
+    differ = {k for k in set(old) | set(settings) if k not in RUNTIME_KEYS and old.get(k) != settings.get(k)}
+    if not differ or not differ <= set(_SPLIT_LIST):
+        return None
+    before, after = old["splits"], settings["splits"]
+    models = old.get("split_foregrounds", {}), settings.get("split_foregrounds", {})
+    if any(after.get(s, -1) < n or models[0].get(s) != models[1].get(s) for s, n in before.items()):
+        return None
+    return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)} or None
+
+
 def simulate(**settings) -> dict:
     """Simulate the multi-frequency dataset (validated first: physics, splits, disk and memory).
 
@@ -134,7 +156,7 @@ def simulate(**settings) -> dict:
     dict
         Root, simulations written, seconds, bytes on disk, median timings per part; ``skipped`` when done.
     """
-    from .simulate import check_resources, pending_simulations, plan_dataset, write_dataset
+    from .simulate import check_manifest, check_resources, pending_simulations, plan_dataset, write_dataset
 
     s = build(SimulateSettings, settings)
     apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
@@ -142,7 +164,11 @@ def simulate(**settings) -> dict:
     root = Path(s.out_dir)
     owned = [root / "Simulations", layout.manifest_path(root)]
     stage = Stage(root, "cmb.simulate", _recorded(s, "cache_dir"), owned=owned, command=_command("simulate", s.out_dir))
-    action = stage.check(overwrite=s.overwrite)  # other settings are refused here, naming the keys
+    added = None if s.overwrite else _added_splits(stage.read(), stage.settings)
+    if added:
+        check_manifest(root, plan)
+        _say(f"growing the dataset {s.out_dir}: {added} (finished simulations are kept and verified)")
+    action = stage.extend() if added else stage.check(overwrite=s.overwrite)  # other settings refused, named
     pending = plan.items if action == "redo" else [] if action == "skip" else pending_simulations(plan)
     check_resources(plan, pending, s.workers if s.executor != "serial" else 1, force=s.force)
     if (done := stage.start(overwrite=s.overwrite)) is not None:
@@ -159,6 +185,21 @@ def simulate(**settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ train
+def _recalibration(record: Mapping | None, settings: Mapping, inputs: Mapping) -> bool:
+    """Whether this training differs from the finished one of ``record`` only by its ``calibration_splits`` and
+    their identities: what is learned is the same, so the run resumes the finished training and calibrates it
+    again (:mod:`cosmobench.cmb.learned`)."""
+    if record is None or record.get("status") != "finished":
+        return False
+
+    def learned(values: Mapping, identities: Mapping) -> tuple[dict, dict]:
+        method = {k: v for k, v in values.get("settings", {}).items() if k != "calibration_splits"}
+        return {**values, "settings": method}, {k: v for k, v in identities.items() if not k.startswith("calibration:")}
+
+    old = (record.get("settings", {}), record.get("inputs", {}))
+    return old != (settings, inputs) and learned(*old) == learned(settings, inputs)
+
+
 def train(**settings) -> dict:
     """Train a learned method on the dataset (classical methods have nothing to train).
 
@@ -203,14 +244,17 @@ def train(**settings) -> dict:
             sizes = "{" + ", ".join(f"{k}: {v}" for k, v in grown.items()) + "}"
             raise ValueError(
                 f"the dataset {s.out_dir} has no simulation in the calibration split {split!r} (it has {ds.splits}); "
-                f"simulate a dataset that has it, e.g. `cosmobench cmb simulate out_dir=<new> 'simulate.splits="
-                f"{sizes}'` with `simulate.split_foregrounds` giving {split} its foreground model (e.g. perturbed; "
+                f"add it, e.g. `cosmobench cmb simulate out_dir={s.out_dir} 'simulate.splits={sizes}'` with "
+                f"`simulate.split_foregrounds` giving {split} its foreground model (e.g. perturbed; "
                 f"docs/cmb_methods.md), or drop it from methods.{s.method}.calibration_splits"
             )
         inputs[f"calibration:{split}"] = _split_identity(ds, split)
     folder = library.model_dir(s.out_dir, s.method)
     recorded = {**_method_record(s.method, values), "train_split": s.train_split, "val_split": s.val_split}
     stage = Stage(folder, "cmb.train", recorded, inputs, command=_command("train", s.out_dir, f"method={s.method}"))
+    if not s.overwrite and _recalibration(stage.read(), stage.settings, stage.inputs):
+        _say(f"{s.method}: only calibration_splits changed; the trained network is kept and calibrated again")
+        stage.extend()
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
     facts = library.train(s.out_dir, method=s.method, settings=values, train_split=s.train_split, val_split=s.val_split)

@@ -224,6 +224,18 @@ class Stage:
         self._checked[overwrite] = action = self._decide(overwrite)
         return action
 
+    def extend(self) -> str:
+        """Accept this run as an extension of the finished record (the caller decided that its settings only add
+        outputs): the run resumes, keeping the finished outputs, and the record takes the new settings.
+
+        Returns
+        -------
+        str
+            ``"resume"``, the action :meth:`start` then takes.
+        """
+        self._checked[False] = "resume"
+        return "resume"
+
     def _decide(self, overwrite: bool) -> str:
         record = self.read()
         if record is None:
