@@ -103,8 +103,13 @@ def test_a_finished_dataset_grows_by_a_split_and_the_results_of_the_others_stay_
     assert [again[f] == trained[f] for f in ("last.pt", "best.pt", "model.pt")] == [True, True, False]
     # not a growth: fewer simulations, another model of a split it holds, another setting beside the new split
     for changed, key in (
-        (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 1}", models], "splits"),
-        ([grown[0], "simulate.split_foregrounds={TestOOD: alt, TestOOD2: filament, ValidOOD: alt}"], "ValidOOD"),
+        (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 1}", models], "ValidOOD: 2 -> 1 simulations"),
+        (
+            [grown[0], "simulate.split_foregrounds={TestOOD: alt}"],
+            "ValidOOD: foregrounds perturbed -> default.*"
+            "repeat the splits it holds.*TestOOD2: filament, ValidOOD: perturbed, <new split>",
+        ),
+        ([grown[0], "simulate.split_foregrounds={ValidOOD: alt}"], "ValidOOD: foregrounds perturbed -> alt"),
         (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 2, More: 1}", models, "simulate.seed=3"], "seed"),
     ):
         with pytest.raises(StageConflict, match=key):

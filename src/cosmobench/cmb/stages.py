@@ -22,6 +22,7 @@ simulations) leaves the identity of every other split, and the results made from
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
-from ..core.stage import RUNTIME_KEYS, Stage, StageNotFinished, digest, identity, require
+from ..core.stage import RUNTIME_KEYS, Stage, StageConflict, StageNotFinished, digest, identity, require
 from . import dataset as layout
 from .methods import get_method, is_learned, method_defaults
 from .settings import (
@@ -127,9 +128,17 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- simulate
-def _added_splits(record: Mapping | None, settings: Mapping) -> dict[str, int] | None:
-    """The simulations ``settings`` add to the finished dataset of ``record`` (split -> count), or None when they
-    change anything else: another setting, a split's foreground model, fewer simulations in a split."""
+def _added_splits(root: Path, record: Mapping | None, settings: Mapping) -> dict[str, int] | None:
+    """The simulations ``settings`` add to the finished dataset at ``root`` recorded in ``record`` (split -> count;
+    empty when only entries of splits it does not hold changed), or None when they change another setting (refused
+    by the stage record, naming it).
+
+    Raises
+    ------
+    StageConflict
+        Only the split list changed, but not by adding: fewer simulations in a split, or another foreground model
+        of a split the dataset holds (each named, with the override that keeps them).
+    """
     if record is None or record.get("status") != "finished":
         return None
     old = record["settings"]
@@ -137,10 +146,20 @@ def _added_splits(record: Mapping | None, settings: Mapping) -> dict[str, int] |
     if not differ or not differ <= set(_SPLIT_LIST):
         return None
     before, after = old["splits"], settings["splits"]
-    models = old.get("split_foregrounds", {}), settings.get("split_foregrounds", {})
-    if any(after.get(s, -1) < n or models[0].get(s) != models[1].get(s) for s, n in before.items()):
-        return None
-    return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)} or None
+    named = old.get("split_foregrounds", {}), settings.get("split_foregrounds", {})
+    models = [{s: m.get(s, settings.get("foreground_model")) for s in before} for m in named]  # unnamed: the default
+    problems = [f"{s}: {n} -> {after.get(s, 0)} simulations" for s, n in before.items() if after.get(s, 0) < n]
+    problems += [f"{s}: foregrounds {models[0][s]} -> {models[1][s]}" for s in before if models[0][s] != models[1][s]]
+    if problems:
+        kept = ", ".join(f"{s}: {v if isinstance(v, str) else json.dumps(v)}" for s, v in named[0].items())
+        raise StageConflict(
+            f"{root} holds a finished dataset these settings do not only add to "
+            f"({'; '.join(problems)}). A dataset grows by new splits or more simulations, each split it holds "
+            "keeping its count and foreground model; a dict override replaces the whole dict, so repeat the splits "
+            f"it holds (e.g. 'simulate.split_foregrounds={{{kept}, <new split>: <model>}}'). Or rerun with "
+            "overwrite=true to delete the dataset and simulate it again, or choose another out_dir."
+        )
+    return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
 
 
 def simulate(**settings) -> dict:
@@ -164,11 +183,12 @@ def simulate(**settings) -> dict:
     root = Path(s.out_dir)
     owned = [root / "Simulations", layout.manifest_path(root)]
     stage = Stage(root, "cmb.simulate", _recorded(s, "cache_dir"), owned=owned, command=_command("simulate", s.out_dir))
-    added = None if s.overwrite else _added_splits(stage.read(), stage.settings)
-    if added:
+    added = None if s.overwrite else _added_splits(root, stage.read(), stage.settings)
+    if added is not None:
         check_manifest(root, plan)
-        _say(f"growing the dataset {s.out_dir}: {added} (finished simulations are kept and verified)")
-    action = stage.extend() if added else stage.check(overwrite=s.overwrite)  # other settings refused, named
+        if added:
+            _say(f"growing the dataset {s.out_dir} by {added} (finished simulations are verified and kept)")
+    action = stage.check(overwrite=s.overwrite) if added is None else stage.extend()  # other settings: refused
     pending = plan.items if action == "redo" else [] if action == "skip" else pending_simulations(plan)
     check_resources(plan, pending, s.workers if s.executor != "serial" else 1, force=s.force)
     if (done := stage.start(overwrite=s.overwrite)) is not None:
