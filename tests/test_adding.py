@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 TOY = textwrap.dedent(
-    '''
+    """
     import dataclasses
     from pathlib import Path
 
@@ -34,7 +34,7 @@ TOY = textwrap.dedent(
             return done
         write_json(folder / "numbers.json", list(range(s.n)))
         return stage.finish({"n": s.n}, outputs=[folder / "numbers.json"])
-    '''
+    """
 )
 
 

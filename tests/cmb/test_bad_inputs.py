@@ -210,7 +210,7 @@ CASES = [
         ["simulate", "simulate.splits={Test: 2}"],
         None,
         1,
-        ['splits.Train: 1 -> "<absent>"', "splits.Test: 1 -> 2", "overwrite=true"],
+        ["Train: 1 -> 0 simulations", "replaces the whole dict", "'simulate.splits={Test: 1, Train: 1, Valid: 1, <new"],
     ),
     (
         "pysm3-backend-without-templates",

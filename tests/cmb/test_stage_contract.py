@@ -107,7 +107,8 @@ def test_a_finished_dataset_grows_by_a_split_and_the_results_of_the_others_stay_
         (
             [grown[0], "simulate.split_foregrounds={TestOOD: alt}"],
             "ValidOOD: foregrounds perturbed -> default.*"
-            "repeat the splits it holds.*TestOOD2: filament, ValidOOD: perturbed, <new split>",
+            "repeat what it holds.*'simulate.split_foregrounds=\\{TestOOD: alt, TestOOD2: filament, "
+            "ValidOOD: perturbed, <new",
         ),
         ([grown[0], "simulate.split_foregrounds={ValidOOD: alt}"], "ValidOOD: foregrounds perturbed -> alt"),
         (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 2, More: 1}", models, "simulate.seed=3"], "seed"),

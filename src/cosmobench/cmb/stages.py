@@ -128,6 +128,11 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- simulate
+def _flow(values: Mapping) -> str:
+    """A mapping as the inside of a YAML flow mapping, for a command line: ``Train: 240, TestOOD: alt``."""
+    return ", ".join(f"{k}: {v if isinstance(v, (str, int)) else json.dumps(v)}" for k, v in values.items())
+
+
 def _added_splits(root: Path, record: Mapping | None, settings: Mapping) -> dict[str, int] | None:
     """The simulations ``settings`` add to the finished dataset at ``root`` recorded in ``record`` (split -> count;
     empty when only entries of splits it does not hold changed), or None when they change another setting (refused
@@ -151,13 +156,13 @@ def _added_splits(root: Path, record: Mapping | None, settings: Mapping) -> dict
     problems = [f"{s}: {n} -> {after.get(s, 0)} simulations" for s, n in before.items() if after.get(s, 0) < n]
     problems += [f"{s}: foregrounds {models[0][s]} -> {models[1][s]}" for s in before if models[0][s] != models[1][s]]
     if problems:
-        kept = ", ".join(f"{s}: {v if isinstance(v, str) else json.dumps(v)}" for s, v in named[0].items())
         raise StageConflict(
-            f"{root} holds a finished dataset these settings do not only add to "
-            f"({'; '.join(problems)}). A dataset grows by new splits or more simulations, each split it holds "
-            "keeping its count and foreground model; a dict override replaces the whole dict, so repeat the splits "
-            f"it holds (e.g. 'simulate.split_foregrounds={{{kept}, <new split>: <model>}}'). Or rerun with "
-            "overwrite=true to delete the dataset and simulate it again, or choose another out_dir."
+            f"{root} holds a finished dataset these settings do not only add to ({'; '.join(problems)}). A dataset "
+            "grows by new splits or more simulations, each split it holds keeping its count and foreground model; "
+            "a dict override replaces the whole dict, so repeat what it holds: 'simulate.splits="
+            f"{{{_flow(before)}, <new split>: <count>}}' 'simulate.split_foregrounds={{{_flow(named[0])}, <new split>: "
+            "<model>}'. Or rerun with overwrite=true to delete the dataset and simulate it again, or choose another "
+            "out_dir."
         )
     return {s: n - before.get(s, 0) for s, n in after.items() if n > before.get(s, 0)}
 
