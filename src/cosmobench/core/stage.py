@@ -225,8 +225,9 @@ class Stage:
         return action
 
     def extend(self) -> str:
-        """Accept this run as an extension of the finished record (the caller decided that its settings only add
-        outputs): the run resumes, keeping the finished outputs, and the record takes the new settings.
+        """Accept this run as an extension of the finished record (the caller decided that its finished outputs
+        stay valid under the new settings: they only add outputs, or redo some from kept ones): the run resumes,
+        keeping the finished outputs, and the record takes the new settings and inputs.
 
         Returns
         -------
