@@ -191,10 +191,10 @@ def simulate(**settings) -> dict:
     added = None if s.overwrite else _added_splits(root, stage.read(), stage.settings)
     if added is not None:
         check_manifest(root, plan)
-        if added:
-            _say(f"growing the dataset {s.out_dir} by {added} (finished simulations are verified and kept)")
     action = stage.check(overwrite=s.overwrite) if added is None else stage.extend()  # other settings: refused
     pending = plan.items if action == "redo" else [] if action == "skip" else pending_simulations(plan)
+    if added:
+        _say(f"growing the dataset {s.out_dir} by {added} (the finished simulations verified and kept)")
     check_resources(plan, pending, s.workers if s.executor != "serial" else 1, force=s.force)
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
