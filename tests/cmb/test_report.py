@@ -86,3 +86,29 @@ def test_colour_limit_is_round_and_shared():
     assert colour_limit([np.linspace(-0.0123, 0.0123, 1001)]) == pytest.approx(0.02)
     assert colour_limit([np.array([-200.0, 200.0])]) == pytest.approx(200.0)
     assert colour_limit([np.zeros(4)]) == 1.0
+
+
+def test_learned_methods_record_their_training_foregrounds_and_the_report_names_seen_splits(tiny_run):
+    """A learned method's ``method.json`` and the scores name the foreground model it was trained on; the split
+    comparison says which test split is not out of distribution for a method trained on a mixture holding it."""
+    import copy
+
+    from cosmobench.cmb.compare import ood_markdown
+
+    assert read_json(tiny_run / "cmbnncs" / "Test" / "method.json")["train_foregrounds"] == "default"
+    test = read_json(tiny_run / "results" / "Test" / "summary.json")
+    assert test["methods"]["cmbnncs"]["train_foregrounds"] == "default"
+    assert test["methods"]["hilc"]["train_foregrounds"] is None
+    same = ood_markdown({"Test": test, "TestOOD": copy.deepcopy(test)})  # a second split of the training model
+    assert "Learned methods trained on foregrounds: cmbnncs default; not out of distribution" in same
+    alt = copy.deepcopy(test)
+    alt["settings"]["foreground_model"] = "alt"
+    assert "Learned methods trained on foregrounds: cmbnncs default." in ood_markdown({"Test": test, "TestOOD": alt})
+    mixed = copy.deepcopy(test)
+    mixed["methods"]["cmbnncs"]["train_foregrounds"] = "mixture:default+alt"
+    ood = copy.deepcopy(mixed)
+    ood["settings"]["foreground_model"] = "alt"
+    text = ood_markdown({"Test": mixed, "TestOOD": ood})
+    assert "cmbnncs mixture:default+alt; not out of distribution" in text and "TestOOD (alt) for cmbnncs" in text
+    ood["settings"]["foreground_model"] = "filament"
+    assert "not out of distribution" not in ood_markdown({"Test": mixed, "TestOOD": ood})

@@ -521,9 +521,32 @@ def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
         "",
         f"{name} mean ± standard deviation across the simulations of each split: {titles}. "
         f"The ratio columns divide a split's mean by the {ref} mean (1 = no loss on foregrounds the methods were "
-        "not trained on; docs/foregrounds.md describes the models).",
+        "not trained on; docs/foregrounds.md describes the models)." + _training_note(summaries, methods),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _training_note(summaries: Mapping[str, dict], methods: Sequence[str]) -> str:
+    """What each learned method was trained on (its ``train_foregrounds``), and the splits that are therefore not
+    out of distribution for it (a split's model among those of its training mixture)."""
+    trained = {}
+    for m in methods:
+        models = {v.get("methods", {}).get(m, {}).get("train_foregrounds") for v in summaries.values()} - {None}
+        if models:
+            trained[m] = sorted(models)
+    if not trained:
+        return ""
+    note = " Learned methods trained on foregrounds: " + "; ".join(f"{m} {', '.join(v)}" for m, v in trained.items())
+    seen = [
+        f"{s} ({model}) for {m}"
+        for s, summary in list(summaries.items())[1:]
+        if (model := summary["settings"].get("foreground_model"))
+        for m, v in trained.items()
+        if any(model in t.removeprefix("mixture:").split("+") for t in v)
+    ]
+    return note + (
+        f"; not out of distribution, being among the training foregrounds: {', '.join(seen)}." if seen else "."
+    )
 
 
 def leaderboard_text(summaries: Mapping[str, dict]) -> str:

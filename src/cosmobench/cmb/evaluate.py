@@ -201,7 +201,7 @@ def evaluate(
         per split, jackknife ``se``), and ``coverage``: the same for every column of ``coverage.csv`` (null for
         a method without a std).
     """
-    from cosmobench.cmb.dataset import CMBDataset
+    from cosmobench.cmb.dataset import CMBDataset, method_info_path
 
     ds = CMBDataset(root)
     out = Path(out_dir) if out_dir is not None else ds.root / "results" / split
@@ -257,7 +257,8 @@ def evaluate(
             _write_method(out, m, fwhms, indices, results, prints[m], linear_bins(2, lmax, int(nbins)))
     summary = {"settings": settings, "methods": {}}
     for m in methods:
-        entry = summary["methods"][m] = {**infos[m], "beams": {}, "coverage": None}
+        trained = read_json(method_info_path(ds.root, m, split)).get("train_foregrounds")  # not in the fingerprint
+        entry = summary["methods"][m] = {**infos[m], "train_foregrounds": trained, "beams": {}, "coverage": None}
         for tag in fwhms:
             rows = _read_csv(out / m / tag / "metrics.csv")
             entry["beams"][tag] = {k: summarize([r[k] for r in rows]) for k in COLUMNS}

@@ -393,6 +393,13 @@ class Standardised(nn.Module):
         return self.target_scale.detach().double().cpu().reshape(-1).numpy()
 
 
+def _foreground_model(dataset: Any, split: str) -> str | None:
+    """The foreground model ``split`` of ``dataset`` was simulated with (``foreground_model(split)`` of a
+    :class:`~cosmobench.cmb.dataset.CMBDataset`, ``mixture:...`` for a mixture), or None for data without one."""
+    model_of = getattr(dataset, "foreground_model", None)
+    return model_of(split) if model_of is not None else None
+
+
 class Ensemble(nn.Module):
     """A deep ensemble (Lakshminarayanan et al. 2017): trained models of the same inputs, one prediction.
 
@@ -851,6 +858,12 @@ class LearnedMethod:
         """Whether the method predicts a standard deviation (:meth:`predict_with_std`)."""
         return self.settings.uncertainty != "none"
 
+    @property
+    def train_foregrounds(self) -> str | None:
+        """Foreground model of the split the network was trained on (``mixture:default+perturbed`` for a mixture;
+        None before training, for data without one, or for a model saved before it was recorded)."""
+        return (self.config or {}).get("train_foregrounds")
+
     def output_lmax_for(self, nside: int) -> int | None:
         """Band limit of the output at ``nside``: None, the network's output is not band-limited."""
         return None
@@ -1101,6 +1114,7 @@ class LearnedMethod:
             "train_split": train_split,
             "val_split": val_split if has_val else None,
             "dataset": str(Path(getattr(dataset, "root", "."))),
+            "train_foregrounds": _foreground_model(dataset, train_split),
         }
         if saved is not None:
             _check_resumable(saved, config, ckpt)

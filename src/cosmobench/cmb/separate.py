@@ -254,7 +254,8 @@ def method_facts(model, nside: int) -> dict:
     dict
         ``output_beam_arcmin`` (float or None), ``fields`` (``"I"`` or ``"IQU"``), ``output_lmax`` (int or None:
         the method's ``output_lmax_for(nside)``, else its ``output_lmax`` attribute) and ``uncertainty`` (bool:
-        whether it has a usable ``predict_with_std``; a method's own ``uncertainty`` attribute decides).
+        whether it has a usable ``predict_with_std``; a method's own ``uncertainty`` attribute decides); for a
+        trained method ``train_foregrounds``, the foreground model of its training split (None if not recorded).
     """
     lmax_for = getattr(model, "output_lmax_for", None)
     lmax = lmax_for(int(nside)) if lmax_for is not None else getattr(model, "output_lmax", None)
@@ -263,6 +264,7 @@ def method_facts(model, nside: int) -> dict:
         "fields": _fields(model),
         "output_lmax": None if lmax is None else int(lmax),
         "uncertainty": _has_std(model),
+        **({"train_foregrounds": model.train_foregrounds} if hasattr(model, "train_foregrounds") else {}),
     }
 
 
