@@ -113,9 +113,8 @@ class NILCResidualData:
         return self.dataset.sim_indices(split)
 
     def foreground_model(self, split: str) -> str | None:
-        """Foreground model of ``split`` in the wrapped dataset (None if it records none)."""
-        model_of = getattr(self.dataset, "foreground_model", None)
-        return model_of(split) if model_of is not None else None
+        """Foreground model of ``split`` in the wrapped dataset (:meth:`CMBDataset.foreground_model`)."""
+        return self.dataset.foreground_model(split)
 
     def nilc_map(self, split: str, i: int) -> np.ndarray:
         """Cached NILC prediction, ndarray (nfield, npix) float64 uK_CMB at NILC's output beam."""
