@@ -332,7 +332,14 @@ CASES = [
         ["train", "method=nilc_unet", "methods.nilc_unet.calibration_splits=[ValidOOD]"],
         None,
         1,
-        ["no simulation in the calibration split 'ValidOOD'", "ValidOOD: 1", "calibration_splits"],
+        ["calibration split 'ValidOOD' has no simulation in", "ValidOOD: 1", "methods.nilc_unet.calibration_splits"],
+    ),
+    (
+        "calibration-split-is-the-validation-split",
+        ["train", "method=nilc_unet", "methods.nilc_unet.calibration_splits=[Valid]"],
+        None,
+        1,
+        ["names the validation split 'Valid'", "drop it from calibration_splits"],
     ),
     (
         "calibration-split-without-uncertainty",

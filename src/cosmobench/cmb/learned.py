@@ -1007,14 +1007,15 @@ class LearnedMethod:
             ``std_calibration_splits`` the ensemble's, ``members`` (the count) and ``member_facts`` (each member's
             dict).
         """
-        self._check_calibration_splits(dataset, val_split)
+        self.check_calibration_splits(dataset, val_split)
         kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
         if self.settings.members == 1:
             return self._train(dataset, Path(out_dir), **kwargs)
         return self._train_ensemble(dataset, Path(out_dir), **kwargs)
 
-    def _check_calibration_splits(self, dataset, val_split: str | None) -> None:
-        """Refuse, before any work, a calibration split the dataset does not hold (or the validation split again)."""
+    def check_calibration_splits(self, dataset, val_split: str | None) -> None:
+        """Refuse, before any work, a calibration split the dataset does not hold (naming the command that adds
+        it) or the validation split again; :meth:`fit` and the ``cmb train`` stage (before its record) call it."""
         for split in self.settings.calibration_splits:
             if split == val_split:
                 raise ValueError(
@@ -1027,10 +1028,14 @@ class LearnedMethod:
                 found = []
             if not found:
                 root = getattr(dataset, "root", "the dataset")
+                held = dict(getattr(dataset, "splits", {}))
+                grown = {**held, split: held.get(val_split) or 4}
+                sizes = "{" + ", ".join(f"{k}: {v}" for k, v in grown.items()) + "}"
                 raise ValueError(
-                    f"calibration split {split!r} has no simulation in {root}: simulate it (e.g. "
-                    f"`simulate.splits` with {split}: 30 and `simulate.split_foregrounds` with {split}: perturbed, "
-                    "docs/cmb_methods.md) or drop it from calibration_splits"
+                    f"calibration split {split!r} has no simulation in {root} (its splits: {held}); add it, e.g. "
+                    f"`cosmobench cmb simulate out_dir={root} 'simulate.splits={sizes}'` with "
+                    f"`simulate.split_foregrounds` giving {split} its foreground model (e.g. perturbed; "
+                    f"docs/cmb_methods.md), or drop it from methods.{self.name}.calibration_splits"
                 )
 
     def _train_ensemble(self, dataset, out_dir: Path, **kwargs) -> dict:

@@ -263,16 +263,8 @@ def train(**settings) -> dict:
                 "train.val_split, or train.val_split=null to train without validation"
             )
         inputs["valid"] = _split_identity(ds, s.val_split)
-    for split in (values or {}).get("calibration_splits") or []:  # the learned error bars' further splits
-        if ds.splits.get(split, 0) == 0:
-            grown = {**ds.splits, split: ds.splits.get(s.val_split) or 4}
-            sizes = "{" + ", ".join(f"{k}: {v}" for k, v in grown.items()) + "}"
-            raise ValueError(
-                f"the dataset {s.out_dir} has no simulation in the calibration split {split!r} (it has {ds.splits}); "
-                f"add it, e.g. `cosmobench cmb simulate out_dir={s.out_dir} 'simulate.splits={sizes}'` with "
-                f"`simulate.split_foregrounds` giving {split} its foreground model (e.g. perturbed; "
-                f"docs/cmb_methods.md), or drop it from methods.{s.method}.calibration_splits"
-            )
+    get_method(s.method)(**values).check_calibration_splits(ds, s.val_split)  # before the record is written
+    for split in values.get("calibration_splits") or []:  # the learned error bars' further splits
         inputs[f"calibration:{split}"] = _split_identity(ds, split)
     folder = library.model_dir(s.out_dir, s.method)
     recorded = {**_method_record(s.method, values), "train_split": s.train_split, "val_split": s.val_split}
