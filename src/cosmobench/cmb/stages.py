@@ -263,8 +263,10 @@ def train(**settings) -> dict:
                 "train.val_split, or train.val_split=null to train without validation"
             )
         inputs["valid"] = _split_identity(ds, s.val_split)
-    get_method(s.method)(**values).check_calibration_splits(ds, s.val_split)  # before the record is written
-    for split in values.get("calibration_splits") or []:  # the learned error bars' further splits
+    calibration_splits = values.get("calibration_splits") or []  # the learned error bars' further splits
+    if calibration_splits:  # a setting of the networks (cosmobench.cmb.learned), checked before the record
+        get_method(s.method)(**values).check_calibration_splits(ds, s.val_split)
+    for split in calibration_splits:
         inputs[f"calibration:{split}"] = _split_identity(ds, split)
     folder = library.model_dir(s.out_dir, s.method)
     recorded = {**_method_record(s.method, values), "train_split": s.train_split, "val_split": s.val_split}
