@@ -7,8 +7,10 @@ splits side by side with the ratio to the first, each column naming its foregrou
 methods x common beams, mean +- std across simulations, in the style of CMB-ML's README; the RMSE and residual
 power of T, E and B per method; the coverage of the methods' error maps), ``leaderboard.csv`` and
 ``leaderboard.json`` (one row per dataset, split, beam, method and field T/E/B: the field's RMSE and residual power,
-and mean, std, standard error and count of every metric), figures under ``figures/<split>/``
-(``figures/<dataset>/<split>/``) and ``report.md`` tying them together.
+and mean, std, standard error and count of every metric), with several runs of one split (training seeds on the
+same simulations, :mod:`cosmobench.cmb.spread`) their spread in ``leaderboard_spread.csv`` and atop
+``leaderboard.md``, figures under ``figures/<split>/`` (``figures/<dataset>/<split>/``) and ``report.md`` tying
+them together.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from cosmobench.cmb import figures
 from cosmobench.cmb.dataset import is_fixed_sky
 from cosmobench.cmb.evaluate import COLUMNS, COVERAGE_LEVELS, METRIC_COLUMNS, beam_tag, coverage_column
+from cosmobench.cmb.spread import run_groups, spread_markdown, spread_rows
 from cosmobench.core.io import atomic_path, read_json, write_json
 
 __all__ = [
@@ -46,6 +49,7 @@ HEADLINE = {
     "nrmse": ("NRMSE", "", False),
     "psnr": ("PSNR", "dB", True),
 }
+SPREAD_CSV = "leaderboard_spread.csv"  # the spread over runs of the same split (cosmobench.cmb.spread)
 _EMPTY = {"mean": None, "std": None}  # the statistics of a column a summary lacks
 # field -> (its RMSE, residual-power and transfer columns in metrics.csv, its filter-equalised RMSE in summary.json)
 FIELDS = {
@@ -104,6 +108,17 @@ def compare(
         {"settings": first["settings"], "splits": {s: v["settings"] for s, v in summaries.items()}, "rows": rows},
     )
     table = leaderboard_text(summaries)
+    groups = run_groups(summaries)
+    if groups:  # the same split scored by several runs (training seeds): their spread, before the runs' tables
+        spread = spread_rows(summaries, groups)
+        with atomic_path(report / SPREAD_CSV) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(spread[0]))
+            writer.writeheader()
+            writer.writerows(spread)
+        beam = beam_tag(map_beams[0]) if map_beams else None  # the maps' beam, else the first evaluated
+        table = "\n".join(["### Spread over runs", "", spread_markdown(summaries, groups, spread, beam), table])
+    else:
+        (report / SPREAD_CSV).unlink(missing_ok=True)
     with atomic_path(report / "leaderboard.md") as tmp:
         tmp.write_text(table)
 
@@ -713,5 +728,6 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict, beam_not
         ]
     for split, v in summaries.items():
         out += _figure_sections(split, v["settings"], figs, beam_notes.get(split, ""))
-    out += ["", "Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`, `figures/<split>/`.", ""]
+    spread = f", `{SPREAD_CSV}`" if "### Spread over runs" in table else ""
+    out += ["", f"Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`{spread}, `figures/<split>/`.", ""]
     return "\n".join(out)

@@ -15,16 +15,19 @@ method's settings, the beam (``output_beam_arcmin``) and band limit (``output_lm
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..core.executor import map_tasks
 from ..core.io import read_json, write_healpix, write_json
+from ..core.settings import plain
 from .dataset import CMBDataset, method_info_path, obs_path, pred_path, pred_std_path
-from .methods import get_method
+from .methods import RUNTIME_SETTINGS, get_method
 from .methods import is_learned as _is_learned
 
 __all__ = [
@@ -96,8 +99,8 @@ def train(
     return facts
 
 
-def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
-    """Refuse, before any work, a trained model that cannot separate ``dataset``.
+def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> Any:
+    """Refuse, before any work, a trained model that cannot separate ``dataset``; return it (loaded on the CPU).
 
     Parameters
     ----------
@@ -106,6 +109,10 @@ def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
         A learned method.
     folder : path
         Its trained model folder (``<root>/<method>/model``, possibly of another dataset).
+
+    Returns
+    -------
+    The trained method (``Method.load``), e.g. for :func:`trained_settings`.
 
     Raises
     ------
@@ -144,6 +151,7 @@ def check_model(dataset: CMBDataset, method: str, folder: str | Path) -> None:
             f"the {method} model in {folder} cannot separate the dataset {dataset.root}: {'; '.join(problems)}. "
             "Use a model trained on a dataset with the same nside and channels (train one there)"
         )
+    return model
 
 
 def _check_sim(root: str, split: str, bands: Sequence[str], nside: int, i: int) -> list[str]:
@@ -215,6 +223,47 @@ def check_observed(
 
 
 _LOADED: dict = {}
+
+
+def _normalised(method: str, settings: Mapping) -> dict:
+    """The settings as the method holds them (e.g. ``nilc_unet`` puts its NILC input first in ``bands``)."""
+    held = getattr(_build(method, dict(settings)), "settings", None)
+    return plain(held.as_dict()) if hasattr(held, "as_dict") else plain(dict(settings))
+
+
+def trained_settings(method: str, settings: Mapping, model: Any) -> dict:
+    """A learned method's settings as it predicts: ``settings`` with the trained ``model``'s value of every key
+    (but the runtime ones, :data:`~cosmobench.cmb.methods.RUNTIME_SETTINGS`) where they differ, since the model,
+    not this run's configuration, is what predicts; those keys are named in a warning.
+
+    Parameters
+    ----------
+    method : str
+    settings : mapping
+        The method's settings given to this run (its defaults and overrides).
+    model
+        The loaded trained method (``Method.load``); its ``settings`` are compared, as the method holds them.
+
+    Returns
+    -------
+    dict
+        What the predictions' ``method.json`` and the separate record hold: ``settings`` itself when the model
+        was trained with them.
+    """
+    held = getattr(model, "settings", None)
+    if not hasattr(held, "as_dict"):
+        return dict(settings)
+    given, trained = _normalised(method, settings), plain(held.as_dict())
+    differ = [k for k in sorted(given) if k in trained and k not in RUNTIME_SETTINGS and given[k] != trained[k]]
+    if differ:
+        warnings.warn(
+            f"{method} predicts with its trained model's settings "
+            f"({', '.join(f'{k}={trained[k]!r}' for k in differ)}), not the given "
+            f"{', '.join(f'{k}={given[k]!r}' for k in differ)}: training settings take effect through "
+            f"`cosmobench cmb train` (give the same methods.{method}.* to both stages to silence this)",
+            stacklevel=2,
+        )
+    return {**settings, **{k: trained[k] for k in differ}}
 
 
 def _load(method: str, settings: dict, root: str, model_folder: str | None):
@@ -369,9 +418,10 @@ def predict_split(
     settings = dict(settings)
     model = _build(method, settings)
     folder = None
-    if _is_learned(method):  # fields and uncertainty are the trained model's
+    if _is_learned(method):  # fields, uncertainty and every setting but the runtime ones are the trained model's
         folder = str(model_folder if model_folder is not None else model_dir(dataset.root, method))
         model = _load(method, settings, str(dataset.root), folder)
+        settings = trained_settings(method, settings, model)
     facts = method_facts(model, dataset.nside)
     info = {"method": method, "settings": settings, **facts}
     info_path = method_info_path(dataset.root, method, split)

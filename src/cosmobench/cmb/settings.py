@@ -239,7 +239,8 @@ class CompareSettings(StageSettings):
         Dataset root; reads ``out_dir/results/<split>``, writes ``out_dir/report``.
     results_dirs : list of str or None
         Results folders of several datasets (``[A/results, B/results]``), reported side by side, each column
-        naming its dataset and foreground model; None = ``out_dir/results``.
+        naming its dataset and foreground model; of several runs on the same simulations (training seeds), also
+        their spread (:mod:`cosmobench.cmb.spread`); None = ``out_dir/results``.
     map_beams : list of float or None
         Map figures at these common beams (None = all; [] = none).
     """

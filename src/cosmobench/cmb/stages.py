@@ -32,7 +32,7 @@ from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
 from ..core.stage import RUNTIME_KEYS, Stage, StageConflict, StageNotFinished, digest, identity, require
 from . import dataset as layout
-from .methods import get_method, is_learned, method_defaults
+from .methods import RUNTIME_SETTINGS, get_method, is_learned, method_defaults
 from .settings import (
     ApplySettings,
     CompareSettings,
@@ -45,8 +45,6 @@ from .settings import (
 
 __all__ = ["simulate", "train", "separate", "evaluate", "compare", "apply", "run"]
 
-# method settings that change how a method runs, not what it computes (not compared between runs)
-_METHOD_RUNTIME = RUNTIME_KEYS | {"cache_dir", "tensorboard"}
 _SPLIT_LIST = ("splits", "split_foregrounds")  # the simulate settings a grown dataset may change
 
 
@@ -101,7 +99,7 @@ def _method_settings(method: str, settings: Mapping | None, *, device: str, prog
 
 
 def _method_record(method: str, values: Mapping) -> dict:
-    return {"method": method, "settings": {k: v for k, v in values.items() if k not in _METHOD_RUNTIME}}
+    return {"method": method, "settings": {k: v for k, v in values.items() if k not in RUNTIME_SETTINGS}}
 
 
 def _require_model(out_dir: str, method: str, folder: str | Path | None = None) -> dict:
@@ -307,7 +305,8 @@ def separate(**settings) -> dict:
     if is_learned(s.method):
         inputs["model"] = identity(_require_model(s.out_dir, s.method, s.model_dir))
         model_folder = library.model_dir(s.out_dir, s.method) if s.model_dir is None else Path(s.model_dir)
-        library.check_model(ds, s.method, model_folder)  # trained nside, channels and beams
+        model = library.check_model(ds, s.method, model_folder)  # trained nside, channels and beams
+        values = library.trained_settings(s.method, values, model)  # what predicts: the model's settings
     elif s.model_dir is not None:
         raise ValueError(f"{s.method} is a classical method: it has no trained model; drop separate.model_dir")
     bands = list(getattr(library._build(s.method, values), "bands", None) or ds.bands)
@@ -455,6 +454,7 @@ def apply(**settings) -> dict:
         ``skipped`` when already done.
     """
     from . import apply as library
+    from .separate import trained_settings
 
     s = build(ApplySettings, settings)
     apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
@@ -472,6 +472,8 @@ def apply(**settings) -> dict:
         root = str(Path(s.model_dir).parent.parent)
         command = _command("train", root, f"method={s.method}")
         inputs["model"] = identity(require(s.model_dir, "cmb.train", command, what=f"the trained {s.method} model"))
+        model = get_method(s.method).load(s.model_dir, device="cpu")
+        values = trained_settings(s.method, values, model)  # what predicts: the model's settings
     stage = Stage(
         s.out_dir,
         "cmb.apply",

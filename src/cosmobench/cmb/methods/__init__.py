@@ -39,8 +39,12 @@ import inspect
 from typing import Any
 
 from ...core.settings import plain
+from ...core.stage import RUNTIME_KEYS
 
-__all__ = ["METHODS", "get_method", "register", "method_defaults", "is_learned"]
+__all__ = ["METHODS", "RUNTIME_SETTINGS", "get_method", "register", "method_defaults", "is_learned"]
+
+#: method settings that change how a method runs, not what it computes (not compared between runs)
+RUNTIME_SETTINGS = RUNTIME_KEYS | {"tensorboard"}
 
 # name -> "module:Class" (imported on first use) or the class itself (registered at run time)
 METHODS: dict[str, str | type] = {
