@@ -157,12 +157,13 @@ def _differences(summaries: Mapping[str, dict], labels: Sequence[str], method: s
     return "; ".join(f"{k} {', '.join(repr(s.get(k)) for s in settings)}" for k in keys) or "identical settings"
 
 
-def _cell(rows: Mapping[tuple, dict], key: tuple, scale: float = 1.0) -> str:
+def _cell(rows: Mapping[tuple, dict], key: tuple, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± std (min to max)`` of one row of :func:`spread_rows`, times ``scale``; "—" where there is none."""
     row = rows.get(key)
     if row is None:
         return "—"
-    m, s, lo, hi = (scale * row[q] for q in ("mean", "std", "min", "max"))
-    return f"{m:.1f} ± {s:.1f} ({lo:.1f} to {hi:.1f})"
+    m, s, lo, hi = (f"{scale * row[q]:.{digits}f}" for q in ("mean", "std", "min", "max"))
+    return f"{m} ± {s} ({lo} to {hi})"
 
 
 def spread_markdown(
@@ -187,7 +188,7 @@ def spread_markdown(
         lines += ["| Method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for m in methods:
             cells = [_cell(index, (split, beam, m, CHANGE.format(k))) for k in _FILTERED.values()]
-            cells.append(_cell(index, (split, beam, m, "rmse")))
+            cells.append(_cell(index, (split, beam, m, "rmse"), digits=3))
             cells += [
                 _cell(index, (split, _NATIVE, m, coverage_column(k, f)), 100.0) for f in ("t", "p") for k in (1, 2)
             ]
