@@ -130,7 +130,7 @@ def compare(
         map_tags = beams if map_beams is None else [beam_tag(b) for b in map_beams]
         figs.update(_split_figures(folders[label], report, label, summary, map_tags))
         beam_notes[label] = _beam_table(folders[label], settings, (map_tags or beams)[0])
-    text = _report_text(summaries, table, figs, beam_notes)
+    text = _report_text(summaries, table, figs, beam_notes, spread=bool(groups))
     with atomic_path(report / "report.md") as tmp:
         tmp.write_text(text)
     return report / "report.md"
@@ -663,7 +663,9 @@ def _figure_sections(split: str, settings: dict, figs: dict, beam_note: str) -> 
     return out
 
 
-def _report_text(summaries: Mapping[str, dict], table: str, figs: dict, beam_notes: Mapping[str, str]) -> str:
+def _report_text(
+    summaries: Mapping[str, dict], table: str, figs: dict, beam_notes: Mapping[str, str], *, spread: bool = False
+) -> str:
     first = next(iter(summaries.values()))
     s = first["settings"]
     mask = (
@@ -728,6 +730,6 @@ def _report_text(summaries: Mapping[str, dict], table: str, figs: dict, beam_not
         ]
     for split, v in summaries.items():
         out += _figure_sections(split, v["settings"], figs, beam_notes.get(split, ""))
-    spread = f", `{SPREAD_CSV}`" if "### Spread over runs" in table else ""
-    out += ["", f"Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`{spread}, `figures/<split>/`.", ""]
+    files = f", `{SPREAD_CSV}`" if spread else ""
+    out += ["", f"Files: `leaderboard.md`, `leaderboard.csv`, `leaderboard.json`{files}, `figures/<split>/`.", ""]
     return "\n".join(out)

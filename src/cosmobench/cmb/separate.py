@@ -37,6 +37,7 @@ __all__ = [
     "predict_maps",
     "check_observed",
     "check_model",
+    "trained_settings",
     "model_dir",
     "prediction_header",
     "prediction_columns",
