@@ -71,6 +71,7 @@ def test_runs_of_the_same_simulations_and_protocol_are_spread_with_the_change_ta
     assert "-31.7 ± 16.1 (-50.0 to -20.0)" in text
     assert "72.0 ± 2.0 (70.0 to 74.0)" in text  # coverage in percent
     assert "nilc_unet: seed 0, 1, 2." in text  # what differs, runtime settings (device) left out
+    assert "Not in the spread: D/Test, E/Test, F/Test" in text  # the user is told which columns were left out
 
 
 def test_a_split_without_a_manifest_is_not_spread(summaries, tmp_path):

@@ -194,7 +194,14 @@ def spread_markdown(
             ]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         differ = "; ".join(f"{m}: {_differences(summaries, labels, m, split)}" for m in methods)
-        lines += ["", f"What differs between the runs: {differ}.", ""]
+        lines += ["", f"What differs between the runs: {differ}."]
+        apart = [lb for lb, v in summaries.items() if v["settings"]["split"] == split and lb not in labels]
+        if apart:
+            lines.append(
+                f"Not in the spread: {', '.join(apart)} (other simulations or training data, other evaluation "
+                "settings, or no manifest to tell)."
+            )
+        lines.append("")
     lines += [
         "Mean ± standard deviation over the runs (ddof 1) of each run's mean over the split's simulations, and the "
         f"range (min to max). The change against {BASELINE} is taken within each run (the same {BASELINE} maps), "
