@@ -15,7 +15,6 @@ them together.
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from cosmobench.cmb import figures
 from cosmobench.cmb.dataset import is_fixed_sky
 from cosmobench.cmb.evaluate import COLUMNS, COVERAGE_LEVELS, METRIC_COLUMNS, beam_tag, coverage_column
 from cosmobench.cmb.spread import run_groups, spread_markdown, spread_rows
-from cosmobench.core.io import atomic_path, read_json, write_json
+from cosmobench.core.io import atomic_path, read_json, write_csv, write_json
 
 __all__ = [
     "compare",
@@ -98,10 +97,7 @@ def compare(
     check_map_beams(summaries, map_beams)
 
     rows = [row for summary in summaries.values() for row in _rows(summary)]  # one column "dataset" per root
-    with atomic_path(report / "leaderboard.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(report / "leaderboard.csv", rows)
     first = next(iter(summaries.values()))
     write_json(
         report / "leaderboard.json",
@@ -111,10 +107,7 @@ def compare(
     groups = run_groups(summaries)
     if groups:  # the same split scored by several runs (training seeds): their spread, before the runs' tables
         spread = spread_rows(summaries, groups)
-        with atomic_path(report / SPREAD_CSV) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(spread[0]))
-            writer.writeheader()
-            writer.writerows(spread)
+        write_csv(report / SPREAD_CSV, spread)
         beam = beam_tag(map_beams[0]) if map_beams else None  # the maps' beam, else the first evaluated
         table = "\n".join(["### Spread over runs", "", spread_markdown(summaries, groups, spread, beam), table])
     else:

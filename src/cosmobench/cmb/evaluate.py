@@ -51,7 +51,7 @@ from cosmobench.cmb import masks
 from cosmobench.cmb.filtered import filtered_scores
 from cosmobench.cmb.spectra import ESTIMATOR, Master, MasterPol, linear_bins
 from cosmobench.core.executor import map_tasks
-from cosmobench.core.io import atomic_path, read_healpix, read_json, write_healpix, write_json
+from cosmobench.core.io import atomic_path, read_healpix, read_json, write_csv, write_healpix, write_json
 from cosmobench.metrics import pixel_metrics, summarize
 from cosmobench.sky import sht
 
@@ -768,7 +768,7 @@ def _write_method(
     for tag in fwhms:
         folder = out / method / tag
         rows = [{"sim": i, **res[method, tag]["row"]} for i, res in zip(indices, results)]
-        _write_csv(folder / "metrics.csv", ["sim", *COLUMNS], rows)
+        write_csv(folder / "metrics.csv", rows, ["sim", *COLUMNS])
         keys = results[0][method, tag]["spectra"]
         spectra = {k: np.stack([res[method, tag]["spectra"][k] for res in results]) for k in keys}
         with atomic_path(folder / "spectra.npz") as tmp, open(tmp, "wb") as fh:
@@ -778,15 +778,8 @@ def _write_method(
             np.savez(fh, sim=indices[0], **maps)
     if (method, "coverage") in results[0]:
         rows = [{"sim": i, **res[method, "coverage"]} for i, res in zip(indices, results)]
-        _write_csv(out / method / "coverage.csv", ["sim", *_coverage_names()], rows)
+        write_csv(out / method / "coverage.csv", rows, ["sim", *_coverage_names()])
     write_json(out / method / "fingerprint.json", {"fingerprint": fp})
-
-
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _read_csv(path: Path) -> list[dict]:

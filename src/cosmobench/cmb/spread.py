@@ -88,10 +88,14 @@ def _methods(summaries: Mapping[str, dict], labels: Sequence[str]) -> list[str]:
     return [m for m in first if all(m in summaries[lb]["methods"] for lb in labels)]
 
 
+def _measured(values: Sequence[float | None]) -> list[float]:
+    """``values``, or empty where one run lacks the value (None) or it is not finite: nothing to spread."""
+    return [] if any(v is None or not math.isfinite(v) for v in values) else list(values)
+
+
 def _values(summaries: Mapping[str, dict], labels: Sequence[str], method: str, beam: str, key: str) -> list[float]:
     """Each run's mean of one column (empty where a run lacks it)."""
-    out = [summaries[lb]["methods"][method]["beams"][beam].get(key, {}).get("mean") for lb in labels]
-    return [] if any(v is None or not math.isfinite(v) for v in out) else out
+    return _measured([summaries[lb]["methods"][method]["beams"][beam].get(key, {}).get("mean") for lb in labels])
 
 
 def _changes(summaries: Mapping[str, dict], labels: Sequence[str], method: str, beam: str, key: str) -> list[float]:
@@ -137,11 +141,12 @@ def spread_rows(summaries: Mapping[str, dict], groups: Mapping[str, Sequence[str
                 ]
             covers = [summaries[lb]["methods"][method].get("coverage") for lb in labels]
             if all(covers):
-                for k in covers[0]:
-                    vals = [c[k]["mean"] for c in covers]
-                    if all(v is not None and math.isfinite(v) for v in vals):
-                        row = {"split": split, "beam": _NATIVE, "method": method, "metric": k, **_stats(vals)}
-                        rows.append({**row, "runs": runs})
+                measured = {k: _measured([c[k]["mean"] for c in covers]) for k in covers[0]}
+                rows += [
+                    {"split": split, "beam": _NATIVE, "method": method, "metric": k, **_stats(v), "runs": runs}
+                    for k, v in measured.items()
+                    if v
+                ]
     return rows
 
 

@@ -8,6 +8,7 @@ half-written file under a final name. Readers raise :class:`CorruptFileError` na
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ __all__ = [
     "atomic_path",
     "write_json",
     "read_json",
+    "write_csv",
     "write_npy",
     "write_npz",
     "write_text",
@@ -81,6 +83,14 @@ def write_json(path: Path | str, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_csv(path: Path | str, rows: Sequence[dict], fields: Sequence[str] | None = None) -> None:
+    """Write ``rows`` as CSV with a header, atomically; columns ``fields``, or the first row's keys."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields if fields is not None else rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_json(path: Path | str) -> Any:
