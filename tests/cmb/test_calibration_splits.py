@@ -1,8 +1,11 @@
 """Error bars calibrated on further splits (``calibration_splits``): on the noise toy a split with twice the noise
 (a sky the model was not trained on) enters the calibration with one weight per split, the model itself does not
-change, and bad settings are refused before any work."""
+change (nor when only the calibration rule changes), and bad settings are refused before any work."""
 
 from __future__ import annotations
+
+import math
+import shutil
 
 import numpy as np
 import pytest
@@ -26,10 +29,11 @@ class LoudToy(NoisyToy):
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """One Gaussian head trained on the toy and calibrated on Valid, then fitted again with calibration_splits."""
+    """One Gaussian head trained on the toy and calibrated on Valid by the variance rule, then fitted again with
+    calibration_splits."""
     root = tmp_path_factory.mktemp("calib")
     data = LoudToy(root / "data", {"Train": 24, "Valid": 4, LOUD: 4, "Test": 4})
-    _, plain, plain_facts = _train_toy(root, "cpu", data=data)
+    _, plain, plain_facts = _train_toy(root, "cpu", data=data, calibration_rule="variance")
     last = root / "run" / "last.pt"
     before = last.stat().st_mtime_ns
     both = PatchUNet(**{**plain.settings.as_dict(), "calibration_splits": [LOUD]})
@@ -71,6 +75,34 @@ def test_the_model_is_kept_and_only_its_error_bar_widens(calibrated):
         cover[name] = np.mean(np.concatenate(z, axis=1) <= 1)
     # 1 sigma of a Gaussian twice as wide covers 38 %; with the factor (1 + 4) / 2 it covers 2 Phi(sqrt(2.5)/2) - 1
     assert cover["valid"] == pytest.approx(0.383, abs=0.03) and cover["both"] == pytest.approx(0.571, abs=0.03)
+
+
+def test_the_coverage_rule_calibrates_the_same_network_again(calibrated, tmp_path):
+    """Changing only ``calibration_rule`` trains nothing. On Valid and the loud split pooled (a scale mixture of
+    the noise and twice it), the variance rule over-covers 1 sigma and under-covers 2 sigma; the coverage rule
+    splits the miss between the levels, and misses less."""
+    data, _, _, both, variance_facts, _ = calibrated
+    run = tmp_path / "run"
+    shutil.copytree(data.root.parent / "run", run)  # the fixture's run, calibrated on Valid and the loud split
+    last = (run / "last.pt").stat().st_mtime_ns
+    method = PatchUNet(**{**both.settings.as_dict(), "calibration_rule": "coverage"})
+    facts = method.fit(data, run)
+    assert (run / "last.pt").stat().st_mtime_ns == last and facts["epochs"] == variance_facts["epochs"]
+    obs = data.load_obs("Test", 0)
+    (m1, s1), (m2, s2) = both.predict_with_std(obs, data.channels), method.predict_with_std(obs, data.channels)
+    np.testing.assert_array_equal(m1, m2)
+    widen = np.sqrt(np.array(facts["std_calibration"]) / variance_facts["std_calibration"])
+    np.testing.assert_allclose(s2 / s1, np.broadcast_to(widen[:, None], s1.shape), rtol=1e-5)
+    p1, p2 = math.erf(1 / math.sqrt(2)), math.erf(2 / math.sqrt(2))
+
+    def misses(cover: dict) -> np.ndarray:
+        return np.array([np.array(cover["cover1"]) - p1, np.array(cover["cover2"]) - p2])
+
+    before, after = misses(variance_facts["std_calibration_coverage"]), misses(facts["std_calibration_coverage"])
+    assert np.all(before[0] > 0.01) and np.all(before[1] < -0.005), before  # the mixture's tails
+    assert np.all(np.abs(after).max(axis=0) < np.abs(before).max(axis=0)), (before, after)
+    assert np.all(np.abs(np.abs(after[0]) - np.abs(after[1])) < 0.01), after  # balanced
+    assert set(facts["std_calibration_splits"]) == {"Valid", LOUD}
 
 
 def test_bad_calibration_splits_are_refused_before_any_work(tmp_path):

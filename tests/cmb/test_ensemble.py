@@ -68,7 +68,9 @@ def test_the_ensemble_predicts_the_mixture_of_its_members():
     # its calibration is a single head's: the mean over pixels of residual^2 / variance (scaled units)
     d = np.array([1.0, 2.0])
     targets = torch.tensor(2.0 * (np.array([2.0, 1.0]) + d), dtype=torch.float32).reshape(1, 2, 1, 1).repeat(3, 1, 3, 3)
-    got = std_calibration(ens, (torch.zeros(3, 1, 3, 3), targets), batch_size=2, device=torch.device("cpu"))
+    got = std_calibration(
+        ens, (torch.zeros(3, 1, 3, 3), targets), rule="variance", batch_size=2, device=torch.device("cpu")
+    )
     np.testing.assert_allclose(got, d**2 / expected_var, rtol=1e-5)
 
 
@@ -116,7 +118,8 @@ def test_members_are_the_single_method_with_seeds_k(ensemble, tmp_path):
     # the validation factors are measured on the ensemble, as fit reports them
     valid = method._arrays(data, "Valid", run / "cache")
     cpu = torch.device("cpu")
-    got = std_calibration(method.model, place_arrays(*valid, cpu), batch_size=8, device=cpu)
+    rule = method.settings.calibration_rule
+    got = std_calibration(method.model, place_arrays(*valid, cpu), rule=rule, batch_size=8, device=cpu)
     assert got == pytest.approx(facts["std_calibration"], rel=1e-6)
 
 

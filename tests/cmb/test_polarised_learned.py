@@ -119,6 +119,7 @@ def untrained_hybrid(pol_data, tmp_path_factory):
     """nilc_unet with fields=IQU and a Gaussian head, not trained (epochs=0), and its predictions of Valid."""
     run = tmp_path_factory.mktemp("hybrid") / "run"
     settings = {**TINY, "bands": BANDS[:4], "fields": "IQU", "uncertainty": "gaussian", "epochs": 0}
+    settings["calibration_rule"] = "variance"  # the calibrated std is then the residual's RMS exactly
     method = NILCUNet(**settings)
     facts = method.fit(pol_data, run)
     out = separate(
@@ -129,7 +130,8 @@ def untrained_hybrid(pol_data, tmp_path_factory):
 
 def test_untrained_polarised_hybrid_is_nilc_iqu_and_its_std_the_validation_rms(pol_data, untrained_hybrid):
     """The zero last layer outputs mean 0 and log variance 0: the hybrid is NILC's I, Q, U exactly, and the
-    calibrated standard deviation is the RMS of NILC's residual over the validation pixels, per field."""
+    standard deviation calibrated by the variance rule is the RMS of NILC's residual over the validation pixels,
+    per field."""
     method, facts, _, run = untrained_hybrid
     assert method.config["pol_bands"] == ["nilc", "100", "143", "217", "353"]
     assert method.output_lmax_for(NSIDE) == 3 * NSIDE - 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import numpy as np
 import pytest
 
 from cosmobench.cli import load_config, run_stage
@@ -101,6 +102,14 @@ def test_a_finished_dataset_grows_by_a_split_and_the_results_of_the_others_stay_
     assert calibrated["skipped"] is False and set(calibrated["std_calibration_splits"]) == {"Valid", "ValidOOD"}
     again = snapshot(tiny_copy / "nilc_unet" / "model")
     assert [again[f] == trained[f] for f in ("last.pt", "best.pt", "model.pt")] == [True, True, False]
+    # so does another calibration rule: the variance rule's factors are the mean of each split's
+    calibrated_split = "methods.nilc_unet.calibration_splits=[ValidOOD]"
+    rule = _run("train", tiny_copy, *nilc_unet, calibrated_split, "methods.nilc_unet.calibration_rule=variance")
+    per_split = np.array(list(rule["std_calibration_splits"].values()))
+    assert rule["skipped"] is False and rule["std_calibration"] == pytest.approx(per_split.mean(axis=0).tolist())
+    assert rule["std_calibration"] != calibrated["std_calibration"]
+    third = snapshot(tiny_copy / "nilc_unet" / "model")
+    assert [third[f] == trained[f] for f in ("last.pt", "best.pt", "model.pt")] == [True, True, False]
     # not a growth: fewer simulations, another model of a split it holds, another setting beside the new split
     for changed, key in (
         (["simulate.splits={Train: 1, Valid: 1, Test: 1, ValidOOD: 1}", models], "ValidOOD: 2 -> 1 simulations"),

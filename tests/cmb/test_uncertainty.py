@@ -126,7 +126,7 @@ def test_calibration_is_the_mean_of_squared_residuals_over_the_variance():
     inputs = np.zeros((5, 1, 4, 4), dtype=np.float32)
     scales = [2.0, 0.25, 1.0]
     model = Standardised(ConstantHead(3, math.log(4.0)), [0.0], [1.0], scales)
-    got = std_calibration(model, (inputs, targets), batch_size=2, device=torch.device("cpu"))
+    got = std_calibration(model, (inputs, targets), rule="variance", batch_size=2, device=torch.device("cpu"))
     expected = np.mean(targets.astype(np.float64) ** 2, axis=(0, 2, 3)) / np.array(scales) ** 2 / 4
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
@@ -210,7 +210,9 @@ def test_calibration_is_measured_on_the_validation_split_and_corrects_a_misscale
     cpu = torch.device("cpu")
     placed = place_arrays(*valid, cpu)
     # the same numbers as fit's (to float32 round-off: the sums' order depends on the number of torch threads)
-    assert std_calibration(method.model, placed, batch_size=8, device=cpu) == pytest.approx(
+    rule = method.settings.calibration_rule
+    assert rule == "coverage"  # the default
+    assert std_calibration(method.model, placed, rule=rule, batch_size=8, device=cpu) == pytest.approx(
         facts["std_calibration"], rel=1e-6
     )
     assert method.config["calibration"] == facts["std_calibration"]
@@ -219,8 +221,9 @@ def test_calibration_is_measured_on_the_validation_split_and_corrects_a_misscale
         head.bias += math.log(4.0)  # every variance four times too large
     method.config["calibration"] = [1.0, 1.0, 1.0]
     assert np.all(np.abs(_scores(method, data)["ratio"] - 2) < 0.2)  # uncalibrated: twice the true sigma
-    method.config["calibration"] = std_calibration(method.model, placed, batch_size=8, device=cpu)
-    np.testing.assert_allclose(method.config["calibration"], np.array(facts["std_calibration"]) / 4, rtol=1e-5)
+    method.config["calibration"] = std_calibration(method.model, placed, rule=rule, batch_size=8, device=cpu)
+    # to one step of the coverage rule's grid, 2^(1/512) in sigma
+    np.testing.assert_allclose(method.config["calibration"], np.array(facts["std_calibration"]) / 4, rtol=3e-3)
     scores = _scores(method, data)
     assert np.all(np.abs(scores["ratio"] - 1) < 0.1) and np.all(np.abs(scores["cover1"] - 0.683) < 0.05), scores
 
@@ -338,9 +341,11 @@ def test_dropout_settings_are_checked():
 
 @pytest.fixture(scope="module")
 def trained_mc(tmp_path_factory):
-    """The toy's patch UNet with dropout 0.1 and uncertainty=mc_dropout (20 passes), trained as ``trained``."""
+    """The toy's patch UNet with dropout 0.1 and uncertainty=mc_dropout (20 passes), trained as ``trained`` and
+    calibrated by the variance rule (the rule of the measurements quoted below)."""
     root = tmp_path_factory.mktemp("toy_mc")
-    return (*_train_toy(root, "cpu", uncertainty="mc_dropout", dropout=0.1), root / "run")
+    settings = {"uncertainty": "mc_dropout", "dropout": 0.1, "calibration_rule": "variance"}
+    return (*_train_toy(root, "cpu", **settings), root / "run")
 
 
 def test_mc_dropout_prediction_is_reproducible_and_its_spread_is_the_dropout_layers(trained_mc):

@@ -43,12 +43,14 @@ Uncertainty (``uncertainty``)
     head's smallest variance ``exp(LOG_VAR_RANGE[0])`` (so an untrained zero-output network gets a finite
     calibration). The spread measures the model's (epistemic) uncertainty only, not the noise of the data.
 
-    Either way, after training one factor per field,
-    ``s_f^2 = mean over validation pixels of (target - mean)^2 / variance`` (:func:`std_calibration`), is
-    stored in the checkpoint's config (``calibration``) and multiplies the variance in
-    :meth:`LearnedMethod.predict_with_std`. With ``calibration_splits`` (e.g. a validation split simulated with
-    another foreground model), ``s_f^2`` is the mean of that factor over the validation split and those splits,
-    one weight per split: the error bar then spans the foreground models they hold, not only the training one.
+    Either way, after training one factor per field ``s_f^2`` is chosen on the validation pixels'
+    ``z = (target - mean) / sqrt(variance)`` by ``calibration_rule`` (:mod:`cosmobench.cmb.calibration`):
+    ``"coverage"`` (default) matches the fractions within 1 and 2 sigma to a Gaussian's, ``"variance"`` sets
+    ``s_f^2`` to the mean of ``z^2`` (:func:`std_calibration`). It is stored in the checkpoint's config
+    (``calibration``) and multiplies the variance in :meth:`LearnedMethod.predict_with_std`. With
+    ``calibration_splits`` (e.g. a validation split simulated with another foreground model), the rule reads the
+    validation split and those splits with one weight per split: the error bar then spans the foreground models
+    they hold, not only the training one.
 Ensembles (``members``)
     ``members=M > 1`` trains member k (the method with ``seed + k``, so member 0 is the single model) in
     ``out_dir/member<k>``, the members sharing one array cache, and predicts with :class:`Ensemble` (Lakshminarayanan
@@ -82,6 +84,8 @@ from ..core.runtime import resolve_device
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
 from ..core.train import iterate_batches, load_checkpoint, save_state
+from .calibration import RULES, ZAccumulator, ZStatistics, calibration_factors, coverage
+from .methods import CALIBRATION_SETTINGS
 from .nn import count_parameters
 
 __all__ = [
@@ -95,6 +99,7 @@ __all__ = [
     "check_beams",
     "gaussian_nll",
     "std_calibration",
+    "z_statistics",
     "resolve_device",
     "place_arrays",
     "LOSSES",
@@ -130,7 +135,7 @@ _RESUMABLE = (
     "progress",
     "tensorboard",
     "mc_samples",
-    "calibration_splits",
+    *CALIBRATION_SETTINGS,
 )
 MEMBER_DIR = "member{}"  # the folder of an ensemble's member k, in the ensemble's out_dir
 # settings added after the first checkpoints were written: a checkpoint without them was trained with these
@@ -143,6 +148,7 @@ _ADDED_SETTINGS = {
     "field_networks": "shared",
     "members": 1,
     "calibration_splits": [],
+    "calibration_rule": "variance",
 }
 
 
@@ -216,9 +222,15 @@ class LearnedSettings:
         ``"mc_dropout"``.
     calibration_splits : list of str
         Further splits of the dataset on which the predicted standard deviation is calibrated, beside the
-        validation split (module notes): ``s_f^2`` is the mean of the splits' factors, e.g. ``[ValidOOD]``
+        validation split (module notes), one weight per split, e.g. ``[ValidOOD]``
         simulated with another foreground model (docs/cmb_methods.md). Needs an ``uncertainty``; changing it
         does not change what is learned (a run resumes and is calibrated again).
+    calibration_rule : {"coverage", "variance"}
+        How the factor ``s_f^2`` is chosen (:mod:`cosmobench.cmb.calibration`): ``"coverage"`` matches the
+        fraction of pixels within 1 and 2 sigma to 68.27 % and 95.45 % (minimising the larger of the two misses;
+        what ``evaluate`` reports), ``"variance"`` gives the calibrated residual unit second moment (what a
+        chi^2 of the map assumes; the rule of checkpoints written before this setting). Changing it does not
+        change what is learned (a run resumes and is calibrated again).
     """
 
     bands: Sequence[str] = ()
@@ -245,6 +257,7 @@ class LearnedSettings:
     field_networks: str = "separate"
     members: int = 1
     calibration_splits: Sequence[str] = ()
+    calibration_rule: str = "coverage"
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
@@ -270,6 +283,8 @@ class LearnedSettings:
             raise ValueError(f"unknown fields {self.fields!r}; expected one of {list(FIELDS)}")
         if self.uncertainty not in UNCERTAINTIES:
             raise ValueError(f"unknown uncertainty {self.uncertainty!r}; expected one of {list(UNCERTAINTIES)}")
+        if self.calibration_rule not in RULES:
+            raise ValueError(f"unknown calibration_rule {self.calibration_rule!r}; expected one of {list(RULES)}")
         if self.gaussian_mean not in GAUSSIAN_MEANS:
             raise ValueError(f"unknown gaussian_mean {self.gaussian_mean!r}; expected one of {list(GAUSSIAN_MEANS)}")
         if self.field_networks not in FIELD_NETWORKS:
@@ -488,7 +503,7 @@ def gaussian_nll(
     return mean_loss(mean, target) + nll.mean()
 
 
-def std_calibration(
+def z_statistics(
     model: Standardised,
     data: tuple,
     *,
@@ -497,8 +512,8 @@ def std_calibration(
     amp: bool = False,
     mc_samples: int = 0,
     seed: int = 0,
-) -> list[float]:
-    """Variance calibration of a model's predicted errors: per field, the mean over pixels of residual^2 / variance.
+) -> ZStatistics:
+    """The standardised residuals ``z = (target - mean) / sqrt(variance)`` of a model on one split, per field.
 
     Parameters
     ----------
@@ -519,19 +534,35 @@ def std_calibration(
 
     Returns
     -------
-    list of nfield floats: ``s_f^2``; the calibrated standard deviation is ``s_f`` times the predicted one.
+    ZStatistics
+        The sum of ``z^2`` and the histogram of ``log2|z|`` per field (:mod:`cosmobench.cmb.calibration`).
     """
     nfield = data[1].shape[1]
-    total = torch.zeros(nfield, dtype=torch.float64, device=device)
-    count = 0
+    gathered = ZAccumulator(nfield, device)
     with _inference(model, device, amp=amp, mc_samples=mc_samples, seed=seed):
         for x, y in iterate_batches(data, batch_size, shuffle=False):
             y = y.to(device).float()
             mean, var = _moments(model, x.to(device), nfield, mc_samples)
-            ratio = (y / model.scale_for(y) - mean) ** 2 / var
-            total += ratio.sum(dim=(0, *range(2, ratio.ndim)))
-            count += ratio[:, 0].numel()
-    return (total / count).tolist()
+            gathered.add((y / model.scale_for(y) - mean) ** 2 / var)
+    return gathered.result()
+
+
+def std_calibration(model: Standardised, data: tuple, *, rule: str, **kwargs: Any) -> list[float]:
+    """Calibration factors of a model's predicted errors on one split: per field, ``s_f^2`` of ``rule``.
+
+    Parameters
+    ----------
+    model, data
+        As for :func:`z_statistics`, with its keyword arguments (``batch_size``, ``device``...) in ``kwargs``.
+    rule : {"variance", "coverage"}
+        ``"variance"``: the mean over pixels of residual^2 / variance; ``"coverage"``: the factor matching the
+        1 and 2 sigma coverage (:func:`cosmobench.cmb.calibration.calibration_factors`).
+
+    Returns
+    -------
+    list of nfield floats: ``s_f^2``; the calibrated standard deviation is ``s_f`` times the predicted one.
+    """
+    return calibration_factors([z_statistics(model, data, **kwargs)], rule)
 
 
 @contextlib.contextmanager
@@ -943,28 +974,34 @@ class LearnedMethod:
 
     def _calibration(
         self, model: nn.Module, dataset, val: tuple[str, Any] | None, cache: Path, device: torch.device
-    ) -> tuple[list[float] | None, dict[str, list[float]]]:
-        """The factors ``s_f^2`` of the model's variance and each split's (:func:`std_calibration`).
+    ) -> tuple[list[float] | None, dict[str, Any]]:
+        """The factors ``s_f^2`` of the model's variance, and what ``training.json`` says of them.
 
-        ``val`` is the validation split's name and placed arrays (None: trained without validation); the factors
-        are the mean over it and ``calibration_splits`` of each split's, one weight per split (1 without any
-        split; None without an ``uncertainty``).
+        ``val`` is the validation split's name and placed arrays (None: trained without validation). The factors
+        are those of ``calibration_rule`` on it and the ``calibration_splits``, one weight per split (1 without any
+        split; None without an ``uncertainty``). The facts: ``std_calibration_splits`` (each split's own factors)
+        and ``std_calibration_coverage`` (the fraction within 1 and 2 calibrated sigma on those splits, per field).
         """
         s = self.settings
+        none = {"std_calibration_splits": {}, "std_calibration_coverage": None}
         if not self.uncertainty:
-            return None, {}
+            return None, none
+        sampling = self._sampling()
 
-        def factors(data) -> list[float]:
-            return std_calibration(
-                model, data, batch_size=int(s.batch_size), device=device, amp=s.amp, **self._sampling()
-            )
+        def statistics(data) -> ZStatistics:
+            return z_statistics(model, data, batch_size=int(s.batch_size), device=device, amp=s.amp, **sampling)
 
-        per_split = {val[0]: factors(val[1])} if val is not None else {}
+        per_split = {val[0]: statistics(val[1])} if val is not None else {}
         for split in s.calibration_splits:
-            per_split[split] = factors(place_arrays(*self._arrays(dataset, split, cache), device))
+            per_split[split] = statistics(place_arrays(*self._arrays(dataset, split, cache), device))
         if not per_split:
-            return [1.0] * len(s.fields), {}
-        return np.mean(list(per_split.values()), axis=0).tolist(), per_split
+            return [1.0] * len(s.fields), none
+        stats = list(per_split.values())
+        factors = calibration_factors(stats, s.calibration_rule)
+        return factors, {
+            "std_calibration_splits": {k: calibration_factors([v], s.calibration_rule) for k, v in per_split.items()},
+            "std_calibration_coverage": coverage(stats, factors),
+        }
 
     def fit(
         self,
@@ -1000,12 +1037,13 @@ class LearnedMethod:
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
             ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
-            factors ``s_f^2`` per field with an ``uncertainty``, else None) and ``std_calibration_splits`` (the
-            factors of each split they average: the validation split and ``calibration_splits``). An ensemble's:
+            factors ``s_f^2`` per field with an ``uncertainty``, else None), ``std_calibration_splits`` (the
+            factors of each split alone: the validation split and ``calibration_splits``) and
+            ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those splits' pixels within 1
+            and 2 calibrated sigma per field, one weight per split; None without a split). An ensemble's:
             ``epochs`` and ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and
-            ``n_params`` summed over the members, the losses their mean, ``std_calibration`` and
-            ``std_calibration_splits`` the ensemble's, ``members`` (the count) and ``member_facts`` (each member's
-            dict).
+            ``n_params`` summed over the members, the losses their mean, the calibration facts the ensemble's,
+            ``members`` (the count) and ``member_facts`` (each member's dict).
         """
         self.check_calibration_splits(dataset, val_split)
         kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
@@ -1051,7 +1089,7 @@ class LearnedMethod:
         device = next(model.parameters()).device
         val_split = config["val_split"]
         val = (val_split, place_arrays(*self._arrays(dataset, val_split, cache), device)) if val_split else None
-        calibration, per_split = self._calibration(model, dataset, val, cache, device)
+        calibration, calibrated = self._calibration(model, dataset, val, cache, device)
         if calibration is not None:
             config["calibration"] = calibration
         model.eval()
@@ -1069,7 +1107,7 @@ class LearnedMethod:
             "n_params": count_parameters(model),
             **{k: mean(k) for k in ("final_train_loss", "final_val_loss", "best_val_loss")},
             "std_calibration": calibration,
-            "std_calibration_splits": per_split,
+            **calibrated,
             "members": s.members,
             "member_facts": member_facts,
         }
@@ -1164,7 +1202,7 @@ class LearnedMethod:
             progress=s.progress,
         )
         val_named = (val_split, val_data) if val_data is not None else None
-        calibration, per_split = self._calibration(model, dataset, val_named, cache, device)
+        calibration, calibrated = self._calibration(model, dataset, val_named, cache, device)
         if calibration is not None:
             config["calibration"] = calibration
         model.eval()
@@ -1184,7 +1222,7 @@ class LearnedMethod:
             "prepare_seconds": prepare_seconds,
             "device": str(device),
             "std_calibration": calibration,
-            "std_calibration_splits": per_split,
+            **calibrated,
         }
         facts = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in facts.items()}
         write_json(out_dir / "training.json", facts)

@@ -32,7 +32,7 @@ from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
 from ..core.stage import RUNTIME_KEYS, Stage, StageConflict, StageNotFinished, digest, identity, require
 from . import dataset as layout
-from .methods import RUNTIME_SETTINGS, get_method, is_learned, method_defaults
+from .methods import CALIBRATION_SETTINGS, RUNTIME_SETTINGS, get_method, is_learned, method_defaults
 from .settings import (
     ApplySettings,
     CompareSettings,
@@ -209,14 +209,14 @@ def simulate(**settings) -> dict:
 
 # ------------------------------------------------------------------------------------------------ train
 def _recalibration(record: Mapping | None, settings: Mapping, inputs: Mapping) -> bool:
-    """Whether this training differs from the finished one of ``record`` only by its ``calibration_splits`` and
-    their identities: what is learned is the same, so the run resumes the finished training and calibrates it
-    again (:mod:`cosmobench.cmb.learned`)."""
+    """Whether this training differs from the finished one of ``record`` only by the settings of its calibration
+    (``calibration_splits`` and their identities, ``calibration_rule``): what is learned is the same, so the run
+    resumes the finished training and calibrates it again (:mod:`cosmobench.cmb.learned`)."""
     if record is None or record.get("status") != "finished":
         return False
 
     def learned(values: Mapping, identities: Mapping) -> tuple[dict, dict]:
-        method = {k: v for k, v in values.get("settings", {}).items() if k != "calibration_splits"}
+        method = {k: v for k, v in values.get("settings", {}).items() if k not in CALIBRATION_SETTINGS}
         return {**values, "settings": method}, {k: v for k, v in identities.items() if not k.startswith("calibration:")}
 
     old = (record.get("settings", {}), record.get("inputs", {}))
@@ -270,7 +270,7 @@ def train(**settings) -> dict:
     recorded = {**_method_record(s.method, values), "train_split": s.train_split, "val_split": s.val_split}
     stage = Stage(folder, "cmb.train", recorded, inputs, command=_command("train", s.out_dir, f"method={s.method}"))
     if not s.overwrite and _recalibration(stage.read(), stage.settings, stage.inputs):
-        _say(f"{s.method}: only calibration_splits changed; the trained network is kept and calibrated again")
+        _say(f"{s.method}: only the calibration settings changed; the trained network is kept and calibrated again")
         stage.extend()
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done

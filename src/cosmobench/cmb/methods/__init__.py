@@ -41,10 +41,21 @@ from typing import Any
 from ...core.settings import plain
 from ...core.stage import RUNTIME_KEYS
 
-__all__ = ["METHODS", "RUNTIME_SETTINGS", "get_method", "register", "method_defaults", "is_learned"]
+__all__ = [
+    "METHODS",
+    "RUNTIME_SETTINGS",
+    "CALIBRATION_SETTINGS",
+    "get_method",
+    "register",
+    "method_defaults",
+    "is_learned",
+]
 
 #: method settings that change how a method runs, not what it computes (not compared between runs)
 RUNTIME_SETTINGS = RUNTIME_KEYS | {"tensorboard"}
+#: learned-method settings that change only the calibration of the error bars (a finished training is kept and
+#: calibrated again when only they change)
+CALIBRATION_SETTINGS = ("calibration_splits", "calibration_rule")
 
 # name -> "module:Class" (imported on first use) or the class itself (registered at run time)
 METHODS: dict[str, str | type] = {
