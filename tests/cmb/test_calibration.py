@@ -96,6 +96,12 @@ def test_exact_zero_and_extreme_residuals_are_counted():
     assert coverage([s], [1.0])["cover1"] == [0.6]
 
 
+def test_a_non_finite_residual_is_refused_by_name():
+    acc = ZAccumulator(1, torch.device("cpu"))
+    with pytest.raises(ValueError, match="NaN or infinite values.*diverged training"):
+        acc.add(torch.tensor([[[1.0, float("nan")]]]))
+
+
 def test_an_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="unknown calibration rule 'median'"):
         calibration_factors([_stats(np.ones((1, 4)), batches=1)], "median")

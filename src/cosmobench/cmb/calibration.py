@@ -90,8 +90,13 @@ class ZAccumulator:
         self.counts = torch.zeros((nfield, NBINS), dtype=torch.int64, device=device)
 
     def add(self, z2: torch.Tensor) -> None:
-        """Add a batch of ``z^2``, shape (B, nfield, ...)."""
+        """Add a batch of ``z^2``, shape (B, nfield, ...); a NaN or infinite value raises ``ValueError``."""
         z2 = z2.double()
+        if not bool(torch.isfinite(z2).all()):
+            raise ValueError(
+                "the standardised residuals of the calibration split hold NaN or infinite values: the network's "
+                "mean or variance is not finite there (a diverged training?); retrain, e.g. with a smaller lr"
+            )
         self.sum += z2.sum(dim=(0, *range(2, z2.ndim)))
         octave = torch.log2(z2) * (BINS_PER_OCTAVE / 2)  # log2|z| in bins
         index = torch.ceil(octave).clamp(_LOW, -_LOW).long() - _LOW
