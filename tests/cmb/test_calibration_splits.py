@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from cosmobench.cmb.methods.unet_patch import PatchUNet
+from cosmobench.cmb.separate import trained_settings
+from cosmobench.core.train import load_checkpoint, save_state
 
 from .test_uncertainty import NoisyToy, _train_toy
 
@@ -103,6 +105,33 @@ def test_the_coverage_rule_calibrates_the_same_network_again(calibrated, tmp_pat
     assert np.all(np.abs(after).max(axis=0) < np.abs(before).max(axis=0)), (before, after)
     assert np.all(np.abs(np.abs(after[0]) - np.abs(after[1])) < 0.01), after  # balanced
     assert set(facts["std_calibration_splits"]) == {"Valid", LOUD}
+
+
+def test_a_checkpoint_from_before_the_rule_is_the_variance_rule_until_calibrated_again(calibrated, tmp_path):
+    """Saved settings without ``calibration_rule`` load as ``variance`` (what they were calibrated with) and
+    predict the same σ; separating under today's default records the model's rule and warns; fitting under it
+    calibrates again without training."""
+    data, _, _, both, _, _ = calibrated
+    run = tmp_path / "run"
+    shutil.copytree(data.root.parent / "run", run)
+    for name in ("model.pt", "last.pt"):
+        state = load_checkpoint(run / name)
+        state["config"]["settings"].pop("calibration_rule")
+        save_state(run / name, state)
+    old = PatchUNet.load(run, device="cpu")
+    assert old.settings.calibration_rule == "variance"
+    obs = data.load_obs("Test", 0)
+    np.testing.assert_array_equal(
+        old.predict_with_std(obs, data.channels)[1], both.predict_with_std(obs, data.channels)[1]
+    )
+    today = {**both.settings.as_dict(), "calibration_rule": "coverage"}
+    with pytest.warns(UserWarning, match="calibration_rule='variance'"):
+        assert trained_settings("unet_patch", today, old)["calibration_rule"] == "variance"
+    last = (run / "last.pt").stat().st_mtime_ns
+    facts = PatchUNet(**today).fit(data, run)
+    assert (run / "last.pt").stat().st_mtime_ns == last
+    assert PatchUNet.load(run, device="cpu").config["calibration"] == facts["std_calibration"]
+    assert facts["std_calibration"] != old.config["calibration"]
 
 
 def test_bad_calibration_splits_are_refused_before_any_work(tmp_path):
