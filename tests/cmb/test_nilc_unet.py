@@ -9,7 +9,7 @@ from cosmobench.cli import load_config
 from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
 from cosmobench.cmb.methods import get_method
 from cosmobench.cmb.methods.nilc import NILC
-from cosmobench.cmb.methods.nilc_unet import NILCResidualData, NILCUNet
+from cosmobench.cmb.methods.nilc_unet import NILC_BAND, NILCResidualData, NILCUNet, subtract_nilc
 from cosmobench.cmb.separate import separate, train
 from cosmobench.core.io import read_json, write_healpix
 from cosmobench.core.seeds import rng
@@ -78,9 +78,11 @@ def test_untrained_hybrid_is_nilc_exactly(data, tmp_path):
     np.testing.assert_allclose(cached, nilc, rtol=0, atol=1e-4 * np.abs(nilc).max())  # float32 on disk
 
 
-def test_training_reduces_the_residual_of_nilc(data, tmp_path):
-    """A few hundred steps on six simulations (no validation: the best training-loss weights) fit NILC's residual."""
-    method = NILCUNet(**{**TINY, "lr": 1e-2}, epochs=20)
+@pytest.mark.parametrize("band_inputs", ["observed", "minus_nilc"])
+def test_training_reduces_the_residual_of_nilc(data, tmp_path, band_inputs):
+    """A few hundred steps on six simulations (no validation: the best training-loss weights) fit NILC's residual,
+    with the bands as observed or minus the NILC map at their beams."""
+    method = NILCUNet(**{**TINY, "lr": 1e-2}, epochs=20, band_inputs=band_inputs)
     facts = method.fit(data, tmp_path / "run", val_split=None)
     assert facts["epochs"] == 20 and facts["n_train_maps"] == 6
     view = NILCResidualData(data, method.nilc)
@@ -92,8 +94,43 @@ def test_training_reduces_the_residual_of_nilc(data, tmp_path):
         after.append(rms(method.predict(data.load_obs("Train", i), data.channels) - truth))
     assert np.mean(after) < 0.8 * np.mean(before), (before, after)
     loaded = NILCUNet.load(tmp_path / "run", device="cpu")
+    assert loaded.settings.band_inputs == band_inputs
     obs = data.load_obs("Valid", 1)
     np.testing.assert_array_equal(loaded.predict(obs, data.channels), method.predict(obs, data.channels))
+    manifest = read_json(tmp_path / "run" / "cache" / "Train" / "manifest.json")
+    assert manifest["layout"]["band_inputs"] == band_inputs  # another choice builds other arrays
+
+
+def test_minus_nilc_inputs_are_the_foregrounds_and_noise_of_each_band():
+    """Bands = CMB at the band's beam + a foreground, NILC map = the CMB at NILC's output beam (both band-limited
+    at NILC's lmax, 2 nside): ``subtract_nilc`` leaves each band's foreground, in I, Q and U (the E, B beams), to
+    1e-6 of the CMB; a temperature-only NILC leaves a band's Q, U as observed; a band outside the instrument is
+    refused."""
+    nside = 16
+    nilc = NILC(lmax=2 * nside, sht_iter=10)  # where the analysis of a band-limited map is exact to ~1e-8
+    lmax = nilc.output_lmax_for(nside)
+    g = rng(0, "minus_nilc")
+    cls = np.zeros((4, lmax + 1))
+    cls[:3, 2:] = 1.0
+    cmb_alm = sht.synalm(cls, lmax, g)
+    channels = load_channels(bands=["30", "143", "353"])
+
+    def beamed(fwhm):
+        return sht.alm2map(sht.almxfl(cmb_alm, sht.gauss_beam(fwhm, lmax, pol=True)), nside, lmax)
+
+    fg = {c.band: 3.0 * g.standard_normal((3, 12 * nside**2)) for c in channels}
+    obs = {c.band: beamed(c.fwhm_arcmin) + fg[c.band] for c in channels}
+    obs[NILC_BAND] = beamed(nilc.output_beam_arcmin)
+    out = subtract_nilc(obs, channels, nilc)
+    assert list(out) == list(obs)
+    np.testing.assert_array_equal(out[NILC_BAND], obs[NILC_BAND])
+    for c in channels:
+        np.testing.assert_allclose(out[c.band], fg[c.band], rtol=0, atol=1e-6 * np.abs(obs[NILC_BAND]).max())
+    out = subtract_nilc({**obs, NILC_BAND: obs[NILC_BAND][:1]}, channels, nilc)  # a temperature-only NILC
+    np.testing.assert_array_equal(out["143"][1:], obs["143"][1:])
+    np.testing.assert_allclose(out["143"][0], fg["143"][0], rtol=0, atol=1e-6 * np.abs(obs[NILC_BAND]).max())
+    with pytest.raises(ValueError, match="'70' is not among"):
+        subtract_nilc({**obs, "70": obs["30"]}, channels, nilc)
 
 
 def test_registry_yaml_and_settings(tmp_path):
@@ -110,6 +147,8 @@ def test_registry_yaml_and_settings(tmp_path):
         NILCUNet(nilc=["cosine"])
     with pytest.raises(TypeError, match="needlets"):
         NILCUNet(nilc={"needlets": "cosine"})
+    with pytest.raises(ValueError, match="band_inputs must be one of observed, minus_nilc"):
+        NILCUNet(band_inputs="templates")
 
 
 def test_nilc_cache_must_match_the_nilc_method(data, tmp_path):

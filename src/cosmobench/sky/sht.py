@@ -31,6 +31,7 @@ __all__ = [
     "synalm",
     "gauss_beam",
     "smooth",
+    "reconvolve",
 ]
 
 
@@ -274,9 +275,33 @@ def gauss_beam(fwhm_arcmin: float, lmax: int, pol: bool = False) -> np.ndarray:
 
 def smooth(maps: np.ndarray, fwhm_arcmin: float, lmax: int | None = None, iter: int = 3) -> np.ndarray:
     """Smooth I or IQU maps with a Gaussian beam (analysis, multiply by b_ell, synthesis)."""
+    return reconvolve(maps, 0.0, fwhm_arcmin, lmax=lmax, iter=iter)
+
+
+def reconvolve(
+    maps: np.ndarray, from_fwhm_arcmin: float, to_fwhm_arcmin: float, lmax: int | None = None, iter: int = 3
+) -> np.ndarray:
+    """Change the Gaussian beam of I or IQU maps: analysis, multiply by b_ell(to) / b_ell(from), synthesis.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (npix,) or (nfield, npix), nfield 1 or 3 (I, Q, U), RING
+    from_fwhm_arcmin, to_fwhm_arcmin : float
+        FWHM of the maps' beam and of the beam wanted, arcmin (0 = no beam). A narrower target beam divides by
+        the ratio, which grows with ell: band-limit with ``lmax`` where the maps have no signal.
+    lmax : int, optional
+        Band limit of the analysis and of the result (default :func:`default_lmax`).
+    iter : int
+        Jacobi iterations of the analysis.
+
+    Returns
+    -------
+    ndarray shaped like ``maps``; E and B (spin 2) take the polarised beams of :func:`gauss_beam`.
+    """
     squeeze = np.ndim(maps) == 1
     alm = map2alm(np.atleast_2d(maps), lmax=lmax, iter=iter)
     lmax = alm_lmax(alm.shape[-1])
-    bl = gauss_beam(fwhm_arcmin, lmax, pol=True)[: alm.shape[0]]
+    nfield = alm.shape[0]
+    bl = gauss_beam(to_fwhm_arcmin, lmax, pol=True)[:nfield] / gauss_beam(from_fwhm_arcmin, lmax, pol=True)[:nfield]
     out = alm2map(almxfl(alm, bl), nside_of(maps), lmax)
     return out[0] if squeeze else out

@@ -20,7 +20,14 @@ method's settings of that dataset. Predictions on new maps run NILC on them firs
 With ``fields="IQU"`` the NILC map's I, Q, U are the first three input planes (with Q and U of the polarised
 observed bands; :func:`cosmobench.cmb.learned.input_planes`) and the residual target has three fields, the
 CMB's I, Q, U at NILC's beam (E and B beams) band-limited at NILC's lmax, minus NILC's. The ``nilc`` settings
-must then have ``fields="IQU"`` (NILC's default). With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the
+must then have ``fields="IQU"`` (NILC's default).
+
+``band_inputs`` sets what the network sees of the observed bands: ``"observed"`` (the maps as observed) or
+``"minus_nilc"`` (each band minus the NILC map reconvolved from NILC's output beam to the band's beam, field by
+field: the band's foregrounds and noise with the CMB removed, less NILC's own residual at that beam;
+:func:`subtract_nilc`). Both carry the same information (the NILC map is an input too); ``"minus_nilc"`` removes
+the CMB, which otherwise dominates the polarised maps of the cleanest bands, before the network standardises them.
+With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the
 predicted standard deviation is that of the residual: NILC itself is deterministic given the maps. Dropout
 (``dropout > 0``) stops before the zeroed last layer, so the untrained hybrid is NILC exactly with it too.
 """
@@ -43,10 +50,19 @@ from ..tiling import PlaneLayout
 from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
 
-__all__ = ["NILCUNet", "NILCUNetSettings", "NILCResidualData", "NILC_BAND", "cache_nilc"]
+__all__ = [
+    "NILCUNet",
+    "NILCUNetSettings",
+    "NILCResidualData",
+    "NILC_BAND",
+    "BAND_INPUTS",
+    "cache_nilc",
+    "subtract_nilc",
+]
 
 NILC_BAND = "nilc"  # pseudo-band of the NILC map among the network's inputs (always the first)
 NILC_METHOD = "nilc"  # registered method whose cached predictions are corrected
+BAND_INPUTS = ("observed", "minus_nilc")  # what the network sees of the observed bands (module notes)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,10 +78,13 @@ class NILCUNetSettings(FullSkyUNetSettings):
     nilc : mapping
         Keyword settings of the :class:`~cosmobench.cmb.methods.nilc.NILC` whose output is corrected (the
         ``nilc`` method's section of the configuration).
+    band_inputs : {"observed", "minus_nilc"}
+        The observed bands as observed, or each minus the NILC map at its beam (:func:`subtract_nilc`).
     """
 
     bands: Sequence[str] = ("100", "143", "217", "353")
     nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    band_inputs: str = "observed"
 
     def __post_init__(self):
         bands = [str(b) for b in self.bands]
@@ -76,11 +95,50 @@ class NILCUNetSettings(FullSkyUNetSettings):
         super().__post_init__()
         if len(self.bands) < 2:
             raise ValueError("bands must name at least one observed channel beside the NILC map")
+        if self.band_inputs not in BAND_INPUTS:
+            raise ValueError(f"band_inputs must be one of {', '.join(BAND_INPUTS)}, got {self.band_inputs!r}")
         if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
             raise ValueError(
                 "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
                 f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_unet's fields=I)"
             )
+
+
+def subtract_nilc(obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc: NILC) -> dict[str, np.ndarray]:
+    """Each observed band minus the NILC map at the band's beam (``band_inputs="minus_nilc"``).
+
+    Parameters
+    ----------
+    obs : mapping
+        Band -> ndarray (nfield, npix) uK_CMB, RING, with the NILC map (nfield, npix) under ``"nilc"``, at NILC's
+        output beam and band-limited at its lmax.
+    channels : sequence
+        The instrument's channels (``band``, ``fwhm_arcmin``); every band of ``obs`` must be among them.
+    nilc : NILC
+        The NILC that made the map (its output beam, band limit and analysis iterations).
+
+    Returns
+    -------
+    dict band -> ndarray (nfield, npix) float64 uK_CMB: ``band - reconvolve(nilc, output beam -> band beam)`` on the
+    fields both have (I, or I, Q, U; a band's other fields as observed), the NILC map unchanged. On a band of
+    CMB alone, band-limited at NILC's lmax, the result is NILC's residual at that beam with the sign reversed.
+    """
+    nilc_map = np.atleast_2d(obs[NILC_BAND])
+    beams = {str(c.band): float(c.fwhm_arcmin) for c in channels}
+    lmax = nilc.output_lmax_for(sht.nside_of(nilc_map))
+    out = {NILC_BAND: nilc_map}
+    for band, maps in obs.items():
+        if band == NILC_BAND:
+            continue
+        if band not in beams:
+            raise ValueError(f"band {band!r} is not among the instrument's channels; its beam is unknown")
+        maps = np.atleast_2d(maps)
+        n = min(len(maps), len(nilc_map))
+        at_beam = sht.reconvolve(
+            nilc_map[:n], nilc.output_beam_arcmin or 0.0, beams[band], lmax=lmax, iter=nilc.sht_iter
+        )
+        out[band] = np.concatenate([maps[:n] - at_beam, maps[n:]])
+    return {b: out[b] for b in obs}
 
 
 class NILCResidualData:
@@ -93,16 +151,19 @@ class NILCResidualData:
     nilc : NILC
         The NILC they were made with (sets the target's beam, band limit and analysis iterations); its
         ``fields`` (``"I"`` or ``"IQU"``) sets the fields of the NILC pseudo-band and of the target.
+    band_inputs : {"observed", "minus_nilc"}
+        The observed bands as observed, or minus the NILC map at their beams (:func:`subtract_nilc`).
 
     Notes
     -----
     ``load_obs(split, i, bands)`` returns band -> ndarray (nfield, npix) uK_CMB, with ``"nilc"`` -> (nfield, npix),
-    the cached NILC map at its output beam. ``load_target(split, i)`` returns ndarray (nfield, npix) uK_CMB: the
-    CMB (I, or I, Q, U) smoothed to NILC's output beam and band-limited at its lmax, minus the NILC map.
+    the cached NILC map at its output beam (the other bands as ``band_inputs`` says). ``load_target(split, i)``
+    returns ndarray (nfield, npix) uK_CMB: the CMB (I, or I, Q, U) smoothed to NILC's output beam and band-limited
+    at its lmax, minus the NILC map.
     """
 
-    def __init__(self, dataset: Any, nilc: NILC):
-        self.dataset, self.nilc = dataset, nilc
+    def __init__(self, dataset: Any, nilc: NILC, band_inputs: str = "observed"):
+        self.dataset, self.nilc, self.band_inputs = dataset, nilc, band_inputs
         self.root = Path(dataset.root)
         self.nside = int(dataset.nside)
         self.channels = list(dataset.channels)
@@ -133,11 +194,13 @@ class NILCResidualData:
         return maps[:nfield]
 
     def load_obs(self, split: str, i: int, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Observed maps by band, with the NILC map under ``"nilc"``; uK_CMB, RING."""
+        """Observed maps by band (as ``band_inputs`` says), with the NILC map under ``"nilc"``; uK_CMB, RING."""
         bands = list(bands or self.bands)
         obs = self.dataset.load_obs(split, i, [b for b in bands if b != NILC_BAND])
-        if NILC_BAND in bands:
+        if NILC_BAND in bands or self.band_inputs == "minus_nilc":
             obs[NILC_BAND] = self.nilc_map(split, i)
+        if self.band_inputs == "minus_nilc":
+            obs = subtract_nilc(obs, self.channels, self.nilc)
         return {b: obs[b] for b in bands}
 
     def load_target(self, split: str, i: int) -> np.ndarray:
@@ -192,16 +255,21 @@ def cache_nilc(
 
 
 class ResidualPlaneLayout(PlaneLayout):
-    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings
-    (so cached training arrays are rebuilt when the NILC they correct changes)."""
+    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings and
+    the ``band_inputs`` (so cached training arrays are rebuilt when the NILC they correct or the inputs change)."""
 
-    def __init__(self, nside: int, nilc_settings: Mapping[str, Any]):
+    def __init__(self, nside: int, nilc_settings: Mapping[str, Any], band_inputs: str = "observed"):
         super().__init__(nside)
-        self.nilc_settings = plain(nilc_settings)
+        self.nilc_settings, self.band_inputs = plain(nilc_settings), band_inputs
 
     def describe(self) -> dict:
         """Plain-dict description (for manifests)."""
-        return {**super().describe(), "target": "cmb at the NILC beam - nilc", "nilc": self.nilc_settings}
+        return {
+            **super().describe(),
+            "target": "cmb at the NILC beam - nilc",
+            "nilc": self.nilc_settings,
+            "band_inputs": self.band_inputs,
+        }
 
 
 def zero_last_layer(net: nn.Module) -> nn.Module:
@@ -241,7 +309,7 @@ class NILCUNet(FullSkyUNet):
         return self.nilc.output_lmax_for(nside)
 
     def _layout(self, nside: int) -> ResidualPlaneLayout:
-        return ResidualPlaneLayout(nside, self.settings.nilc)
+        return ResidualPlaneLayout(nside, self.settings.nilc, self.settings.band_inputs)
 
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         return zero_last_layer(super()._network(in_channels, nside, out_channels))
@@ -269,7 +337,7 @@ class NILCUNet(FullSkyUNet):
         splits = [train_split, val_split, *s.calibration_splits]
         cache_nilc(dataset, s.nilc, splits, workers=int(s.workers), progress=s.progress)
         return super().fit(
-            NILCResidualData(dataset, self.nilc),
+            NILCResidualData(dataset, self.nilc, self.settings.band_inputs),
             out_dir,
             train_split=train_split,
             val_split=val_split,
@@ -284,5 +352,8 @@ class NILCUNet(FullSkyUNet):
         band-limited at its lmax, shaped as :meth:`~cosmobench.cmb.learned.LearnedMethod.predict` says.
         """
         nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
-        correction, std = super()._predict({**obs, NILC_BAND: np.atleast_2d(nilc)}, channels)
+        inputs = {**obs, NILC_BAND: np.atleast_2d(nilc)}
+        if self.settings.band_inputs == "minus_nilc":
+            inputs = subtract_nilc({b: inputs[b] for b in self.settings.bands}, channels, self.nilc)
+        correction, std = super()._predict(inputs, channels)
         return nilc + correction, std
