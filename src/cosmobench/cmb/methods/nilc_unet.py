@@ -27,9 +27,10 @@ must then have ``fields="IQU"`` (NILC's default).
 field: the band's foregrounds and noise with the CMB removed, less NILC's own residual at that beam;
 :func:`subtract_nilc`). Both carry the same information (the NILC map is an input too); ``"minus_nilc"`` removes
 the CMB, which otherwise dominates the polarised maps of the cleanest bands, before the network standardises them.
-With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the
-predicted standard deviation is that of the residual: NILC itself is deterministic given the maps. Dropout
-(``dropout > 0``) stops before the zeroed last layer, so the untrained hybrid is NILC exactly with it too.
+
+With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the predicted standard deviation is that of the residual: NILC
+itself is deterministic given the maps. Dropout (``dropout > 0``) stops before the zeroed last layer, so the
+untrained hybrid is NILC exactly with it too.
 """
 
 from __future__ import annotations
