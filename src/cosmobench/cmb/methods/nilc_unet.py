@@ -26,7 +26,7 @@ must then have ``fields="IQU"`` (NILC's default).
 ``"minus_nilc"`` (each band minus the NILC map reconvolved from NILC's output beam to the band's beam, field by
 field: the band's foregrounds and noise with the CMB removed, less NILC's own residual at that beam;
 :func:`subtract_nilc`). Both carry the same information (the NILC map is an input too); ``"minus_nilc"`` removes
-the CMB, which otherwise dominates the polarised maps of the cleanest bands, before the network standardises them.
+the CMB, which otherwise dominates the cleanest bands away from the Galactic plane.
 
 With ``uncertainty="gaussian"`` or ``"mc_dropout"`` the predicted standard deviation is that of the residual: NILC
 itself is deterministic given the maps. Dropout (``dropout > 0``) stops before the zeroed last layer, so the
