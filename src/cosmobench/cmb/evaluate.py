@@ -549,7 +549,7 @@ def _transfer(source_fwhm: float | None, target_fwhm: float | None, lmax: int) -
         raise ValueError(
             f"deconvolving a {source_fwhm} arcmin beam to lmax={lmax} divides by {b_src.min():.1e}; lower lmax"
         )
-    return sht.gauss_beam(target_fwhm or 0.0, lmax) / b_src
+    return sht.beam_ratio(source_fwhm or 0.0, target_fwhm or 0.0, lmax)
 
 
 def _score_sim(

@@ -32,6 +32,7 @@ __all__ = [
     "gauss_beam",
     "smooth",
     "reconvolve",
+    "beam_ratio",
 ]
 
 
@@ -301,7 +302,20 @@ def reconvolve(
     squeeze = np.ndim(maps) == 1
     alm = map2alm(np.atleast_2d(maps), lmax=lmax, iter=iter)
     lmax = alm_lmax(alm.shape[-1])
-    nfield = alm.shape[0]
-    bl = gauss_beam(to_fwhm_arcmin, lmax, pol=True)[:nfield] / gauss_beam(from_fwhm_arcmin, lmax, pol=True)[:nfield]
+    bl = beam_ratio(from_fwhm_arcmin, to_fwhm_arcmin, lmax, pol=True)[: alm.shape[0]]
     out = alm2map(almxfl(alm, bl), nside_of(maps), lmax)
     return out[0] if squeeze else out
+
+
+def beam_ratio(from_fwhm_arcmin: float, to_fwhm_arcmin: float, lmax: int, pol: bool = False) -> np.ndarray:
+    """b_ell(to) / b_ell(from) of two Gaussian beams: the filter that changes the first beam into the second.
+
+    Parameters
+    ----------
+    from_fwhm_arcmin, to_fwhm_arcmin : float
+        FWHM of the two beams, arcmin (0 = no beam).
+    lmax : int
+    pol : bool
+        As in :func:`gauss_beam`: shape (3, lmax+1) for T, E, B if true, else (lmax+1,).
+    """
+    return gauss_beam(to_fwhm_arcmin, lmax, pol=pol) / gauss_beam(from_fwhm_arcmin, lmax, pol=pol)

@@ -126,20 +126,23 @@ def subtract_nilc(obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc: 
     """
     nilc_map = np.atleast_2d(obs[NILC_BAND])
     beams = {str(c.band): float(c.fwhm_arcmin) for c in channels}
-    lmax = nilc.output_lmax_for(sht.nside_of(nilc_map))
-    out = {NILC_BAND: nilc_map}
+    unknown = [b for b in obs if b != NILC_BAND and b not in beams]
+    if unknown:
+        raise ValueError(f"band {unknown[0]!r} is not among the instrument's channels; its beam is unknown")
+    nside = sht.nside_of(nilc_map)
+    lmax = nilc.output_lmax_for(nside)
+    alm = sht.map2alm(nilc_map, lmax=lmax, iter=nilc.sht_iter)  # analysed once, reconvolved per band
+    out = {}
     for band, maps in obs.items():
         if band == NILC_BAND:
+            out[band] = nilc_map
             continue
-        if band not in beams:
-            raise ValueError(f"band {band!r} is not among the instrument's channels; its beam is unknown")
         maps = np.atleast_2d(maps)
         n = min(len(maps), len(nilc_map))
-        at_beam = sht.reconvolve(
-            nilc_map[:n], nilc.output_beam_arcmin or 0.0, beams[band], lmax=lmax, iter=nilc.sht_iter
-        )
+        ratio = sht.beam_ratio(nilc.output_beam_arcmin or 0.0, beams[band], lmax, pol=True)[:n]
+        at_beam = sht.alm2map(sht.almxfl(alm[:n], ratio), nside, lmax)
         out[band] = np.concatenate([maps[:n] - at_beam, maps[n:]])
-    return {b: out[b] for b in obs}
+    return out
 
 
 class NILCResidualData:
