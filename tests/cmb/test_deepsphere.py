@@ -243,6 +243,9 @@ def rms(a) -> float:
 def test_learns_a_linear_combination_and_beats_the_identity(toy_run):
     data, method, facts, _ = toy_run
     assert facts["n_train_maps"] == 16 and facts["n_params"] > 1000 and facts["seconds"] > 0
+    # the record names what its float32 bits depend on (core.runtime.compute_context)
+    assert facts["threads"] == torch.get_num_threads() and facts["device"] == "cpu"
+    assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
     history = np.loadtxt(Path(toy_run[3]) / "train_log.csv", delimiter=",", skiprows=1)
     assert history[-1, 1] < 0.1 * history[0, 1]
     for i in data.sim_indices("Valid"):

@@ -80,7 +80,7 @@ from torch.nn import functional as F
 
 from ..core.executor import map_tasks
 from ..core.io import atomic_path, check_writable, read_json, sha256, write_json
-from ..core.runtime import resolve_device
+from ..core.runtime import compute_context, resolve_device
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
 from ..core.train import iterate_batches, load_checkpoint, save_state
@@ -1220,7 +1220,7 @@ class LearnedMethod:
             "n_train_maps": len(train[0]) // per_map,
             "n_val_maps": len(val[0]) // per_map if val is not None else 0,
             "prepare_seconds": prepare_seconds,
-            "device": str(device),
+            **compute_context(device),
             "std_calibration": calibration,
             **calibrated,
         }

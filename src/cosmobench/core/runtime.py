@@ -4,7 +4,8 @@
 by a cgroup CPU quota when one is set), so a run never starts more compute threads than it has cores; an integer
 fixes it. :func:`apply_threads` applies it to torch, the BLAS/OpenMP pools (threadpoolctl) and ducc0 (through
 ``COSMOBENCH_THREADS``, which worker processes set to 1). ``device``: ``"auto"`` means CUDA when available, else
-the CPU; anything else is a :class:`torch.device` string.
+the CPU; anything else is a :class:`torch.device` string. :func:`compute_context` names what a float32 training's
+exact numbers depend on beyond its settings (the device, torch's thread count, the CPU's vector instructions).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["usable_cores", "resolve_threads", "apply_threads", "resolve_device"]
+__all__ = ["usable_cores", "resolve_threads", "apply_threads", "resolve_device", "compute_context"]
 
 
 def usable_cores() -> int:
@@ -75,3 +76,30 @@ def resolve_device(device: str | None = "auto"):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use device=auto or device=cpu")
     return dev
+
+
+def compute_context(device) -> dict[str, str | int]:
+    """What a training's float32 results depend on besides its settings and seed, for its record.
+
+    Reductions in torch's CPU kernels are split across its threads and vectorised with the CPU's widest
+    instructions, so the same training on another thread count or CPU family gives other bits (and, through
+    the training's chaos, other scores); on one machine, at one thread count, it repeats bit for bit.
+
+    Parameters
+    ----------
+    device : torch.device or str
+        The training's device.
+
+    Returns
+    -------
+    dict with ``device`` (str), ``threads`` (torch's intra-op threads, int), ``cpu_capability`` (the vector
+    instructions torch's CPU kernels use, e.g. ``"AVX2"``, ``"AVX512"``) and ``torch`` (its version).
+    """
+    import torch
+
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
