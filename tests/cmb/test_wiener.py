@@ -15,7 +15,7 @@ import pytest
 
 from cosmobench.cli import load_config
 from cosmobench.cmb import masks
-from cosmobench.cmb.dataset import CMBDataset, method_info_path, pred_path
+from cosmobench.cmb.dataset import method_info_path, pred_path
 from cosmobench.cmb.methods import get_method, is_learned, method_defaults
 from cosmobench.cmb.methods.nilc import NILC
 from cosmobench.cmb.methods.wiener import (
@@ -28,10 +28,11 @@ from cosmobench.cmb.methods.wiener import (
 from cosmobench.cmb.separate import check_model, separate, train
 from cosmobench.cmb.settings import EvaluateSettings
 from cosmobench.cmb.spectra import coupling_matrix
-from cosmobench.core.io import read_healpix, read_json, write_healpix
+from cosmobench.core.io import read_healpix, read_json
 from cosmobench.core.seeds import rng
 from cosmobench.sky import sht
-from cosmobench.sky.instrument import load_channels
+
+from .conftest import write_polarised_toy
 
 NSIDE = 16
 LMAX = 2 * NSIDE  # band limit of the toys: map -> alm -> map round trips are accurate to ~1e-4 there
@@ -167,40 +168,9 @@ def test_unit_filter_returns_the_maps_exactly():
 
 
 # --------------------------------------------------------------------------------------- the method, end to end
-BANDS = ["100", "143", "217", "353"]  # all polarised
-
-
-def _write_dataset(root, splits: dict[str, int], seed: int = 0) -> CMBDataset:
-    """A CMB-ML-layout polarised dataset at nside 16: beamed Gaussian CMB (T, E, B) + a Galactic-plane dust-like
-    I, Q, U foreground + white noise (5 uK in I, 30 uK in Q and U per pixel, so NILC's E and B are noise-dominated
-    at high ell); target I, Q, U; ``foreground_I_map.fits`` for the mask; uK_CMB, RING."""
-    import healpy as hp
-
-    channels = load_channels(bands=BANDS)
-    lmax = 3 * NSIDE - 1
-    ell = np.arange(lmax + 1)
-    tt = np.zeros(lmax + 1)
-    tt[2:] = 2000.0 * 2 * np.pi / (ell[2:] * (ell[2:] + 1))
-    cls = np.stack([tt, tt / 30, tt / 300, np.zeros(lmax + 1)])
-    theta, _ = hp.pix2ang(NSIDE, np.arange(sht.npix(NSIDE)))
-    plane = 100.0 * np.exp(-np.abs(np.pi / 2 - theta) / np.radians(10.0))
-    for split, n in splits.items():
-        for i in range(n):
-            folder = root / "Simulations" / split / f"sim{i:04d}"
-            cmb = sht.synalm(cls, lmax, rng(seed, split, i, "cmb"))
-            dust = np.stack([plane, 0.1 * plane, -0.05 * plane]) * (1 + 0.1 * rng(seed, split, i, "d").random())
-            for c in channels:
-                sky = sht.alm2map(sht.almxfl(cmb, sht.gauss_beam(c.fwhm_arcmin, lmax, pol=True)), NSIDE)
-                noise = rng(seed, split, i, "noise", c.band).standard_normal(sky.shape) * np.array([[5.0], [30], [30]])
-                write_healpix(folder / f"obs_{c.band}_map.fits", sky + (c.center_ghz / 143.0) ** 2 * dust + noise)
-            write_healpix(folder / "cmb_map_fid.fits", sht.alm2map(cmb, NSIDE))
-            write_healpix(folder / "foreground_I_map.fits", np.stack([plane, plane]), column_names=["I30", "I353"])
-    return CMBDataset(root)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return _write_dataset(tmp_path_factory.mktemp("wiener") / "data", {"Train": 4, "Valid": 2})
+    return write_polarised_toy(tmp_path_factory.mktemp("wiener") / "data", {"Train": 4, "Valid": 2}, nside=NSIDE)
 
 
 @pytest.fixture(scope="module")

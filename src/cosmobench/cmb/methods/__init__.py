@@ -65,6 +65,7 @@ METHODS: dict[str, str | type] = {
     "unet_patch": "cosmobench.cmb.methods.unet_patch:PatchUNet",
     "nilc_unet": "cosmobench.cmb.methods.nilc_unet:NILCUNet",
     "nilc_wiener": "cosmobench.cmb.methods.wiener:NILCWiener",
+    "nilc_regress": "cosmobench.cmb.methods.regress:NILCRegress",
     "deepsphere": "cosmobench.cmb.methods.deepsphere:DeepSphereUNet",
     "zero": "cosmobench.cmb.methods.null:ZeroMap",
 }

@@ -54,8 +54,8 @@ from ...core.io import check_writable, write_json, write_npz
 from ...core.settings import plain
 from ...sky import sht
 from .. import masks
-from ..learned import check_beams
 from ..settings import EvaluateSettings
+from .fitted import MODEL_FILE, check_nilc_channels, load_fitted, save_fitted
 from .nilc import NILC
 from .nilc_unet import NILCResidualData, cache_nilc
 
@@ -67,12 +67,12 @@ __all__ = [
     "wiener_filter",
     "apply_filter",
     "fit_mask",
+    "residual_rms",
     "FIELD_NAMES",
     "MODEL_FILE",
 ]
 
 FIELD_NAMES = "TEB"  # rows of the filter: T, then E and B with fields="IQU"
-MODEL_FILE = "model.pt"  # the file the train stage records (written last)
 FILTER_FILE = "wiener.npz"
 FACTS_FILE = "training.json"
 _FIELDS = ("IQU", "I")
@@ -296,13 +296,27 @@ def _sim_rmse(
     nilc, truth = _pair(view, split, i)
     filtered = apply_filter(nilc, w_ell, lmax=lmax, iter=iter)
     return {
-        "nilc": _field_rms(nilc - truth, mask, lmax, iter),
-        "filtered": _field_rms(filtered - truth, mask, lmax, iter),
+        "nilc": residual_rms(nilc - truth, mask, lmax, iter),
+        "filtered": residual_rms(filtered - truth, mask, lmax, iter),
     }
 
 
-def _field_rms(resid: np.ndarray, mask: np.ndarray, lmax: int, iter: int) -> list[float]:
-    """RMS over ``mask > 0`` of I, or of I, Q, U, the E part and the B part (Q, U pooled) of a residual map."""
+def residual_rms(resid: np.ndarray, mask: np.ndarray, lmax: int, iter: int) -> list[float]:
+    """RMS over ``mask > 0`` of I, or of I, Q, U, the E part and the B part (Q, U pooled) of a residual map.
+
+    Parameters
+    ----------
+    resid : ndarray, shape (1, npix) or (3, npix), uK_CMB
+        A residual map, band-limited at ``lmax``.
+    mask : ndarray, shape (npix,)
+        Pixels scored (> 0).
+    lmax, iter : int
+        Band limit and Jacobi iterations of the E/B analysis.
+
+    Returns
+    -------
+    list of float, uK_CMB: ``[I]`` or ``[I, Q, U, E, B]``.
+    """
     keep = mask > 0
     out = [float(np.sqrt(np.mean(resid[0, keep] ** 2)))]
     if len(resid) == 3:
@@ -472,7 +486,7 @@ class NILCWiener:
             weight=weight,
         )
         write_json(out_dir / FACTS_FILE, facts)
-        _save(out_dir / MODEL_FILE, w_ell, config)  # last: its presence marks a finished fit
+        save_fitted(out_dir / MODEL_FILE, {"filter": w_ell}, config)  # last: its presence marks a finished fit
         self.filter, self.config = w_ell, config
         return facts
 
@@ -493,14 +507,7 @@ class NILCWiener:
         """
         if self.filter is None or self.config is None:
             raise RuntimeError("NILCWiener is not fitted: call fit(dataset, out_dir) or NILCWiener.load(out_dir)")
-        trained = self.config.get("nilc_fwhm_arcmin", {})
-        given = self.nilc.bands or [str(c.band) for c in channels if str(c.band) not in self.nilc.exclude_bands]
-        if trained and set(given) != set(trained):
-            raise ValueError(
-                f"the filter was fitted on the NILC of bands {sorted(trained)}, these maps give NILC the bands "
-                f"{sorted(given)}; give the same channels (or fit the filter on a dataset with these)"
-            )
-        check_beams(channels, trained, "the filter was fitted")
+        check_nilc_channels(self.nilc, channels, self.config, "the filter was fitted")
         nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
         nside = sht.nside_of(nilc)
         if nside != int(self.config["nside"]):
@@ -510,25 +517,7 @@ class NILCWiener:
     @classmethod
     def load(cls, out_dir: Path | str, *, device: str = "auto") -> NILCWiener:
         """The fitted method from ``out_dir/model.pt`` (``device`` is accepted and unused: numpy on the CPU)."""
-        from ...core.train import load_checkpoint
-
-        path = Path(out_dir) / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; fit first with {cls.__name__}(...).fit(dataset, out_dir)")
-        state = load_checkpoint(path)
-        config = state["config"]
-        if config.get("method") != cls.name:
-            raise ValueError(f"{path} holds a {config.get('method')!r} model, not {cls.name!r}")
+        arrays, config = load_fitted(out_dir, cls.name)
         method = cls(**config["settings"])
-        method.filter = state["filter"].double().numpy()
-        method.config = config
+        method.filter, method.config = arrays["filter"], config
         return method
-
-
-def _save(path: Path, w_ell: np.ndarray, config: dict) -> None:
-    """``model.pt``: the filter as a float64 tensor and the config, atomically (:func:`core.train.save_state`)."""
-    import torch
-
-    from ...core.train import save_state
-
-    save_state(path, {"filter": torch.from_numpy(np.ascontiguousarray(w_ell, dtype=np.float64)), "config": config})

@@ -1,0 +1,464 @@
+"""``nilc_regress``: NILC plus the least-squares regression of its residual on the band-minus-NILC maps.
+
+The classical, supervised linear corrector of NILC: the yardstick for ``nilc_unet``'s learned correction (which
+can represent it, so it should at least match it). For one simulation and field group g (``"T"``: the I maps;
+``"P"``: the Q and U maps, one coefficient per band for both) the regressors are
+
+    x_b = band b reconvolved from its beam to NILC's output beam, band-limited at NILC's lmax,  -  NILC
+
+which hold no CMB: NILC keeps the CMB with unit response and so does every band, so ``sum_b a_b x_b`` adds
+foregrounds and noise only, and the corrected map
+
+    NILC + m * sum_b a_b x_b
+
+keeps NILC's CMB response exactly (a correction, not a shrinkage). ``m`` is the map's own correction region: the
+faintest ``fsky`` of the intensity of the dataset's highest-frequency channel in that simulation, smoothed by
+``mask_smooth_deg`` (:func:`cosmobench.cmb.masks.threshold_mask`, the evaluation's recipe on observed data), so
+the Galactic plane, where NILC's residual follows other laws, neither sets the coefficients nor receives the
+correction.
+
+Fit (:meth:`NILCRegress.fit`, on ``train_split``): ``a_g = argmin sum_maps sum_{p in m} |r_p - sum_b a_b x_b,p|^2``
+with r = the CMB at NILC's output beam and lmax minus NILC (``nilc_unet``'s target), by normal equations
+accumulated map by map in float64 (:func:`normal_equations`, summed in the order of the maps whatever the number of
+workers) and solved by least squares (:func:`solve_coefficients`). The validation split only reports the residual
+RMS of NILC and of the corrected NILC on the correction region (``training.json``); nothing is tuned on it.
+
+NILC predictions of the training and validation splits are the ones ``nilc_unet`` and ``nilc_wiener`` use
+(``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, :func:`~cosmobench.cmb.methods.nilc_unet.cache_nilc`), so the
+``nilc`` setting must equal the ``nilc`` method's (``conf/cmb.yaml`` wires it). Files in ``out_dir``:
+``training.json`` (the facts) and, last, ``model.pt`` (the coefficients and the config;
+:mod:`~cosmobench.cmb.methods.fitted`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.executor import map_tasks
+from ...core.io import check_writable, write_json
+from ...core.settings import plain
+from ...sky import sht
+from .. import masks
+from ..learned import check_beams
+from ..settings import EvaluateSettings
+from .fitted import MODEL_FILE, check_nilc_channels, load_fitted, save_fitted
+from .nilc import NILC
+from .nilc_unet import NILCResidualData, cache_nilc
+from .wiener import residual_rms
+
+__all__ = [
+    "NILCRegress",
+    "NILCRegressSettings",
+    "regressors",
+    "correction_region",
+    "normal_equations",
+    "solve_coefficients",
+    "GROUPS",
+]
+
+GROUPS = {"T": slice(0, 1), "P": slice(1, 3)}  # field group -> rows of an I, Q, U map it corrects
+FACTS_FILE = "training.json"
+_FIELDS = ("IQU", "I")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NILCRegressSettings:
+    """Settings of :class:`NILCRegress` (keyword-only; an unknown key raises ``TypeError``).
+
+    Parameters
+    ----------
+    nilc : mapping
+        Keyword settings of the :class:`~cosmobench.cmb.methods.nilc.NILC` whose output is corrected (the ``nilc``
+        method's section of the configuration, as for ``nilc_unet``).
+    fields : {"IQU", "I"}
+        Correct I (from the bands' I maps) and Q, U (from their Q, U maps), or the temperature only.
+    bands : sequence of str, optional
+        The regressors' channels (each is used for the fields it has); empty or None: every channel of the dataset.
+    fsky : float
+        Sky fraction of each map's correction region (the faintest intensity of its highest-frequency channel);
+        the evaluation's default, 0.8. 1 corrects the full sky.
+    mask_smooth_deg : float
+        FWHM (degrees) of the smoothing of that intensity before thresholding (the evaluation's).
+    workers : int
+        Processes for the NILC predictions of the training and validation splits and for the fit.
+    progress : bool
+        Progress bars.
+    """
+
+    nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fields: str = "IQU"
+    bands: Sequence[str] | None = None
+    fsky: float = EvaluateSettings.fsky
+    mask_smooth_deg: float = EvaluateSettings.mask_smooth_deg
+    workers: int = 1
+    progress: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.nilc, Mapping):
+            raise TypeError(f"nilc must be a mapping of NILC settings, got {type(self.nilc).__name__}")
+        object.__setattr__(self, "nilc", plain(self.nilc))
+        object.__setattr__(self, "bands", [str(b) for b in self.bands or ()])
+        if self.fields not in _FIELDS:
+            raise ValueError(f"fields must be one of {list(_FIELDS)}, got {self.fields!r}")
+        if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
+            raise ValueError(
+                "nilc_regress with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
+                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_regress's fields=I)"
+            )
+        if not 0 < float(self.fsky) <= 1:
+            raise ValueError(f"fsky must be in (0, 1], got {self.fsky}")
+        if float(self.mask_smooth_deg) < 0:
+            raise ValueError(f"mask_smooth_deg must be >= 0 degrees, got {self.mask_smooth_deg}")
+        if int(self.workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-type dict (lists, not tuples), as stored in ``model.pt``."""
+        return plain(dataclasses.asdict(self))
+
+
+# ----------------------------------------------------------------------------------------------- the fit's core
+def regressors(
+    obs: Mapping[str, np.ndarray],
+    nilc_map: np.ndarray,
+    beams: Mapping[str, float],
+    bands: Mapping[str, Sequence[str]],
+    *,
+    output_beam_arcmin: float,
+    lmax: int,
+    iter: int = 3,
+) -> dict[str, np.ndarray]:
+    """The band-minus-NILC maps of one simulation, per field group.
+
+    Parameters
+    ----------
+    obs : mapping of str to ndarray, shape (nfield, npix), uK_CMB, RING
+        Observed maps by band.
+    nilc_map : ndarray, shape (1, npix) or (3, npix), uK_CMB
+        NILC's I (, Q, U) at ``output_beam_arcmin``, band-limited at ``lmax``.
+    beams : mapping of str to float
+        Band -> beam FWHM, arcmin.
+    bands : mapping of str to sequence of str
+        Group (``"T"``, ``"P"``) -> its regressor bands.
+    output_beam_arcmin : float
+        NILC's output beam FWHM, arcmin.
+    lmax : int
+        NILC's output band limit.
+    iter : int
+        Jacobi iterations of the analyses.
+
+    Returns
+    -------
+    dict group -> ndarray, shape (nband, nrow, npix), float64 uK_CMB: ``T`` (nrow 1), ``P`` (nrow 2: Q, U).
+    """
+    nilc_map = np.atleast_2d(nilc_map)
+    needed = list(dict.fromkeys(b for group in bands.values() for b in group))
+    at_beam = {}
+    for b in needed:
+        maps = np.atleast_2d(obs[b])[: 3 if "P" in bands and b in bands["P"] else 1]
+        at_beam[b] = sht.reconvolve(maps, beams[b], output_beam_arcmin, lmax=lmax, iter=iter)
+    return {g: np.stack([at_beam[b][GROUPS[g]] - nilc_map[GROUPS[g]] for b in group]) for g, group in bands.items()}
+
+
+def correction_region(intensity: np.ndarray, *, fsky: float, smooth_deg: float) -> np.ndarray:
+    """A map's correction region: the faintest ``fsky`` of an observed intensity map.
+
+    Parameters
+    ----------
+    intensity : ndarray, shape (npix,), uK_CMB
+        The I map of the map's highest-frequency channel.
+    fsky : float
+        Sky fraction kept (1: every pixel).
+    smooth_deg : float
+        Smoothing FWHM before thresholding, degrees.
+
+    Returns
+    -------
+    ndarray, shape (npix,), float64 of 0 and 1 (:func:`cosmobench.cmb.masks.threshold_mask`).
+    """
+    intensity = np.abs(np.asarray(intensity, dtype=np.float64))
+    if fsky >= 1:
+        return np.ones_like(intensity)
+    return masks.threshold_mask(intensity, fsky, smooth_deg=smooth_deg)
+
+
+def normal_equations(x: np.ndarray, r: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X^T X`` and ``X^T r`` over the pixels of ``region`` (every row of a group pooled).
+
+    Parameters
+    ----------
+    x : ndarray, shape (nband, nrow, npix)
+        Regressors of one group (:func:`regressors`).
+    r : ndarray, shape (nrow, npix)
+        The residual to predict (CMB - NILC), same rows.
+    region : ndarray, shape (npix,)
+        Pixels used (> 0).
+
+    Returns
+    -------
+    xtx : ndarray, shape (nband, nband), float64, uK^2
+    xtr : ndarray, shape (nband,), float64, uK^2
+    """
+    keep = region > 0
+    xm = x[:, :, keep].reshape(len(x), -1)
+    return xm @ xm.T, xm @ r[:, keep].reshape(-1)
+
+
+def solve_coefficients(xtx: np.ndarray, xtr: np.ndarray) -> np.ndarray:
+    """The least-squares coefficients of the summed normal equations (minimum-norm if ``xtx`` is singular).
+
+    Returns
+    -------
+    ndarray, shape (nband,), dimensionless
+    """
+    return np.linalg.lstsq(np.asarray(xtx, dtype=np.float64), np.asarray(xtr, dtype=np.float64), rcond=None)[0]
+
+
+def _correct(nilc_map: np.ndarray, x: Mapping[str, np.ndarray], coef: Mapping[str, np.ndarray], region) -> np.ndarray:
+    """``NILC + region * sum_b a_b x_b`` for every group, ndarray (nfield, npix) float64."""
+    out = np.array(np.atleast_2d(nilc_map), dtype=np.float64)
+    for g, xg in x.items():
+        out[GROUPS[g]] += region * np.tensordot(coef[g], xg, axes=1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- the method
+class NILCRegress:
+    """NILC + the least-squares regression of its residual on band-minus-NILC maps (registry ``nilc_regress``).
+
+    "Trained" like a learned method (:meth:`fit`, :meth:`load`); see the module notes and
+    :class:`NILCRegressSettings`.
+
+    Examples
+    --------
+    >>> method = NILCRegress(fields="IQU")                                  # doctest: +SKIP
+    >>> facts = method.fit(CMBDataset("data/cmb"), "runs/nilc_regress")    # doctest: +SKIP
+    >>> iqu = NILCRegress.load("runs/nilc_regress").predict(obs, channels)  # doctest: +SKIP
+    """
+
+    name = "nilc_regress"
+    Settings = NILCRegressSettings
+    uncertainty = False  # no predict_with_std
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = self.Settings(**settings)
+        self.nilc = NILC(**{**self.settings.nilc, "fields": self.settings.fields})
+        self.output_beam_arcmin = self.nilc.output_beam_arcmin
+        self.bands: list[str] = []  # separate loads every band: NILC's, the regressors' and the region's
+        self.coefficients: dict[str, np.ndarray] | None = None  # group -> (nband,)
+        self.config: dict[str, Any] | None = None
+
+    @property
+    def fields(self) -> str:
+        """Predicted fields, ``"I"`` or ``"IQU"``."""
+        return self.settings.fields
+
+    def output_lmax_for(self, nside: int) -> int:
+        """Band limit of the output at ``nside``: NILC's."""
+        return self.nilc.output_lmax_for(nside)
+
+    def _group_bands(self, channels: Sequence[Any], available: Sequence[str]) -> dict[str, list[str]]:
+        """Group -> regressor bands: the ``bands`` setting (or every available one), by the fields each has."""
+        chosen = self.settings.bands or list(available)
+        missing = [b for b in chosen if b not in available]
+        if missing:
+            raise ValueError(f"bands {missing} are not among the channels given ({list(available)}); fix bands=...")
+        polarised = {str(c.band) for c in channels if getattr(c, "fields", "I") == "IQU"}
+        groups = {"T": chosen}
+        if self.fields == "IQU":
+            groups["P"] = [b for b in chosen if b in polarised]
+            if not groups["P"]:
+                raise ValueError(f"fields=IQU needs a polarised channel among bands {chosen}; add one or set fields=I")
+        return groups
+
+    def _region(self, obs: Mapping[str, np.ndarray], band: str) -> np.ndarray:
+        """The correction region of one simulation's maps, from its ``band`` intensity."""
+        s = self.settings
+        return correction_region(np.atleast_2d(obs[band])[0], fsky=float(s.fsky), smooth_deg=float(s.mask_smooth_deg))
+
+    def _sim_terms(self, view: NILCResidualData, split: str, region_band: str, groups, i: int) -> dict:
+        """Regressors, residual target, NILC map and correction region of one simulation."""
+        needed = [*(b for g in groups.values() for b in g), region_band]
+        obs = view.dataset.load_obs(split, i, list(dict.fromkeys(needed)))
+        nilc_map = view.nilc_map(split, i)
+        x = regressors(
+            obs,
+            nilc_map,
+            {str(c.band): float(c.fwhm_arcmin) for c in view.channels},
+            groups,
+            output_beam_arcmin=self.output_beam_arcmin,
+            lmax=self.output_lmax_for(view.nside),
+            iter=self.nilc.sht_iter,
+        )
+        return {"x": x, "r": view.load_target(split, i), "nilc": nilc_map, "region": self._region(obs, region_band)}
+
+    def _sim_sums(self, view, split, region_band, groups, i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        terms = self._sim_terms(view, split, region_band, groups, i)
+        return {g: normal_equations(xg, terms["r"][GROUPS[g]], terms["region"]) for g, xg in terms["x"].items()}
+
+    def _sim_rmse(self, view, split, region_band, groups, coef, i: int) -> dict[str, list[float]]:
+        terms = self._sim_terms(view, split, region_band, groups, i)
+        truth = terms["r"] + terms["nilc"]
+        corrected = _correct(terms["nilc"], terms["x"], coef, terms["region"])
+        lmax, it = self.output_lmax_for(view.nside), self.nilc.sht_iter
+        return {
+            "nilc": residual_rms(terms["nilc"] - truth, terms["region"], lmax, it),
+            "corrected": residual_rms(corrected - truth, terms["region"], lmax, it),
+        }
+
+    def fit(
+        self,
+        dataset: Any,
+        out_dir: Path | str,
+        *,
+        train_split: str = "Train",
+        val_split: str | None = "Valid",
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> dict:
+        """Cache NILC on ``train_split`` and ``val_split``, fit the coefficients on ``train_split``, report
+        ``val_split``.
+
+        Parameters
+        ----------
+        dataset : CMBDataset
+            A dataset on disk, where the NILC predictions are written (``<root>/nilc/<split>``).
+        out_dir : path
+            Run folder: ``training.json``, then ``model.pt``.
+        train_split, val_split : str
+            Split fitted on, and split whose residual RMS is reported (None or empty: none).
+        on_epoch_end : callable, optional
+            Accepted for the learned-method interface; never called (there are no epochs).
+
+        Returns
+        -------
+        dict
+            ``method``, ``n_train_maps``, ``n_val_maps``, ``nside``, ``lmax``, ``bands`` (group -> its regressor
+            bands), ``coefficients`` (group -> band -> a_b), ``fsky_region`` (mean correction-region fraction of
+            the training maps), ``val_rmse_nilc`` and ``val_rmse_corrected`` (uK_CMB, mean over the validation
+            maps of the RMS on each map's correction region: ``I`` or ``I, Q, U, E, B`` at NILC's beam and lmax;
+            None without validation), ``seconds``.
+        """
+        s = self.settings
+        t0 = time.perf_counter()
+        out_dir = Path(out_dir)
+        check_writable(out_dir)
+        train_idx = dataset.sim_indices(train_split)
+        if not train_idx:
+            raise ValueError(f"split {train_split!r} of {dataset.root} holds no simulations to fit on")
+        val_idx = dataset.sim_indices(val_split) if val_split is not None else []
+        groups = self._group_bands(dataset.channels, list(dataset.bands))
+        cache_nilc(dataset, s.nilc, [train_split, val_split], workers=int(s.workers), progress=s.progress)
+        view = NILCResidualData(dataset, self.nilc)
+        region_band = str(max(dataset.channels, key=lambda c: c.center_ghz).band)
+        run = partial(map_tasks, executor="processes" if s.workers > 1 else "serial", workers=int(s.workers))
+        sums = run(
+            partial(self._sim_sums, view, train_split, region_band, groups),
+            train_idx,
+            desc=f"fit {self.name}",
+            unit="map",
+            progress=s.progress,
+        )
+        coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in groups}
+        rmse = {"nilc": None, "corrected": None}
+        if val_idx:
+            rows = run(
+                partial(self._sim_rmse, view, val_split, region_band, groups, coef),
+                val_idx,
+                desc=f"validate {self.name}",
+                unit="map",
+                progress=s.progress,
+            )
+            labels = ["I", "Q", "U", "E", "B"] if self.fields == "IQU" else ["I"]
+            for key in rmse:
+                rmse[key] = dict(zip(labels, np.mean([r[key] for r in rows], axis=0).tolist()))
+        channels = {c.band: c for c in dataset.channels}
+        used = self.nilc.bands or [b for b in dataset.bands if b not in self.nilc.exclude_bands]
+        nside = int(dataset.nside)
+        config = {
+            "method": self.name,
+            "settings": s.as_dict(),
+            "nside": nside,
+            "groups": groups,
+            "region_band": region_band,
+            # what separate.check_model compares: the beams of settings.bands (none when every band is used)
+            "fwhm_arcmin": [channels[b].fwhm_arcmin for b in s.bands],
+            "band_fwhm_arcmin": {b: channels[b].fwhm_arcmin for g in groups.values() for b in g},
+            "nilc_fwhm_arcmin": {b: channels[b].fwhm_arcmin for b in used if b in channels},
+            "pol_bands": groups.get("P", []),
+            "train_split": train_split,
+            "val_split": val_split if val_idx else None,
+            "dataset": str(Path(getattr(dataset, "root", "."))),
+            "n_train_maps": len(train_idx),
+        }
+        facts = {
+            "method": self.name,
+            "n_train_maps": len(train_idx),
+            "n_val_maps": len(val_idx),
+            "nside": nside,
+            "lmax": int(self.output_lmax_for(nside)),
+            "bands": groups,
+            "coefficients": {g: dict(zip(groups[g], coef[g].tolist())) for g in groups},
+            "val_rmse_nilc": rmse["nilc"],
+            "val_rmse_corrected": rmse["corrected"],
+            "seconds": time.perf_counter() - t0,
+        }
+        write_json(out_dir / FACTS_FILE, facts)
+        save_fitted(out_dir / MODEL_FILE, coef, config)  # last: its presence marks a finished fit
+        self.coefficients, self.config = coef, config
+        return facts
+
+    def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+        """NILC of ``obs`` plus the fitted regression on its band-minus-NILC maps, on the map's correction region.
+
+        Parameters
+        ----------
+        obs : dict of str to ndarray, shape (nfield, npix) or (npix,), uK_CMB, RING
+            Observed maps by band: those NILC uses and the regressor bands of the fit.
+        channels : sequence of Channel
+            The channels of ``obs``; the beams of the fit's bands and of NILC's must be unchanged.
+
+        Returns
+        -------
+        ndarray, float64, uK_CMB, at NILC's output beam and band limit: shape (npix,) (I) with ``fields="I"``,
+        (3, npix) (I, Q, U) with ``fields="IQU"``.
+        """
+        if self.coefficients is None or self.config is None:
+            raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
+        check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
+        groups = self.config["groups"]
+        trained = self.config["band_fwhm_arcmin"]
+        region_band = self.config["region_band"]
+        missing = [b for b in [*trained, region_band] if b not in obs]
+        if missing:
+            raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
+        check_beams(channels, trained, "the regression was fitted")
+        nilc_map = np.atleast_2d(np.asarray(self.nilc.predict(obs, channels), dtype=np.float64))
+        nside = sht.nside_of(nilc_map)
+        if nside != int(self.config["nside"]):
+            raise ValueError(f"the regression was fitted at nside {self.config['nside']}, the maps are nside {nside}")
+        x = regressors(
+            obs,
+            nilc_map,
+            trained,
+            groups,
+            output_beam_arcmin=self.output_beam_arcmin,
+            lmax=self.output_lmax_for(nside),
+            iter=self.nilc.sht_iter,
+        )
+        out = _correct(nilc_map, x, self.coefficients, self._region(obs, region_band))
+        return out[0] if self.fields == "I" else out
+
+    @classmethod
+    def load(cls, out_dir: Path | str, *, device: str = "auto") -> NILCRegress:
+        """The fitted method from ``out_dir/model.pt`` (``device`` is accepted and unused: numpy on the CPU)."""
+        coef, config = load_fitted(out_dir, cls.name)
+        method = cls(**config["settings"])
+        method.coefficients, method.config = coef, config
+        return method
