@@ -41,16 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from ...core.executor import map_tasks
-from ...core.io import check_writable, write_json
-from ...core.settings import plain
+from ...core.io import write_json
 from ...sky import sht
 from .. import masks
 from ..learned import check_beams
-from ..settings import EvaluateSettings
-from .fitted import MODEL_FILE, check_nilc_channels, load_fitted, save_fitted
-from .nilc import NILC
-from .nilc_unet import NILCResidualData, cache_nilc
+from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, save_fitted
+from .nilc_unet import NILCResidualData
 from .wiener import residual_rms
 
 __all__ = [
@@ -65,63 +61,25 @@ __all__ = [
 
 GROUPS = {"T": slice(0, 1), "P": slice(1, 3)}  # field group -> rows of an I, Q, U map it corrects
 FACTS_FILE = "training.json"
-_FIELDS = ("IQU", "I")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCRegressSettings:
-    """Settings of :class:`NILCRegress` (keyword-only; an unknown key raises ``TypeError``).
+class NILCRegressSettings(NILCCorrectorSettings):
+    """Settings of :class:`NILCRegress`: those of :class:`~cosmobench.cmb.methods.fitted.NILCCorrectorSettings`
+    (``fsky`` and ``mask_smooth_deg`` make each map's correction region from the intensity of its
+    highest-frequency channel) plus
 
     Parameters
     ----------
-    nilc : mapping
-        Keyword settings of the :class:`~cosmobench.cmb.methods.nilc.NILC` whose output is corrected (the ``nilc``
-        method's section of the configuration, as for ``nilc_unet``).
-    fields : {"IQU", "I"}
-        Correct I (from the bands' I maps) and Q, U (from their Q, U maps), or the temperature only.
     bands : sequence of str, optional
         The regressors' channels (each is used for the fields it has); empty or None: every channel of the dataset.
-    fsky : float
-        Sky fraction of each map's correction region (the faintest intensity of its highest-frequency channel);
-        the evaluation's default, 0.8. 1 corrects the full sky.
-    mask_smooth_deg : float
-        FWHM (degrees) of the smoothing of that intensity before thresholding (the evaluation's).
-    workers : int
-        Processes for the NILC predictions of the training and validation splits and for the fit.
-    progress : bool
-        Progress bars.
     """
 
-    nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    fields: str = "IQU"
     bands: Sequence[str] | None = None
-    fsky: float = EvaluateSettings.fsky
-    mask_smooth_deg: float = EvaluateSettings.mask_smooth_deg
-    workers: int = 1
-    progress: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.nilc, Mapping):
-            raise TypeError(f"nilc must be a mapping of NILC settings, got {type(self.nilc).__name__}")
-        object.__setattr__(self, "nilc", plain(self.nilc))
+        super().__post_init__()
         object.__setattr__(self, "bands", [str(b) for b in self.bands or ()])
-        if self.fields not in _FIELDS:
-            raise ValueError(f"fields must be one of {list(_FIELDS)}, got {self.fields!r}")
-        if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
-            raise ValueError(
-                "nilc_regress with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
-                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_regress's fields=I)"
-            )
-        if not 0 < float(self.fsky) <= 1:
-            raise ValueError(f"fsky must be in (0, 1], got {self.fsky}")
-        if float(self.mask_smooth_deg) < 0:
-            raise ValueError(f"mask_smooth_deg must be >= 0 degrees, got {self.mask_smooth_deg}")
-        if int(self.workers) < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-type dict (lists, not tuples), as stored in ``model.pt``."""
-        return plain(dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------------------------- the fit's core
@@ -230,11 +188,11 @@ def _correct(nilc_map: np.ndarray, x: Mapping[str, np.ndarray], coef: Mapping[st
 
 
 # ------------------------------------------------------------------------------------------------- the method
-class NILCRegress:
+class NILCRegress(NILCCorrector):
     """NILC + the least-squares regression of its residual on band-minus-NILC maps (registry ``nilc_regress``).
 
-    "Trained" like a learned method (:meth:`fit`, :meth:`load`); see the module notes and
-    :class:`NILCRegressSettings`.
+    "Trained" like a learned method (:meth:`fit`, :meth:`~cosmobench.cmb.methods.fitted.NILCCorrector.load`); see
+    the module notes and :class:`NILCRegressSettings`.
 
     Examples
     --------
@@ -245,24 +203,14 @@ class NILCRegress:
 
     name = "nilc_regress"
     Settings = NILCRegressSettings
-    uncertainty = False  # no predict_with_std
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = self.Settings(**settings)
-        self.nilc = NILC(**{**self.settings.nilc, "fields": self.settings.fields})
-        self.output_beam_arcmin = self.nilc.output_beam_arcmin
+        super().__init__(**settings)
         self.bands: list[str] = []  # separate loads every band: NILC's, the regressors' and the region's
         self.coefficients: dict[str, np.ndarray] | None = None  # group -> (nband,)
-        self.config: dict[str, Any] | None = None
 
-    @property
-    def fields(self) -> str:
-        """Predicted fields, ``"I"`` or ``"IQU"``."""
-        return self.settings.fields
-
-    def output_lmax_for(self, nside: int) -> int:
-        """Band limit of the output at ``nside``: NILC's."""
-        return self.nilc.output_lmax_for(nside)
+    def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
+        self.coefficients, self.config = arrays, config
 
     def _group_bands(self, channels: Sequence[Any], available: Sequence[str]) -> dict[str, list[str]]:
         """Group -> regressor bands: the ``bands`` setting (or every available one), by the fields each has."""
@@ -348,54 +296,24 @@ class NILCRegress:
         s = self.settings
         t0 = time.perf_counter()
         out_dir = Path(out_dir)
-        check_writable(out_dir)
-        train_idx = dataset.sim_indices(train_split)
-        if not train_idx:
-            raise ValueError(f"split {train_split!r} of {dataset.root} holds no simulations to fit on")
-        val_idx = dataset.sim_indices(val_split) if val_split is not None else []
+        train_idx, val_idx, view = self._start_fit(dataset, out_dir, train_split, val_split)
         groups = self._group_bands(dataset.channels, list(dataset.bands))
-        cache_nilc(dataset, s.nilc, [train_split, val_split], workers=int(s.workers), progress=s.progress)
-        view = NILCResidualData(dataset, self.nilc)
         region_band = str(max(dataset.channels, key=lambda c: c.center_ghz).band)
-        run = partial(map_tasks, executor="processes" if s.workers > 1 else "serial", workers=int(s.workers))
-        sums = run(
-            partial(self._sim_sums, view, train_split, region_band, groups),
-            train_idx,
-            desc=f"fit {self.name}",
-            unit="map",
-            progress=s.progress,
-        )
+        sums = self._map(partial(self._sim_sums, view, train_split, region_band, groups), train_idx, "fit")
         coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in groups}
-        rmse = {"nilc": None, "corrected": None}
-        if val_idx:
-            rows = run(
-                partial(self._sim_rmse, view, val_split, region_band, groups, coef),
-                val_idx,
-                desc=f"validate {self.name}",
-                unit="map",
-                progress=s.progress,
-            )
-            labels = ["I", "Q", "U", "E", "B"] if self.fields == "IQU" else ["I"]
-            for key in rmse:
-                rmse[key] = dict(zip(labels, np.mean([r[key] for r in rows], axis=0).tolist()))
+        rmse = self._validate(
+            partial(self._sim_rmse, view, val_split, region_band, groups, coef), val_idx, ("nilc", "corrected")
+        )
         channels = {c.band: c for c in dataset.channels}
-        used = self.nilc.bands or [b for b in dataset.bands if b not in self.nilc.exclude_bands]
         nside = int(dataset.nside)
         config = {
-            "method": self.name,
-            "settings": s.as_dict(),
-            "nside": nside,
+            **self._config(dataset, train_split, val_split, len(train_idx), len(val_idx)),
             "groups": groups,
             "region_band": region_band,
             # what separate.check_model compares: the beams of settings.bands (none when every band is used)
             "fwhm_arcmin": [channels[b].fwhm_arcmin for b in s.bands],
             "band_fwhm_arcmin": {b: channels[b].fwhm_arcmin for g in groups.values() for b in g},
-            "nilc_fwhm_arcmin": {b: channels[b].fwhm_arcmin for b in used if b in channels},
             "pol_bands": groups.get("P", []),
-            "train_split": train_split,
-            "val_split": val_split if val_idx else None,
-            "dataset": str(Path(getattr(dataset, "root", "."))),
-            "n_train_maps": len(train_idx),
         }
         facts = {
             "method": self.name,
@@ -454,11 +372,3 @@ class NILCRegress:
         )
         out = _correct(nilc_map, x, self.coefficients, self._region(obs, region_band))
         return out[0] if self.fields == "I" else out
-
-    @classmethod
-    def load(cls, out_dir: Path | str, *, device: str = "auto") -> NILCRegress:
-        """The fitted method from ``out_dir/model.pt`` (``device`` is accepted and unused: numpy on the CPU)."""
-        coef, config = load_fitted(out_dir, cls.name)
-        method = cls(**config["settings"])
-        method.coefficients, method.config = coef, config
-        return method

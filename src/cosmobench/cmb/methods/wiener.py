@@ -42,22 +42,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...core.executor import map_tasks
-from ...core.io import check_writable, write_json, write_npz
-from ...core.settings import plain
+from ...core.io import write_json, write_npz
 from ...sky import sht
 from .. import masks
 from ..settings import EvaluateSettings
-from .fitted import MODEL_FILE, check_nilc_channels, load_fitted, save_fitted
-from .nilc import NILC
-from .nilc_unet import NILCResidualData, cache_nilc
+from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, save_fitted
+from .nilc_unet import NILCResidualData
 
 __all__ = [
     "NILCWiener",
@@ -75,60 +72,26 @@ __all__ = [
 FIELD_NAMES = "TEB"  # rows of the filter: T, then E and B with fields="IQU"
 FILTER_FILE = "wiener.npz"
 FACTS_FILE = "training.json"
-_FIELDS = ("IQU", "I")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCWienerSettings:
-    """Settings of :class:`NILCWiener` (keyword-only; an unknown key raises ``TypeError``).
+class NILCWienerSettings(NILCCorrectorSettings):
+    """Settings of :class:`NILCWiener`: those of :class:`~cosmobench.cmb.methods.fitted.NILCCorrectorSettings`
+    (``fsky`` and ``mask_smooth_deg`` make the fit mask: the faintest-foreground fraction of the training split's
+    sky, as the evaluation's threshold mask) plus
 
     Parameters
     ----------
-    nilc : mapping
-        Keyword settings of the :class:`~cosmobench.cmb.methods.nilc.NILC` whose output is filtered (the ``nilc``
-        method's section of the configuration, as for ``nilc_unet``).
-    fields : {"IQU", "I"}
-        Filter and predict I, Q, U (filters on T, E, B), or the temperature only.
-    fsky : float
-        Sky fraction of the fit mask: the faintest-foreground fraction of the training split's sky, as the
-        evaluation's threshold mask (its default, 0.8); 1 fits on the full sky.
-    mask_smooth_deg : float
-        FWHM (degrees) of the smoothing of the foreground intensity before thresholding (the evaluation's).
     apod_deg : float
         C1 apodisation scale of the fit mask, degrees (the evaluation's spectra use the same default).
-    workers : int
-        Processes for the NILC predictions of the training and validation splits and for the fit.
-    progress : bool
-        Progress bars.
     """
 
-    nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    fields: str = "IQU"
-    fsky: float = EvaluateSettings.fsky
-    mask_smooth_deg: float = EvaluateSettings.mask_smooth_deg
     apod_deg: float = EvaluateSettings.apod_deg
-    workers: int = 1
-    progress: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.nilc, Mapping):
-            raise TypeError(f"nilc must be a mapping of NILC settings, got {type(self.nilc).__name__}")
-        object.__setattr__(self, "nilc", plain(self.nilc))
-        if self.fields not in _FIELDS:
-            raise ValueError(f"fields must be one of {list(_FIELDS)}, got {self.fields!r}")
-        if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
-            raise ValueError(
-                "nilc_wiener with fields=IQU filters NILC's I, Q and U, but its nilc settings say "
-                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_wiener's fields=I)"
-            )
-        if not 0 < float(self.fsky) <= 1:
-            raise ValueError(f"fsky must be in (0, 1], got {self.fsky}")
-        if float(self.mask_smooth_deg) < 0 or float(self.apod_deg) < 0:
-            raise ValueError(
-                f"mask_smooth_deg and apod_deg must be >= 0 degrees, got {self.mask_smooth_deg} and {self.apod_deg}"
-            )
-        if int(self.workers) < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        super().__post_init__()
+        if float(self.apod_deg) < 0:
+            raise ValueError(f"apod_deg must be >= 0 degrees, got {self.apod_deg}")
 
     @property
     def bands(self) -> list[str]:
@@ -137,10 +100,6 @@ class NILCWienerSettings:
         Read by :func:`cosmobench.cmb.separate.check_model` beside the model's ``fwhm_arcmin``.
         """
         return [str(b) for b in self.nilc.get("bands") or ()]
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-type dict (lists, not tuples), as stored in ``model.pt``."""
-        return plain(dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------------------------- the fit's core
@@ -331,12 +290,12 @@ def residual_rms(resid: np.ndarray, mask: np.ndarray, lmax: int, iter: int) -> l
 
 
 # ------------------------------------------------------------------------------------------------- the method
-class NILCWiener:
+class NILCWiener(NILCCorrector):
     """NILC + the least-squares isotropic filter per multipole and field (registry name ``nilc_wiener``).
 
-    "Trained" like a learned method (:meth:`fit`, :meth:`load`), so ``cosmobench cmb train method=nilc_wiener``
-    fits it and ``cosmobench cmb separate method=nilc_wiener`` applies it; see the module notes and
-    :class:`NILCWienerSettings`.
+    "Trained" like a learned method (:meth:`fit`, :meth:`~cosmobench.cmb.methods.fitted.NILCCorrector.load`), so
+    ``cosmobench cmb train method=nilc_wiener`` fits it and ``cosmobench cmb separate method=nilc_wiener`` applies
+    it; see the module notes and :class:`NILCWienerSettings`.
 
     Examples
     --------
@@ -347,25 +306,14 @@ class NILCWiener:
 
     name = "nilc_wiener"
     Settings = NILCWienerSettings
-    uncertainty = False  # no predict_with_std
 
     def __init__(self, **settings: Any) -> None:
-        self.settings = self.Settings(**settings)
-        # the NILC of the filtered fields (its temperature is the same whatever its fields)
-        self.nilc = NILC(**{**self.settings.nilc, "fields": self.settings.fields})
-        self.output_beam_arcmin = self.nilc.output_beam_arcmin
+        super().__init__(**settings)
         self.bands = self.nilc.bands  # the maps separate loads: NILC's (None = every band of the dataset)
         self.filter: np.ndarray | None = None  # (nfield, lmax+1): T, or T, E, B
-        self.config: dict[str, Any] | None = None
 
-    @property
-    def fields(self) -> str:
-        """Predicted fields, ``"I"`` or ``"IQU"``."""
-        return self.settings.fields
-
-    def output_lmax_for(self, nside: int) -> int:
-        """Band limit of the output at ``nside``: NILC's."""
-        return self.nilc.output_lmax_for(nside)
+    def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
+        self.filter, self.config = arrays["filter"], config
 
     def fit(
         self,
@@ -401,14 +349,7 @@ class NILCWiener:
         s = self.settings
         t0 = time.perf_counter()
         out_dir = Path(out_dir)
-        check_writable(out_dir)
-        train_idx = dataset.sim_indices(train_split)
-        if not train_idx:
-            raise ValueError(f"split {train_split!r} of {dataset.root} holds no simulations to fit the filter on")
-        val_idx = dataset.sim_indices(val_split) if val_split is not None else []
-        executor = "processes" if s.workers > 1 else "serial"
-        cache_nilc(dataset, s.nilc, [train_split, val_split], workers=int(s.workers), progress=s.progress)
-        view = NILCResidualData(dataset, self.nilc)
+        train_idx, val_idx, view = self._start_fit(dataset, out_dir, train_split, val_split)
         nside = int(dataset.nside)
         lmax = self.output_lmax_for(nside)
         it = self.nilc.sht_iter
@@ -416,49 +357,24 @@ class NILCWiener:
             dataset, train_split, fsky=float(s.fsky), smooth_deg=float(s.mask_smooth_deg), apod_deg=float(s.apod_deg)
         )
         full_sky = bool(np.all(weight == 1.0))
-        sums = map_tasks(
-            partial(_sim_sums, view, train_split, None if full_sky else weight, lmax, it),
-            train_idx,
-            executor=executor,
-            workers=int(s.workers),
-            desc="fit nilc_wiener",
-            unit="map",
-            progress=s.progress,
+        sums = self._map(
+            partial(_sim_sums, view, train_split, None if full_sky else weight, lmax, it), train_idx, "fit"
         )
         cross = np.sum([c for c, _ in sums], axis=0)
         auto = np.sum([a for _, a in sums], axis=0)
         w_ell = wiener_filter(cross, auto)
         names = FIELD_NAMES[: len(w_ell)]
-        rmse = {"nilc": None, "filtered": None}
-        if val_idx:
-            rows = map_tasks(
-                partial(_sim_rmse, view, val_split, w_ell, binary, lmax, it),
-                val_idx,
-                executor=executor,
-                workers=int(s.workers),
-                desc="validate nilc_wiener",
-                unit="map",
-                progress=s.progress,
-            )
-            labels = ["I", "Q", "U", "E", "B"] if self.fields == "IQU" else ["I"]
-            for key in rmse:
-                rmse[key] = dict(zip(labels, np.mean([r[key] for r in rows], axis=0).tolist()))
+        rmse = self._validate(
+            partial(_sim_rmse, view, val_split, w_ell, binary, lmax, it), val_idx, ("nilc", "filtered")
+        )
         channels = {c.band: c for c in dataset.channels}
-        used = self.nilc.bands or [b for b in dataset.bands if b not in self.nilc.exclude_bands]
         config = {
-            "method": self.name,
-            "settings": s.as_dict(),
-            "nside": nside,
+            **self._config(dataset, train_split, val_split, len(train_idx), len(val_idx)),
             "lmax": int(lmax),
             "fields": names,
             # beams of NILC's channels, aligned with settings.bands (what separate.check_model compares)
             "fwhm_arcmin": [getattr(channels.get(b), "fwhm_arcmin", None) for b in s.bands],
-            "nilc_fwhm_arcmin": {b: channels[b].fwhm_arcmin for b in used if b in channels},
             "pol_bands": [],  # reads no Q, U map of a channel directly (NILC does)
-            "train_split": train_split,
-            "val_split": val_split if val_idx else None,
-            "dataset": str(Path(getattr(dataset, "root", "."))),
-            "n_train_maps": len(train_idx),
         }
         facts = {
             "method": self.name,
@@ -513,11 +429,3 @@ class NILCWiener:
         if nside != int(self.config["nside"]):
             raise ValueError(f"the filter was fitted at nside {self.config['nside']}, the maps are nside {nside}")
         return apply_filter(nilc, self.filter, lmax=self.output_lmax_for(nside), iter=self.nilc.sht_iter)
-
-    @classmethod
-    def load(cls, out_dir: Path | str, *, device: str = "auto") -> NILCWiener:
-        """The fitted method from ``out_dir/model.pt`` (``device`` is accepted and unused: numpy on the CPU)."""
-        arrays, config = load_fitted(out_dir, cls.name)
-        method = cls(**config["settings"])
-        method.filter, method.config = arrays["filter"], config
-        return method
