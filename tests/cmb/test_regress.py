@@ -192,3 +192,11 @@ def test_library_train_registry_and_settings(data, tmp_path):
         NILCRegress(bands=["999"], progress=False).fit(data, tmp_path / "bad")
     with pytest.raises(RuntimeError, match="not fitted"):
         NILCRegress().predict(data.load_obs("Valid", 0), data.channels)
+
+
+def test_fit_is_independent_of_the_worker_count(data, fitted, tmp_path):
+    """Per-map normal equations summed in map order: two processes give the serial fit's bytes."""
+    facts, _ = fitted
+    parallel = NILCRegress(progress=False, workers=2).fit(data, tmp_path / "run")
+    assert parallel["coefficients"] == facts["coefficients"]
+    assert parallel["val_rmse_corrected"] == facts["val_rmse_corrected"]
