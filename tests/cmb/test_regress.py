@@ -188,8 +188,9 @@ def test_library_train_registry_and_settings(data, tmp_path):
         NILCRegress(fsky=1.5)
     with pytest.raises(TypeError):
         NILCRegress(epochs=3)
-    with pytest.raises(ValueError, match="not among the channels"):
+    with pytest.raises(ValueError, match="not among the channels"):  # before NILC of any split is computed
         NILCRegress(bands=["999"], progress=False).fit(data, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(RuntimeError, match="not fitted"):
         NILCRegress().predict(data.load_obs("Valid", 0), data.channels)
 

@@ -288,16 +288,15 @@ class NILCRegress(NILCCorrector):
         -------
         dict
             ``method``, ``n_train_maps``, ``n_val_maps``, ``nside``, ``lmax``, ``bands`` (group -> its regressor
-            bands), ``coefficients`` (group -> band -> a_b), ``fsky_region`` (mean correction-region fraction of
-            the training maps), ``val_rmse_nilc`` and ``val_rmse_corrected`` (uK_CMB, mean over the validation
-            maps of the RMS on each map's correction region: ``I`` or ``I, Q, U, E, B`` at NILC's beam and lmax;
-            None without validation), ``seconds``.
+            bands), ``coefficients`` (group -> band -> a_b), ``val_rmse_nilc`` and ``val_rmse_corrected``
+            (uK_CMB, mean over the validation maps of the RMS on each map's correction region: ``I`` or
+            ``I, Q, U, E, B`` at NILC's beam and lmax; None without validation), ``seconds``.
         """
         s = self.settings
         t0 = time.perf_counter()
         out_dir = Path(out_dir)
+        groups = self._group_bands(dataset.channels, list(dataset.bands))  # a bad `bands` stops before any work
         train_idx, val_idx, view = self._start_fit(dataset, out_dir, train_split, val_split)
-        groups = self._group_bands(dataset.channels, list(dataset.bands))
         region_band = str(max(dataset.channels, key=lambda c: c.center_ghz).band)
         sums = self._map(partial(self._sim_sums, view, train_split, region_band, groups), train_idx, "fit")
         coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in groups}
