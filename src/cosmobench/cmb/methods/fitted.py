@@ -19,6 +19,7 @@ import numpy as np
 from ...core.executor import map_tasks
 from ...core.io import check_writable
 from ...core.settings import plain
+from ...sky import sht
 from ..learned import check_beams
 from ..settings import EvaluateSettings
 from .nilc import NILC
@@ -31,6 +32,7 @@ __all__ = [
     "save_fitted",
     "load_fitted",
     "check_nilc_channels",
+    "residual_rms",
 ]
 
 MODEL_FILE = "model.pt"  # the file the train stage records (written last)
@@ -254,3 +256,32 @@ def check_nilc_channels(nilc: NILC, channels: Sequence[Any], config: Mapping[str
             "the same channels (or fit again on a dataset with these)"
         )
     check_beams(channels, trained, what)
+
+
+def residual_rms(resid: np.ndarray, mask: np.ndarray, lmax: int, iter: int) -> list[float]:
+    """RMS over ``mask > 0`` of I, or of I, Q, U, the E part and the B part (Q, U pooled) of a residual map.
+
+    Parameters
+    ----------
+    resid : ndarray, shape (1, npix) or (3, npix), uK_CMB
+        A residual map, band-limited at ``lmax``.
+    mask : ndarray, shape (npix,)
+        Pixels scored (> 0).
+    lmax, iter : int
+        Band limit and Jacobi iterations of the E/B analysis.
+
+    Returns
+    -------
+    list of float, uK_CMB: ``[I]`` or ``[I, Q, U, E, B]``.
+    """
+    keep = mask > 0
+    out = [float(np.sqrt(np.mean(resid[0, keep] ** 2)))]
+    if len(resid) == 3:
+        out += [float(np.sqrt(np.mean(resid[k, keep] ** 2))) for k in (1, 2)]
+        alm = sht.map2alm(resid, lmax, iter)
+        zero = np.zeros_like(alm[0])
+        nside = sht.nside_of(resid)
+        for comp in (1, 2):
+            part = sht.alm2map(np.stack([zero, *(alm[c] if c == comp else zero for c in (1, 2))]), nside, lmax)[1:]
+            out.append(float(np.sqrt(np.mean(part[:, keep] ** 2))))
+    return out

@@ -45,9 +45,8 @@ from ...core.io import write_json
 from ...sky import sht
 from .. import masks
 from ..learned import check_beams
-from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, save_fitted
+from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, residual_rms, save_fitted
 from .nilc_unet import NILCResidualData
-from .wiener import residual_rms
 
 __all__ = [
     "NILCRegress",

@@ -53,7 +53,14 @@ from ...core.io import write_json, write_npz
 from ...sky import sht
 from .. import masks
 from ..settings import EvaluateSettings
-from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, save_fitted
+from .fitted import (
+    MODEL_FILE,
+    NILCCorrector,
+    NILCCorrectorSettings,
+    check_nilc_channels,
+    residual_rms,
+    save_fitted,
+)
 from .nilc_unet import NILCResidualData
 
 __all__ = [
@@ -64,7 +71,6 @@ __all__ = [
     "wiener_filter",
     "apply_filter",
     "fit_mask",
-    "residual_rms",
     "FIELD_NAMES",
     "MODEL_FILE",
 ]
@@ -258,35 +264,6 @@ def _sim_rmse(
         "nilc": residual_rms(nilc - truth, mask, lmax, iter),
         "filtered": residual_rms(filtered - truth, mask, lmax, iter),
     }
-
-
-def residual_rms(resid: np.ndarray, mask: np.ndarray, lmax: int, iter: int) -> list[float]:
-    """RMS over ``mask > 0`` of I, or of I, Q, U, the E part and the B part (Q, U pooled) of a residual map.
-
-    Parameters
-    ----------
-    resid : ndarray, shape (1, npix) or (3, npix), uK_CMB
-        A residual map, band-limited at ``lmax``.
-    mask : ndarray, shape (npix,)
-        Pixels scored (> 0).
-    lmax, iter : int
-        Band limit and Jacobi iterations of the E/B analysis.
-
-    Returns
-    -------
-    list of float, uK_CMB: ``[I]`` or ``[I, Q, U, E, B]``.
-    """
-    keep = mask > 0
-    out = [float(np.sqrt(np.mean(resid[0, keep] ** 2)))]
-    if len(resid) == 3:
-        out += [float(np.sqrt(np.mean(resid[k, keep] ** 2))) for k in (1, 2)]
-        alm = sht.map2alm(resid, lmax, iter)
-        zero = np.zeros_like(alm[0])
-        nside = sht.nside_of(resid)
-        for comp in (1, 2):
-            part = sht.alm2map(np.stack([zero, *(alm[c] if c == comp else zero for c in (1, 2))]), nside, lmax)[1:]
-            out.append(float(np.sqrt(np.mean(part[:, keep] ** 2))))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- the method
