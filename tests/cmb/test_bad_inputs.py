@@ -186,7 +186,7 @@ CASES = [
         1,
         [
             "unknown separation method 'nosuch'",
-            "cmbnncs, deepsphere, hilc, nilc, nilc_regress, nilc_unet, nilc_wiener, unet_patch, zero",
+            "cmbnncs, deepsphere, hilc, nilc, nilc_regress, nilc_unet, nilc_wiener, regress_unet, unet_patch, zero",
         ],
     ),
     ("unknown-method-train", ["train", "method=nosuch"], None, 1, ["'nosuch'", "registered methods"]),

@@ -37,7 +37,17 @@ DEFAULT_SPLIT_FOREGROUNDS = MappingProxyType({"TestOOD": "alt", "TestOOD2": "fil
 FOREGROUND_COMPONENTS = ("dust", "synchrotron", "freefree", "ame")
 # what `cmb run` separates and scores: the classical methods, the learned ones, and the null map (the RMSE of
 # predicting nothing, the floor a shrinking estimator approaches on noise-dominated fields)
-BENCHMARK_METHODS = ("hilc", "nilc", "nilc_wiener", "nilc_regress", "cmbnncs", "nilc_unet", "deepsphere", "zero")
+BENCHMARK_METHODS = (
+    "hilc",
+    "nilc",
+    "nilc_wiener",
+    "nilc_regress",
+    "cmbnncs",
+    "nilc_unet",
+    "regress_unet",
+    "deepsphere",
+    "zero",
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

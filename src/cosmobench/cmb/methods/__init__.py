@@ -66,6 +66,7 @@ METHODS: dict[str, str | type] = {
     "nilc_unet": "cosmobench.cmb.methods.nilc_unet:NILCUNet",
     "nilc_wiener": "cosmobench.cmb.methods.wiener:NILCWiener",
     "nilc_regress": "cosmobench.cmb.methods.regress:NILCRegress",
+    "regress_unet": "cosmobench.cmb.methods.regress_unet:RegressUNet",
     "deepsphere": "cosmobench.cmb.methods.deepsphere:DeepSphereUNet",
     "zero": "cosmobench.cmb.methods.null:ZeroMap",
 }

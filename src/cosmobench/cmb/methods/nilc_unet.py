@@ -259,12 +259,20 @@ def cache_nilc(
 
 
 class ResidualPlaneLayout(PlaneLayout):
-    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings and
-    the ``band_inputs`` (so cached training arrays are rebuilt when the NILC they correct or the inputs change)."""
+    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings, the
+    ``band_inputs`` and, for a corrected NILC, what corrects it (``base``: plain values, e.g. fitted coefficients),
+    so cached training arrays are rebuilt when the map they correct or the inputs change."""
 
-    def __init__(self, nside: int, nilc_settings: Mapping[str, Any], band_inputs: str = "observed"):
+    def __init__(
+        self,
+        nside: int,
+        nilc_settings: Mapping[str, Any],
+        band_inputs: str = "observed",
+        base: Mapping[str, Any] | None = None,
+    ):
         super().__init__(nside)
         self.nilc_settings, self.band_inputs = plain(nilc_settings), band_inputs
+        self.base = None if base is None else plain(base)
 
     def describe(self) -> dict:
         """Plain-dict description (for manifests)."""
@@ -273,6 +281,7 @@ class ResidualPlaneLayout(PlaneLayout):
             "target": "cmb at the NILC beam - nilc",
             "nilc": self.nilc_settings,
             "band_inputs": self.band_inputs,
+            **({"base": self.base} if self.base is not None else {}),
         }
 
 
@@ -341,12 +350,20 @@ class NILCUNet(FullSkyUNet):
         splits = [train_split, val_split, *s.calibration_splits]
         cache_nilc(dataset, s.nilc, splits, workers=int(s.workers), progress=s.progress)
         return super().fit(
-            NILCResidualData(dataset, self.nilc, self.settings.band_inputs),
+            self._view(dataset),
             out_dir,
             train_split=train_split,
             val_split=val_split,
             on_epoch_end=on_epoch_end,
         )
+
+    def _view(self, dataset: Any) -> NILCResidualData:
+        """The dataset as the network trains on it: the map it corrects as the ``"nilc"`` pseudo-band."""
+        return NILCResidualData(dataset, self.nilc, self.settings.band_inputs)
+
+    def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+        """The map the network corrects, of ``obs``: NILC's, ndarray (nfield, npix) or (npix,) uK_CMB."""
+        return self.nilc.predict(obs, channels)
 
     def _predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         """NILC of ``obs`` plus the learned correction, and the correction's standard deviation (or None).
@@ -355,7 +372,7 @@ class NILCUNet(FullSkyUNet):
         ``fields="IQU"``); the result estimates the CMB at NILC's output beam (``output_beam_arcmin``),
         band-limited at its lmax, shaped as :meth:`~cosmobench.cmb.learned.LearnedMethod.predict` says.
         """
-        nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
+        nilc = np.asarray(self._base_map(obs, channels), dtype=np.float64)
         inputs = {**obs, NILC_BAND: np.atleast_2d(nilc)}
         if self.settings.band_inputs == "minus_nilc":
             inputs = subtract_nilc({b: inputs[b] for b in self.settings.bands}, channels, self.nilc)

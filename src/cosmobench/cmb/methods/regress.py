@@ -330,6 +330,55 @@ class NILCRegress(NILCCorrector):
         self.coefficients, self.config = coef, config
         return facts
 
+    @property
+    def input_bands(self) -> list[str]:
+        """The bands the fitted correction reads: its regressors' and its region's (empty before the fit)."""
+        if self.config is None:
+            return []
+        return list(dict.fromkeys([*self.config["band_fwhm_arcmin"], self.config["region_band"]]))
+
+    def _require(self, obs: Mapping[str, np.ndarray]) -> None:
+        """Refuse observations without a band the fitted correction reads."""
+        missing = [b for b in self.input_bands if b not in obs]
+        if missing:
+            raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
+
+    def correct(self, obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc_map: np.ndarray) -> np.ndarray:
+        """The fitted regression applied to a NILC map of ``obs``: ``NILC + m * sum_b a_b x_b``.
+
+        Parameters
+        ----------
+        obs : mapping of str to ndarray, shape (nfield, npix) or (npix,), uK_CMB, RING
+            Observed maps: at least :attr:`input_bands`.
+        channels : sequence of Channel
+            Their channels; the beams of the fit's bands must be unchanged.
+        nilc_map : ndarray, shape (nfield, npix) or (npix,), uK_CMB
+            NILC's map of these observations (I, or I, Q, U as ``fields``), at its output beam and band limit.
+
+        Returns
+        -------
+        ndarray, shape (nfield, npix), float64, uK_CMB.
+        """
+        if self.coefficients is None or self.config is None:
+            raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
+        self._require(obs)
+        trained = self.config["band_fwhm_arcmin"]
+        check_beams(channels, trained, "the regression was fitted")
+        nilc_map = np.atleast_2d(np.asarray(nilc_map, dtype=np.float64))
+        nside = sht.nside_of(nilc_map)
+        if nside != int(self.config["nside"]):
+            raise ValueError(f"the regression was fitted at nside {self.config['nside']}, the maps are nside {nside}")
+        x = regressors(
+            obs,
+            nilc_map,
+            trained,
+            self.config["groups"],
+            output_beam_arcmin=self.output_beam_arcmin,
+            lmax=self.output_lmax_for(nside),
+            iter=self.nilc.sht_iter,
+        )
+        return _correct(nilc_map, x, self.coefficients, self._region(obs, self.config["region_band"]))
+
     def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """NILC of ``obs`` plus the fitted regression on its band-minus-NILC maps, on the map's correction region.
 
@@ -348,25 +397,6 @@ class NILCRegress(NILCCorrector):
         if self.coefficients is None or self.config is None:
             raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
         check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
-        groups = self.config["groups"]
-        trained = self.config["band_fwhm_arcmin"]
-        region_band = self.config["region_band"]
-        missing = [b for b in [*trained, region_band] if b not in obs]
-        if missing:
-            raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
-        check_beams(channels, trained, "the regression was fitted")
-        nilc_map = np.atleast_2d(np.asarray(self.nilc.predict(obs, channels), dtype=np.float64))
-        nside = sht.nside_of(nilc_map)
-        if nside != int(self.config["nside"]):
-            raise ValueError(f"the regression was fitted at nside {self.config['nside']}, the maps are nside {nside}")
-        x = regressors(
-            obs,
-            nilc_map,
-            trained,
-            groups,
-            output_beam_arcmin=self.output_beam_arcmin,
-            lmax=self.output_lmax_for(nside),
-            iter=self.nilc.sht_iter,
-        )
-        out = _correct(nilc_map, x, self.coefficients, self._region(obs, region_band))
+        self._require(obs)  # before NILC's work
+        out = self.correct(obs, channels, self.nilc.predict(obs, channels))
         return out[0] if self.fields == "I" else out

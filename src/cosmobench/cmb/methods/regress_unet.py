@@ -1,0 +1,152 @@
+"""``regress_unet``: ``nilc_regress`` plus a full-sky UNet that learns its residual.
+
+``nilc_unet`` with one change: the map the UNet corrects (its ``"nilc"`` input pseudo-band, and the residual it
+learns) is NILC corrected by the fitted linear regression of ``nilc_regress``
+(:class:`~cosmobench.cmb.methods.regress.NILCRegress`) instead of NILC alone. The learned part then only has to
+find what the linear, classical correction misses, and it starts from it: the UNet's last layer starts at zero, so
+the untrained method is ``nilc_regress`` exactly, and training keeps the best-validation weights.
+
+Fit (:meth:`RegressUNet.fit`): the regression is fitted first, on the same training split, into ``out_dir/base``
+(its own ``training.json`` and ``model.pt``; the validation split only reported), then the UNet trains as
+``nilc_unet``'s does, on the residual ``CMB at NILC's beam - nilc_regress``. The corrected maps of the training,
+validation and calibration splits are computed from the cached NILC maps while the image arrays are built
+(:class:`RegressedResidualData`); the arrays' manifest records the coefficients, so a new regression rebuilds them.
+Prediction: ``nilc_regress`` of the maps, plus the UNet's correction (and its standard deviation with an
+``uncertainty``: that of the learned part; the regression is deterministic given the maps).
+
+The regression's settings are ``regress`` (``fsky``, ``mask_smooth_deg``, ``bands``; ``conf/cmb.yaml`` wires the
+``nilc_regress`` method's section there); its ``nilc``, ``fields``, ``workers`` and ``progress`` are this method's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...core.settings import plain
+from .nilc_unet import NILCResidualData, NILCUNet, NILCUNetSettings, ResidualPlaneLayout
+from .regress import NILCRegress, NILCRegressSettings
+
+__all__ = ["RegressUNet", "RegressUNetSettings", "RegressedResidualData", "BASE_DIR"]
+
+BASE_DIR = "base"  # subfolder of the run with the fitted regression
+_SHARED = ("nilc", "fields", "workers", "progress")  # regression settings taken from this method's own
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RegressUNetSettings(NILCUNetSettings):
+    """Settings of :class:`RegressUNet`: those of :class:`~cosmobench.cmb.methods.nilc_unet.NILCUNetSettings`
+    plus
+
+    Parameters
+    ----------
+    regress : mapping
+        Settings of the :class:`~cosmobench.cmb.methods.regress.NILCRegress` whose map the UNet corrects
+        (``fsky``, ``mask_smooth_deg``, ``bands``); its ``nilc``, ``fields``, ``workers`` and ``progress`` keys
+        are ignored (this method's own are used), any other key raises ``TypeError``.
+    """
+
+    regress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.regress, Mapping):
+            raise TypeError(f"regress must be a mapping of nilc_regress settings, got {type(self.regress).__name__}")
+        regress = {k: v for k, v in plain(self.regress).items() if k not in _SHARED}
+        NILCRegressSettings(**regress)  # an unknown key or a bad value stops here
+        object.__setattr__(self, "regress", regress)
+
+
+class RegressedResidualData(NILCResidualData):
+    """A dataset seen through a fitted ``nilc_regress``: its map is the ``"nilc"`` pseudo-band and the target is
+    the residual of that map (otherwise as :class:`~cosmobench.cmb.methods.nilc_unet.NILCResidualData`).
+
+    Parameters
+    ----------
+    dataset, nilc, band_inputs
+        As for :class:`~cosmobench.cmb.methods.nilc_unet.NILCResidualData`.
+    regress : NILCRegress
+        The fitted regression applied to each cached NILC map.
+    """
+
+    def __init__(self, dataset: Any, nilc: Any, band_inputs: str, regress: NILCRegress):
+        super().__init__(dataset, nilc, band_inputs)
+        self.regress = regress
+        self._last: tuple[tuple[str, int], np.ndarray] | None = None  # the inputs and the target read it in turn
+
+    def nilc_map(self, split: str, i: int) -> np.ndarray:
+        """The cached NILC map corrected by the regression, ndarray (nfield, npix) float64 uK_CMB."""
+        if self._last is None or self._last[0] != (split, i):
+            obs = self.dataset.load_obs(split, i, self.regress.input_bands)
+            corrected = self.regress.correct(obs, self.channels, super().nilc_map(split, i))
+            self._last = ((split, i), corrected)
+        return self._last[1]
+
+
+class RegressUNet(NILCUNet):
+    """``nilc_regress`` + UNet residual corrector (registry name ``regress_unet``); see the module notes.
+
+    Examples
+    --------
+    >>> method = RegressUNet(levels=4, base_channels=8, epochs=20)          # doctest: +SKIP
+    >>> facts = method.fit(CMBDataset("data/cmb"), "runs/regress_unet")    # doctest: +SKIP
+    >>> cmb = RegressUNet.load("runs/regress_unet").predict(obs, channels)  # doctest: +SKIP
+    """
+
+    name = "regress_unet"
+    Settings = RegressUNetSettings
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        s = self.settings
+        self.regress = NILCRegress(
+            **s.regress, nilc=s.nilc, fields=s.fields, workers=int(s.workers), progress=bool(s.progress)
+        )
+
+    def _layout(self, nside: int) -> ResidualPlaneLayout:
+        r = self.regress
+        coefficients = None if r.coefficients is None else {g: a.tolist() for g, a in r.coefficients.items()}
+        base = {"method": r.name, "settings": self.settings.regress, "coefficients": coefficients}
+        return ResidualPlaneLayout(nside, self.settings.nilc, self.settings.band_inputs, base=base)
+
+    def _view(self, dataset: Any) -> RegressedResidualData:
+        return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress)
+
+    def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+        return self.regress.predict(obs, channels)
+
+    def _member(self, k: int, cache_dir: str | None = None) -> RegressUNet:
+        member = super()._member(k, cache_dir)
+        member.regress = self.regress  # the members correct the ensemble's one fitted regression
+        return member
+
+    def fit(
+        self,
+        dataset: Any,
+        out_dir: Path | str,
+        *,
+        train_split: str = "Train",
+        val_split: str | None = "Valid",
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> dict:
+        """Fit the regression on ``train_split`` into ``out_dir/base``, then train the UNet on its residual.
+
+        Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`, with ``regress`` added to
+        the returned facts (the regression's, as in ``out_dir/base/training.json``).
+        """
+        self.check_calibration_splits(dataset, val_split)
+        regress = self.regress.fit(dataset, Path(out_dir) / BASE_DIR, train_split=train_split, val_split=val_split)
+        facts = super().fit(dataset, out_dir, train_split=train_split, val_split=val_split, on_epoch_end=on_epoch_end)
+        return {**facts, "regress": regress}
+
+    @classmethod
+    def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "model") -> RegressUNet:
+        """The trained method from ``out_dir`` (as :meth:`cosmobench.cmb.learned.LearnedMethod.load`) with its
+        regression from ``out_dir/base``."""
+        method = super().load(out_dir, device=device, which=which)
+        method.regress = NILCRegress.load(Path(out_dir) / BASE_DIR)
+        return method
