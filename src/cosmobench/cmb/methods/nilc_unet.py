@@ -8,9 +8,8 @@ standardised per channel as for the other UNets. It is trained with L1 on the re
     target = (CMB smoothed to NILC's output beam, band-limited at NILC's lmax) - NILC,
 
 so the output keeps NILC's beam (``output_beam_arcmin``, 20.6' by default), which the evaluation deconvolves
-like NILC's own. The last layer of the UNet starts at zero, so the untrained hybrid is exactly NILC, and
-training can only move away from NILC where the validation loss says it helps (the best-validation weights are
-kept).
+like NILC's own. The last layer of the UNet starts at zero, so the untrained hybrid is exactly NILC; training
+keeps the weights of its best validation epoch (the untrained state is not a candidate).
 
 NILC predictions of the training and validation splits are computed once with the registered ``nilc`` method
 through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,

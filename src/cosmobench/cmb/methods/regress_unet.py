@@ -4,7 +4,7 @@
 learns) is NILC corrected by the fitted linear regression of ``nilc_regress``
 (:class:`~cosmobench.cmb.methods.regress.NILCRegress`) instead of NILC alone. The learned part then only has to
 find what the linear, classical correction misses, and it starts from it: the UNet's last layer starts at zero, so
-the untrained method is ``nilc_regress`` exactly, and training keeps the best-validation weights.
+the untrained method is ``nilc_regress`` exactly; training keeps the weights of its best validation epoch.
 
 Fit (:meth:`RegressUNet.fit`): the regression is fitted first, on the same training split, into ``out_dir/base``
 (its own ``training.json`` and ``model.pt``; the validation split only reported), then the UNet trains as
