@@ -15,7 +15,8 @@ Prediction: ``nilc_regress`` of the maps, plus the UNet's correction (and its st
 ``uncertainty``: that of the learned part; the regression is deterministic given the maps).
 
 The regression's settings are ``regress`` (``fsky``, ``mask_smooth_deg``, ``bands``; ``conf/cmb.yaml`` wires the
-``nilc_regress`` method's section there); its ``nilc``, ``fields``, ``workers`` and ``progress`` are this method's.
+``nilc_regress`` method's three there, so ``methods.nilc_regress.*`` sets both); its ``nilc``, ``fields``,
+``workers`` and ``progress`` are this method's.
 """
 
 from __future__ import annotations
