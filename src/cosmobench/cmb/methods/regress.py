@@ -338,7 +338,9 @@ class NILCRegress(NILCCorrector):
         return list(dict.fromkeys([*self.config["band_fwhm_arcmin"], self.config["region_band"]]))
 
     def _require(self, obs: Mapping[str, np.ndarray]) -> None:
-        """Refuse observations without a band the fitted correction reads."""
+        """Refuse an unfitted method, or observations without a band the fitted correction reads."""
+        if self.coefficients is None or self.config is None:
+            raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
         missing = [b for b in self.input_bands if b not in obs]
         if missing:
             raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
@@ -359,8 +361,6 @@ class NILCRegress(NILCCorrector):
         -------
         ndarray, shape (nfield, npix), float64, uK_CMB.
         """
-        if self.coefficients is None or self.config is None:
-            raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
         self._require(obs)
         trained = self.config["band_fwhm_arcmin"]
         check_beams(channels, trained, "the regression was fitted")
@@ -394,9 +394,7 @@ class NILCRegress(NILCCorrector):
         ndarray, float64, uK_CMB, at NILC's output beam and band limit: shape (npix,) (I) with ``fields="I"``,
         (3, npix) (I, Q, U) with ``fields="IQU"``.
         """
-        if self.coefficients is None or self.config is None:
-            raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
-        check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
         self._require(obs)  # before NILC's work
+        check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
         out = self.correct(obs, channels, self.nilc.predict(obs, channels))
         return out[0] if self.fields == "I" else out
