@@ -78,6 +78,19 @@ def test_untrained_hybrid_is_nilc_exactly(data, tmp_path):
     np.testing.assert_allclose(cached, nilc, rtol=0, atol=1e-4 * np.abs(nilc).max())  # float32 on disk
 
 
+def test_training_that_only_hurts_on_validation_ends_as_nilc(data, tmp_path):
+    """At a learning rate of 1 every epoch's correction is worse than none on the validation maps: the untrained
+    weights (NILC itself, scored before the first epoch) are kept, so the hybrid predicts NILC exactly."""
+    method = NILCUNet(**{**TINY, "lr": 1.0, "schedule": "constant"}, epochs=3)
+    facts = method.fit(data, tmp_path / "run")
+    assert facts["best_epoch"] == -1 and facts["best_val_loss"] == facts["initial_val_loss"] > 0
+    assert facts["final_val_loss"] > facts["initial_val_loss"]
+    obs = data.load_obs("Valid", 0)
+    nilc = NILC(**NILC_I).predict(obs, data.channels)
+    np.testing.assert_array_equal(method.predict(obs, data.channels), nilc)
+    np.testing.assert_array_equal(NILCUNet.load(tmp_path / "run", device="cpu").predict(obs, data.channels), nilc)
+
+
 @pytest.mark.parametrize("band_inputs", ["observed", "minus_nilc"])
 def test_training_reduces_the_residual_of_nilc(data, tmp_path, band_inputs):
     """A few hundred steps on six simulations (no validation: the best training-loss weights) fit NILC's residual,
@@ -164,7 +177,7 @@ def test_an_ensemble_of_hybrids_averages_its_members_corrections(tmp_path):
     may hold another test's NILC predictions of other settings."""
     data = _write_dataset(tmp_path / "data", {"Train": 6, "Valid": 2})
     method = NILCUNet(**TINY, epochs=2, uncertainty="gaussian", members=2)
-    facts = method.fit(data, tmp_path / "run")
+    facts = method.fit(data, tmp_path / "run", val_split=None)  # without validation each keeps its last weights
     assert facts["members"] == 2 and [f["epochs"] for f in facts["member_facts"]] == [2, 2]
     assert (tmp_path / "run" / "cache").is_dir()
     assert not any((tmp_path / "run" / f"member{k}" / "cache").exists() for k in range(2))

@@ -238,3 +238,14 @@ def test_presets_load_and_tiny_is_tiny():
     bench = load_config("cmb", ["preset=bench128"])
     assert bench["methods"]["cmbnncs"] == default["methods"]["cmbnncs"]  # built on the default preset
     assert bench["simulate"]["spectra_method"] == "fast" and default["simulate"]["spectra_method"] == "camb"
+
+
+def test_a_correctors_nilc_maps_are_recorded_and_reused_by_separate(tiny_copy):
+    """Training a NILC corrector makes NILC's maps of its training and validation splits under `separate`'s record:
+    separating `nilc` on those splits afterwards skips (the same maps, not a refusal of unrecorded files)."""
+    trained = _run("train", tiny_copy, "method=nilc_regress")
+    assert trained["skipped"] is False
+    for split in ("Train", "Valid"):
+        record = read_json(tiny_copy / "nilc" / split / "stage.json")
+        assert record["status"] == "finished" and record["stage"] == "cmb.separate"
+        assert _run("separate", tiny_copy, "method=nilc", f"separate.split={split}")["skipped"] is True

@@ -194,3 +194,71 @@ def test_no_validation_keeps_last_weights_and_logs_nan(tmp_path):
     last = load_checkpoint(tmp_path / "last.pt")
     for k, v in last["model"].items():
         assert torch.equal(model.state_dict()[k], v), k
+
+
+def _zero_linear():
+    net = nn.Linear(3, 1)
+    nn.init.zeros_(net.weight)
+    nn.init.zeros_(net.bias)
+    return net
+
+
+def test_initial_weights_are_kept_when_no_epoch_beats_them(tmp_path):
+    """Trained on y = x @ (1, -2, 0.5), validated on y = 0: the zero initial weights are exact on validation,
+    every epoch moves away from them, so ``score_initial`` keeps them (epoch -1, loss 0); without it the best
+    trained epoch is kept. An interrupted, resumed run keeps them too."""
+    train = regression_data(32, 0)
+    val = (regression_data(8, 1)[0], torch.zeros(8, 1))
+    kwargs = dict(loss_fn=mse, epochs=4, batch_size=8, lr=5e-2, device="cpu", progress=False)
+    model = _zero_linear()
+    hist = fit(model, train, val, score_initial=True, ckpt=tmp_path / "a" / "last.pt", **kwargs)
+    assert hist["initial_val_loss"] == hist["best_val_loss"] == [0.0] and hist["best_epoch"] == [-1]
+    assert min(hist["val_loss"]) > 0.05  # the epochs did train away from zero
+    assert float(model.weight.abs().sum() + model.bias.abs().sum()) == 0.0
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["epoch"] == -1
+
+    plain = _zero_linear()
+    hist_plain = fit(plain, train, val, **kwargs)
+    assert hist_plain["best_epoch"] == [int(np.argmin(hist_plain["val_loss"]))]
+    assert math.isnan(hist_plain["initial_val_loss"][0]) and float(plain.weight.abs().sum()) > 0.1
+
+    def stop_after_two(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _zero_linear(),
+            train,
+            val,
+            score_initial=True,
+            ckpt=tmp_path / "b" / "last.pt",
+            on_epoch_end=stop_after_two,
+            **kwargs,
+        )
+    resumed = nn.Linear(3, 1)  # other initial weights: the checkpoint replaces them
+    hist_resumed = fit(resumed, train, val, score_initial=True, ckpt=tmp_path / "b" / "last.pt", **kwargs)
+    assert hist_resumed["best_epoch"] == [-1] and hist_resumed["initial_val_loss"] == [0.0]
+    assert hist_resumed["val_loss"] == hist["val_loss"]
+    assert float(resumed.weight.abs().sum() + resumed.bias.abs().sum()) == 0.0
+
+
+def test_initial_weights_lose_to_an_epoch_that_beats_them():
+    """Validated on the training relation, the first epoch already beats the zero weights: they are not kept."""
+    train, val = regression_data(32, 0), regression_data(8, 1)
+    model = _zero_linear()
+    hist = fit(
+        model,
+        train,
+        val,
+        score_initial=True,
+        loss_fn=mse,
+        epochs=4,
+        batch_size=8,
+        lr=5e-2,
+        device="cpu",
+        progress=False,
+    )
+    assert hist["initial_val_loss"][0] > 1.0  # E[y^2] = 1 + 4 + 0.25 for unit-normal x
+    assert hist["best_epoch"] == [int(np.argmin(hist["val_loss"]))] and hist["best_epoch"][0] >= 0
+    assert hist["best_val_loss"][0] == min(hist["val_loss"]) < hist["initial_val_loss"][0]

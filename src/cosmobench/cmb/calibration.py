@@ -89,19 +89,25 @@ class ZAccumulator:
         self.sum = torch.zeros(nfield, dtype=torch.float64, device=device)
         self.counts = torch.zeros((nfield, NBINS), dtype=torch.int64, device=device)
 
-    def add(self, z2: torch.Tensor) -> None:
-        """Add a batch of ``z^2``, shape (B, nfield, ...); a NaN or infinite value raises ``ValueError``."""
+    def add(self, z2: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Add a batch of ``z^2``, shape (B, nfield, ...); a NaN or infinite value raises ``ValueError``.
+
+        ``keep`` (bool, same shape) restricts the batch to its true pixels (e.g. a loss region); None: all.
+        """
         z2 = z2.double()
+        if keep is not None:
+            z2 = z2.masked_fill(~keep, 1.0)  # a finite placeholder, counted nowhere
         if not bool(torch.isfinite(z2).all()):
             raise ValueError(
                 "the standardised residuals of the calibration split hold NaN or infinite values: the network's "
                 "mean or variance is not finite there (a diverged training?); retrain, e.g. with a smaller lr"
             )
-        self.sum += z2.sum(dim=(0, *range(2, z2.ndim)))
+        self.sum += (z2 if keep is None else z2 * keep).sum(dim=(0, *range(2, z2.ndim)))
         octave = torch.log2(z2) * (BINS_PER_OCTAVE / 2)  # log2|z| in bins
         index = torch.ceil(octave).clamp(_LOW, -_LOW).long() - _LOW
         for f in range(z2.shape[1]):
-            self.counts[f] += torch.bincount(index[:, f].reshape(-1), minlength=NBINS)
+            field = index[:, f] if keep is None else index[:, f][keep[:, f]]
+            self.counts[f] += torch.bincount(field.reshape(-1), minlength=NBINS)
 
     def result(self) -> ZStatistics:
         """The statistics gathered so far (on the CPU)."""

@@ -475,6 +475,8 @@ def gaussian_nll(
     out: torch.Tensor,
     target: torch.Tensor,
     mean_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    *,
+    gaps: bool = False,
 ) -> torch.Tensor:
     """Mean Gaussian negative log-likelihood, ``0.5 (log var + (target - mean)^2 / var)`` (no constant).
 
@@ -484,11 +486,15 @@ def gaussian_nll(
         Means, then log variances (clamped to :data:`LOG_VAR_RANGE`), in the units of ``target`` (squared).
     target : torch.Tensor, shape (B, nfield, ...)
     mean_loss : callable, optional
-        A point loss ``(mean, target) -> 0-d tensor``. When given, the result is ``mean_loss(mean, target)``
+        A point loss ``(mean, target) -> 0-d tensor`` (of the pixels kept, flattened, with ``gaps``). When
+        given, the result is ``mean_loss(mean, target)``
         plus the likelihood of the residual ``r`` of the mean held fixed (gradient stopped), each pixel's term
         weighted by its variance held fixed (beta-NLL with beta = 1, Seitzer et al. 2022): the means learn from
         ``mean_loss`` only, and the log variance's gradient is ``(var - r^2) / 2``, a fit of the variance to the
         squared residual with the likelihood's optimum (``var = E[r^2]``) and no ``r^2 / var`` blow-up.
+
+    gaps : bool
+        The target is NaN where a pixel is outside the loss region: average over the other pixels only.
 
     Returns
     -------
@@ -496,6 +502,9 @@ def gaussian_nll(
     """
     target = target.float()
     mean, log_var = _split_head(out.float(), target.shape[1])
+    if gaps:
+        keep = torch.isfinite(target)
+        mean, log_var, target = mean[keep], log_var[keep], target[keep]
     if mean_loss is None:
         return 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var)).mean()
     var = torch.exp(log_var)
@@ -522,7 +531,7 @@ def z_statistics(
         with dropout layers (``nfield`` outputs) whose variance is that of its stochastic passes.
     data : tuple (inputs, targets)
         Arrays or tensors (N, C, ...) and (N, nfield, ...), uK_CMB (the validation split's, as placed by
-        :func:`place_arrays`).
+        :func:`place_arrays`); the pixels whose target is NaN (outside a loss region) are left out.
     batch_size : int
     device : torch.device
     amp : bool
@@ -543,7 +552,8 @@ def z_statistics(
         for x, y in iterate_batches(data, batch_size, shuffle=False):
             y = y.to(device).float()
             mean, var = _moments(model, x.to(device), nfield, mc_samples)
-            gathered.add((y / model.scale_for(y) - mean) ** 2 / var)
+            keep = torch.isfinite(y)  # a NaN target: a pixel outside the loss region
+            gathered.add((y.nan_to_num() / model.scale_for(y) - mean) ** 2 / var, None if bool(keep.all()) else keep)
     return gathered.result()
 
 
@@ -685,7 +695,7 @@ def channel_stats(inputs: np.ndarray, targets: np.ndarray, *, max_images: int = 
     ----------
     inputs : ndarray, shape (N, C, ...), uK_CMB
         May be a memory map; read ``chunk`` images at a time, accumulated in float64.
-    targets : ndarray, shape (N, nfield, ...), uK_CMB
+    targets : ndarray, shape (N, nfield, ...), uK_CMB (NaN pixels, outside a loss region, are left out)
     max_images : int
         Use at most this many images, evenly spaced (plenty for a mean and a scale; bounds the cost at nside 512).
 
@@ -698,20 +708,20 @@ def channel_stats(inputs: np.ndarray, targets: np.ndarray, *, max_images: int = 
     nfield = targets.shape[1]
     s1 = np.zeros(inputs.shape[1])
     s2 = np.zeros(inputs.shape[1])
-    t1, t2 = [0.0] * nfield, [0.0] * nfield
+    t1, t2, n_t = [0.0] * nfield, [0.0] * nfield, [0] * nfield
     for start in range(0, len(rows), chunk):
         block = np.asarray(inputs[rows[start : start + chunk]], dtype=np.float64)
         s1 += block.sum(axis=axes)
         s2 += (block**2).sum(axis=axes)
         tblock = np.asarray(targets[rows[start : start + chunk]], dtype=np.float64)
         for f in range(nfield):
-            t1[f] += tblock[:, f].sum()
-            t2[f] += (tblock[:, f] ** 2).sum()
+            t1[f] += np.nansum(tblock[:, f])
+            t2[f] += np.nansum(tblock[:, f] ** 2)
+            n_t[f] += int(np.isfinite(tblock[:, f]).sum())
     n_in = len(rows) * math.prod(inputs.shape[2:])
-    n_t = len(rows) * math.prod(targets.shape[2:])
     mean = s1 / n_in
     std = np.sqrt(np.maximum(s2 / n_in - mean**2, 0.0))
-    target_std = [math.sqrt(max(b / n_t - (a / n_t) ** 2, 0.0)) for a, b in zip(t1, t2)]
+    target_std = [math.sqrt(max(b / n - (a / n) ** 2, 0.0)) if n else 0.0 for a, b, n in zip(t1, t2, n_t)]
     if not np.all(std > 0) or not all(t > 0 for t in target_std):
         raise ValueError("a training channel or a target field is constant; cannot standardise it")
     return {"in_mean": mean.tolist(), "in_std": std.tolist(), "target_std": target_std}
@@ -867,12 +877,15 @@ class LearnedMethod:
     """Base class of the learned separators (see :mod:`cosmobench.cmb.methods` for the interface).
 
     Subclasses set ``name`` and ``Settings`` (a :class:`LearnedSettings` subclass) and implement
-    ``_layout(nside)`` and ``_network(in_channels, nside, out_channels=1)``.
+    ``_layout(nside)`` and ``_network(in_channels, nside, out_channels=1)``. A subclass whose untrained network
+    is a method of its own (a residual corrector starting from the identity) sets ``untrained_is_base = True``:
+    its untrained weights are then a candidate for the best-validation weights, scored before the first epoch.
     """
 
     name = "learned"
     Settings = LearnedSettings
     output_beam_arcmin = None
+    untrained_is_base = False
 
     def __init__(self, **settings):
         self.settings = self.Settings(**settings)
@@ -913,6 +926,10 @@ class LearnedMethod:
         if s.uncertainty != "mc_dropout":
             return {"mc_samples": 0, "seed": 0}
         return {"mc_samples": int(s.mc_samples), "seed": torch_seed(s.seed, self.name, "mc_dropout")}
+
+    def _target_gaps(self) -> bool:
+        """Whether the training targets are NaN outside a loss region (the losses then average the other pixels)."""
+        return False
 
     def _polarised_bands(self, dataset) -> list[str]:
         """The input bands whose Q and U the network reads with ``fields="IQU"``: the dataset's IQU channels."""
@@ -1035,15 +1052,17 @@ class LearnedMethod:
         -------
         dict
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
-            ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``n_params``,
-            ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
+            ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``best_epoch``
+            (the epoch whose weights are kept, -1 for the untrained ones; None without validation and epochs),
+            ``initial_val_loss`` (the untrained weights' validation loss with ``untrained_is_base``, else None),
+            ``n_params``, ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
             factors ``s_f^2`` per field with an ``uncertainty``, else None), ``std_calibration_splits`` (the
             factors of each split alone: the validation split and ``calibration_splits``) and
             ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those splits' pixels within 1
             and 2 calibrated sigma per field, one weight per split; None without a split). An ensemble's:
             ``epochs`` and ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and
-            ``n_params`` summed over the members, the losses their mean, the calibration facts the ensemble's,
-            ``members`` (the count) and ``member_facts`` (each member's dict).
+            ``n_params`` summed over the members, the losses their mean, ``best_epoch`` the members' list, the
+            calibration facts the ensemble's, ``members`` (the count) and ``member_facts`` (each member's dict).
         """
         self.check_calibration_splits(dataset, val_split)
         kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
@@ -1105,7 +1124,8 @@ class LearnedMethod:
             "seconds": float(sum(f["seconds"] for f in member_facts)),
             "prepare_seconds": float(sum(f["prepare_seconds"] for f in member_facts)),
             "n_params": count_parameters(model),
-            **{k: mean(k) for k in ("final_train_loss", "final_val_loss", "best_val_loss")},
+            **{k: mean(k) for k in ("final_train_loss", "final_val_loss", "best_val_loss", "initial_val_loss")},
+            "best_epoch": [f["best_epoch"] for f in member_facts],
             "std_calibration": calibration,
             **calibrated,
             "members": s.members,
@@ -1164,16 +1184,18 @@ class LearnedMethod:
         model = self._build(config)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        gaps = self._target_gaps()
+        point_loss = _on_finite(LOSSES[s.loss]) if gaps else LOSSES[s.loss]
         if s.uncertainty == "gaussian":
-            mean_loss = LOSSES[s.loss] if s.gaussian_mean == "loss" else None
+            mean_loss = LOSSES[s.loss] if s.gaussian_mean == "loss" else None  # gaussian_nll drops the gaps
 
             def loss_fn(m, batch):
                 target, out = batch[1] / m.scale_for(batch[1]), m(batch[0])
                 if mean_loss is not None and not m.training:  # validation: the mean's loss chooses the epoch
-                    return mean_loss(out[:, : target.shape[1]].float(), target.float())
-                return gaussian_nll(out, target, mean_loss)
+                    return point_loss(out[:, : target.shape[1]].float(), target.float())
+                return gaussian_nll(out, target, mean_loss, gaps=gaps)
         else:  # a point model, or MC dropout (its training is the point model's, with dropout)
-            loss = LOSSES[s.loss]
+            loss = point_loss
 
             def loss_fn(m, batch):
                 return loss(m(batch[0]), batch[1] / m.scale_for(batch[1]))
@@ -1200,6 +1222,7 @@ class LearnedMethod:
                 on_epoch_end, _tensorboard_logger(out_dir / "tensorboard") if s.tensorboard else None
             ),
             progress=s.progress,
+            score_initial=self.untrained_is_base,
         )
         val_named = (val_split, val_data) if val_data is not None else None
         calibration, calibrated = self._calibration(model, dataset, val_named, cache, device)
@@ -1216,6 +1239,8 @@ class LearnedMethod:
             "final_train_loss": history["train_loss"][-1] if history["epoch"] else None,
             "final_val_loss": history["val_loss"][-1] if history["epoch"] else None,
             "best_val_loss": history["best_val_loss"][0],
+            "best_epoch": history["best_epoch"][0],
+            "initial_val_loss": history["initial_val_loss"][0],
             "n_params": count_parameters(model),
             "n_train_maps": len(train[0]) // per_map,
             "n_val_maps": len(val[0]) // per_map if val is not None else 0,
@@ -1354,6 +1379,16 @@ class LearnedMethod:
         method.model = model.to(resolve_device(device)).eval()
         method.config = config
         return method
+
+
+def _on_finite(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    """``loss(pred, target)`` over the pixels whose target is finite (NaN: outside the loss region)."""
+
+    def masked(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        keep = torch.isfinite(target)
+        return loss(pred[keep], target[keep])
+
+    return masked
 
 
 def _learning_settings(settings: dict) -> dict:

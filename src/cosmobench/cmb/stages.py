@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..core.runtime import apply_threads, resolve_device
 from ..core.settings import as_dict, build
-from ..core.stage import RUNTIME_KEYS, Stage, StageConflict, StageNotFinished, digest, identity, require
+from ..core.stage import RECORD, RUNTIME_KEYS, Stage, StageConflict, StageNotFinished, digest, identity, require
 from . import dataset as layout
 from .methods import CALIBRATION_SETTINGS, RUNTIME_SETTINGS, get_method, is_learned, method_defaults
 from .settings import (
@@ -274,9 +274,26 @@ def train(**settings) -> dict:
         stage.extend()
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
+    base = getattr(get_method(s.method), "corrects", None)
+    if base is not None:  # a corrector reads its base method's maps of these splits: made and recorded as separate's
+        for split in dict.fromkeys([s.train_split, s.val_split, *calibration_splits]):
+            if split is not None and ds.splits.get(split):
+                _cache_base(s, base, values[base], split, workers=int(values.get("workers", 1)))
     facts = library.train(s.out_dir, method=s.method, settings=values, train_split=s.train_split, val_split=s.val_split)
     facts["model"] = str(folder / "model.pt")
     return stage.finish(facts, outputs=[folder / "model.pt"])  # the identity of the model: its bytes
+
+
+def _cache_base(s: TrainSettings, base: str, settings: Mapping, split: str, *, workers: int) -> None:
+    """The ``base`` method's predictions of ``split`` under the stage contract of ``cmb separate`` (skipped when
+    finished), so that separating ``base`` later reuses them; a folder cached before these records is left to the
+    corrector, which reuses its maps as they are."""
+    folder = Path(s.out_dir) / base / split
+    if not (folder / RECORD).is_file() and any(folder.rglob("cmb_pred.fits")):
+        return
+    values = {"out_dir": s.out_dir, "method": base, "settings": dict(settings), "split": split}
+    values.update(device=s.device, progress=s.progress, threads=s.threads, workers=workers)
+    _separate(build(SeparateSettings, {**values, "executor": "processes" if workers > 1 else "serial"}))
 
 
 # --------------------------------------------------------------------------------------------- separate
@@ -293,11 +310,16 @@ def separate(**settings) -> dict:
     dict
         Method, split, maps predicted, seconds per map, output beam; ``skipped`` when already done.
     """
-    from . import separate as library
-
     s = build(SeparateSettings, settings)
     apply_threads(s.threads)  # checks the value; caps the compute threads of the work below
     resolve_device(s.device)  # an unavailable device is refused before any work
+    return _separate(s)
+
+
+def _separate(s: SeparateSettings) -> dict:
+    """:func:`separate` once its threads and device are set."""
+    from . import separate as library
+
     values = _method_settings(s.method, s.settings, device=s.device, progress=s.progress)
     ds = _dataset(s.out_dir, s.split)
     inputs = {"data": _split_identity(ds, s.split)}

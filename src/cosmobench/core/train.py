@@ -2,8 +2,10 @@
 
 ``fit`` takes a model, training and validation data, and a ``loss_fn(model, batch) -> scalar tensor``. It logs
 the true mean loss of each epoch (every sample weighted once), writes a resumable checkpoint (model,
-optimiser, scheduler, EMA, epoch, history, config) after each epoch, keeps the best-validation weights, and
-re-seeds torch at each epoch from the run seed so a resumed run continues exactly as an uninterrupted one.
+optimiser, scheduler, EMA, epoch, history, config) after each epoch, keeps the best-validation weights (the
+weights before training among the candidates when asked: a residual corrector whose untrained state is its base
+method), and re-seeds torch at each epoch from the run seed so a resumed run continues exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    score_initial: bool = False,
 ) -> dict[str, list[float]]:
     """Train ``model`` and return its per-epoch history.
 
@@ -173,12 +176,17 @@ def fit(
         Show a progress bar over epochs.
     num_workers : int
         DataLoader workers for Dataset inputs.
+    score_initial : bool
+        Score the weights before the first epoch on the validation data and keep them, as epoch -1, unless an
+        epoch's validation loss is lower (needs ``val_data``): training cannot end worse on validation than
+        the model it started from.
 
     Returns
     -------
     dict of lists
         ``epoch``, ``train_loss``, ``val_loss`` (NaN without validation data), ``lr``, ``seconds``,
-        ``samples_per_s``; ``best_val_loss`` as a one-element list.
+        ``samples_per_s``; one-element lists: ``best_val_loss``, ``best_epoch`` (-1: the initial weights; None
+        without validation data and ``epochs`` = 0) and ``initial_val_loss`` (NaN unless ``score_initial``).
     """
     from tqdm.auto import tqdm
 
@@ -192,7 +200,7 @@ def fit(
     amp_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
     keys = ("epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s")
     history: dict[str, list[float]] = {k: [] for k in keys}
-    best_val, best_state, start = math.inf, None, 0
+    best_val, best_state, best_epoch, initial_val, start = math.inf, None, None, math.nan, 0
 
     ckpt = Path(ckpt) if ckpt is not None else None
     if ckpt is not None and resume and ckpt.exists():
@@ -204,10 +212,19 @@ def fit(
             ema = {k: v.to(device) for k, v in state["ema"].items()}
         history = {k: list(state["history"].get(k, [])) for k in keys}
         best_val = state.get("best_val_loss", math.inf)
+        initial_val = state.get("initial_val_loss", math.nan)
         best_path = ckpt.with_name("best.pt")
         if best_path.exists():
-            best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
+            best = torch.load(best_path, map_location=device, weights_only=True)
+            best_state, best_epoch = best["model"], int(best["epoch"])
         start = int(state["epoch"]) + 1
+    elif score_initial and val_data is not None:
+        initial_val = best_val = _run_epoch(
+            model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers
+        )
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
+        if ckpt is not None:
+            save_state(ckpt.with_name("best.pt"), {"model": best_state, "epoch": -1, "config": config})
 
     n_train = _num_samples(train_data)
     bar = tqdm(range(start, epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
@@ -249,7 +266,7 @@ def fit(
             history[k].append(record[k])
         score = val_loss if val_data is not None else train_loss
         if score < best_val:
-            best_val = score
+            best_val, best_epoch = score, epoch
             best_state = copy.deepcopy(ema if ema is not None else model.state_dict())
             if ckpt is not None:
                 save_state(ckpt.with_name("best.pt"), {"model": best_state, "epoch": epoch, "config": config})
@@ -264,6 +281,7 @@ def fit(
                     "epoch": epoch,
                     "history": history,
                     "best_val_loss": best_val,
+                    "initial_val_loss": initial_val,
                     "config": config,
                 },
             )
@@ -277,7 +295,7 @@ def fit(
         model.load_state_dict(best_state)
     elif ema is not None:
         model.load_state_dict(ema)
-    history["best_val_loss"] = [best_val]
+    history.update(best_val_loss=[best_val], best_epoch=[best_epoch], initial_val_loss=[initial_val])
     return history
 
 

@@ -23,7 +23,7 @@ from ...sky import sht
 from ..learned import check_beams
 from ..settings import EvaluateSettings
 from .nilc import NILC
-from .nilc_unet import NILCResidualData, cache_nilc
+from .nilc_unet import NILC_METHOD, NILCResidualData, cache_nilc
 
 __all__ = [
     "MODEL_FILE",
@@ -100,6 +100,7 @@ class NILCCorrector:
     name: str
     Settings: type[NILCCorrectorSettings] = NILCCorrectorSettings
     uncertainty = False  # no predict_with_std
+    corrects = NILC_METHOD  # the method whose cached maps of the training splits it reads (``cmb train`` makes them)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = self.Settings(**settings)

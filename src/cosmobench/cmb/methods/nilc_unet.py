@@ -9,7 +9,9 @@ standardised per channel as for the other UNets. It is trained with L1 on the re
 
 so the output keeps NILC's beam (``output_beam_arcmin``, 20.6' by default), which the evaluation deconvolves
 like NILC's own. The last layer of the UNet starts at zero, so the untrained hybrid is exactly NILC; training
-keeps the weights of its best validation epoch (the untrained state is not a candidate).
+keeps the weights with the lowest validation loss among the untrained ones (NILC itself, scored before the
+first epoch) and those of every epoch, so it cannot end worse than NILC on the validation split (its
+``training.json`` says ``best_epoch: -1`` when NILC is kept).
 
 NILC predictions of the training and validation splits are computed once with the registered ``nilc`` method
 through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,
@@ -46,6 +48,7 @@ from ...core.io import read_healpix
 from ...core.settings import plain
 from ...sky import sht
 from ..dataset import pred_path
+from ..settings import EvaluateSettings
 from ..tiling import PlaneLayout
 from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
@@ -80,11 +83,22 @@ class NILCUNetSettings(FullSkyUNetSettings):
         ``nilc`` method's section of the configuration).
     band_inputs : {"observed", "minus_nilc"}
         The observed bands as observed, or each minus the NILC map at its beam (:func:`subtract_nilc`).
+    loss_fsky : float
+        Sky fraction, in (0, 1], of each map on which the training loss, the validation loss (which chooses the
+        weights kept) and the error bars' calibration are computed: the faintest ``loss_fsky`` of the map's
+        highest-frequency intensity smoothed by ``loss_smooth_deg``, ``nilc_regress``'s recipe for its
+        correction region (:func:`~cosmobench.cmb.methods.regress.correction_region`). 1: every pixel. The
+        correction and its error are predicted on the whole sky either way; outside the region they are the
+        network's extrapolation, not fitted or calibrated there.
+    loss_smooth_deg : float
+        FWHM of the smoothing before that threshold, degrees (the evaluation mask's by default).
     """
 
     bands: Sequence[str] = ("100", "143", "217", "353")
     nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     band_inputs: str = "observed"
+    loss_fsky: float = 1.0
+    loss_smooth_deg: float = EvaluateSettings.mask_smooth_deg
 
     def __post_init__(self):
         bands = [str(b) for b in self.bands]
@@ -97,6 +111,10 @@ class NILCUNetSettings(FullSkyUNetSettings):
             raise ValueError("bands must name at least one observed channel beside the NILC map")
         if self.band_inputs not in BAND_INPUTS:
             raise ValueError(f"band_inputs must be one of {', '.join(BAND_INPUTS)}, got {self.band_inputs!r}")
+        if not 0 < self.loss_fsky <= 1 or self.loss_smooth_deg < 0:
+            raise ValueError(
+                f"loss_fsky must be in (0, 1] and loss_smooth_deg >= 0, got {self.loss_fsky} and {self.loss_smooth_deg}"
+            )
         if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
             raise ValueError(
                 "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
@@ -156,17 +174,22 @@ class NILCResidualData:
         ``fields`` (``"I"`` or ``"IQU"``) sets the fields of the NILC pseudo-band and of the target.
     band_inputs : {"observed", "minus_nilc"}
         The observed bands as observed, or minus the NILC map at their beams (:func:`subtract_nilc`).
+    loss_region : mapping, optional
+        ``{"fsky": f, "smooth_deg": d}``: the target is NaN outside each map's loss region (the faintest ``f``
+        of its highest-frequency intensity, :func:`~cosmobench.cmb.methods.regress.correction_region`).
 
     Notes
     -----
     ``load_obs(split, i, bands)`` returns band -> ndarray (nfield, npix) uK_CMB, with ``"nilc"`` -> (nfield, npix),
     the cached NILC map at its output beam (the other bands as ``band_inputs`` says). ``load_target(split, i)``
     returns ndarray (nfield, npix) uK_CMB: the CMB (I, or I, Q, U) smoothed to NILC's output beam and band-limited
-    at its lmax, minus the NILC map.
+    at its lmax, minus the NILC map (NaN outside the loss region).
     """
 
-    def __init__(self, dataset: Any, nilc: NILC, band_inputs: str = "observed"):
-        self.dataset, self.nilc, self.band_inputs = dataset, nilc, band_inputs
+    def __init__(
+        self, dataset: Any, nilc: NILC, band_inputs: str = "observed", loss_region: Mapping[str, float] | None = None
+    ):
+        self.dataset, self.nilc, self.band_inputs, self.loss_region = dataset, nilc, band_inputs, loss_region
         self.root = Path(dataset.root)
         self.nside = int(dataset.nside)
         self.channels = list(dataset.channels)
@@ -220,7 +243,17 @@ class NILCResidualData:
             lmax=self.nilc.output_lmax_for(self.nside),
             iter=self.nilc.sht_iter,
         )
-        return beamed - self.nilc_map(split, i)
+        residual = beamed - self.nilc_map(split, i)
+        if self.loss_region is not None:
+            from .regress import correction_region  # regress imports this module
+
+            band = str(max(self.channels, key=lambda c: c.center_ghz).band)
+            intensity = np.atleast_2d(self.dataset.load_obs(split, i, [band])[band])[0]
+            region = correction_region(
+                intensity, fsky=self.loss_region["fsky"], smooth_deg=self.loss_region["smooth_deg"]
+            )
+            residual[:, region == 0] = np.nan
+        return residual
 
 
 def cache_nilc(
@@ -259,8 +292,9 @@ def cache_nilc(
 
 class ResidualPlaneLayout(PlaneLayout):
     """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings, the
-    ``band_inputs`` and, for a corrected NILC, what corrects it (``base``: plain values, e.g. fitted coefficients),
-    so cached training arrays are rebuilt when the map they correct or the inputs change."""
+    ``band_inputs``, for a corrected NILC what corrects it (``base``: plain values, e.g. fitted coefficients) and
+    the loss region, so cached training arrays are rebuilt when the map they correct, the inputs or the pixels
+    with a target change."""
 
     def __init__(
         self,
@@ -268,10 +302,12 @@ class ResidualPlaneLayout(PlaneLayout):
         nilc_settings: Mapping[str, Any],
         band_inputs: str = "observed",
         base: Mapping[str, Any] | None = None,
+        loss_region: Mapping[str, float] | None = None,
     ):
         super().__init__(nside)
         self.nilc_settings, self.band_inputs = plain(nilc_settings), band_inputs
         self.base = None if base is None else plain(base)
+        self.loss_region = None if loss_region is None else plain(loss_region)
 
     def describe(self) -> dict:
         """Plain-dict description (for manifests)."""
@@ -281,6 +317,7 @@ class ResidualPlaneLayout(PlaneLayout):
             "nilc": self.nilc_settings,
             "band_inputs": self.band_inputs,
             **({"base": self.base} if self.base is not None else {}),
+            **({"loss_region": self.loss_region} if self.loss_region is not None else {}),
         }
 
 
@@ -309,6 +346,8 @@ class NILCUNet(FullSkyUNet):
 
     name = "nilc_unet"
     Settings = NILCUNetSettings
+    untrained_is_base = True
+    corrects = NILC_METHOD  # the method whose cached maps of the training splits it reads (``cmb train`` makes them)
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -321,7 +360,17 @@ class NILCUNet(FullSkyUNet):
         return self.nilc.output_lmax_for(nside)
 
     def _layout(self, nside: int) -> ResidualPlaneLayout:
-        return ResidualPlaneLayout(nside, self.settings.nilc, self.settings.band_inputs)
+        return ResidualPlaneLayout(
+            nside, self.settings.nilc, self.settings.band_inputs, loss_region=self._loss_region()
+        )
+
+    def _loss_region(self) -> dict[str, float] | None:
+        """``{"fsky", "smooth_deg"}`` of the loss region, None for every pixel (``loss_fsky = 1``)."""
+        s = self.settings
+        return None if s.loss_fsky >= 1 else {"fsky": float(s.loss_fsky), "smooth_deg": float(s.loss_smooth_deg)}
+
+    def _target_gaps(self) -> bool:
+        return self._loss_region() is not None
 
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         return zero_last_layer(super()._network(in_channels, nside, out_channels))
@@ -358,7 +407,7 @@ class NILCUNet(FullSkyUNet):
 
     def _view(self, dataset: Any) -> NILCResidualData:
         """The dataset as the network trains on it: the map it corrects as the ``"nilc"`` pseudo-band."""
-        return NILCResidualData(dataset, self.nilc, self.settings.band_inputs)
+        return NILCResidualData(dataset, self.nilc, self.settings.band_inputs, self._loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """The map the network corrects, of ``obs``: NILC's, ndarray (nfield, npix) or (npix,) uK_CMB."""

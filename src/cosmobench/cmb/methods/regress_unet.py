@@ -4,7 +4,8 @@
 learns) is NILC corrected by the fitted linear regression of ``nilc_regress``
 (:class:`~cosmobench.cmb.methods.regress.NILCRegress`) instead of NILC alone. The learned part then only has to
 find what the linear, classical correction misses, and it starts from it: the UNet's last layer starts at zero, so
-the untrained method is ``nilc_regress`` exactly; training keeps the weights of its best validation epoch.
+the untrained method is ``nilc_regress`` exactly, and it is a candidate for the weights training keeps (those with
+the lowest validation loss; ``best_epoch: -1`` in ``training.json`` when no epoch beats it).
 
 Fit (:meth:`RegressUNet.fit`): the regression is fitted first, on the same training split, into ``out_dir/base``
 (its own ``training.json`` and ``model.pt``; the validation split only reported), then the UNet trains as
@@ -72,10 +73,19 @@ class RegressedResidualData(NILCResidualData):
         As for :class:`~cosmobench.cmb.methods.nilc_unet.NILCResidualData`.
     regress : NILCRegress
         The fitted regression applied to each cached NILC map.
+    loss_region : mapping, optional
+        As for :class:`~cosmobench.cmb.methods.nilc_unet.NILCResidualData`.
     """
 
-    def __init__(self, dataset: Any, nilc: Any, band_inputs: str, regress: NILCRegress):
-        super().__init__(dataset, nilc, band_inputs)
+    def __init__(
+        self,
+        dataset: Any,
+        nilc: Any,
+        band_inputs: str,
+        regress: NILCRegress,
+        loss_region: Mapping[str, float] | None = None,
+    ):
+        super().__init__(dataset, nilc, band_inputs, loss_region)
         self.regress = regress
         self._last: tuple[tuple[str, int], np.ndarray] | None = None  # the inputs and the target read it in turn
 
@@ -112,10 +122,12 @@ class RegressUNet(NILCUNet):
         r = self.regress
         coefficients = None if r.coefficients is None else {g: a.tolist() for g, a in r.coefficients.items()}
         base = {"method": r.name, "settings": self.settings.regress, "coefficients": coefficients}
-        return ResidualPlaneLayout(nside, self.settings.nilc, self.settings.band_inputs, base=base)
+        return ResidualPlaneLayout(
+            nside, self.settings.nilc, self.settings.band_inputs, base=base, loss_region=self._loss_region()
+        )
 
     def _view(self, dataset: Any) -> RegressedResidualData:
-        return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress)
+        return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress, self._loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         return self.regress.predict(obs, channels)
