@@ -105,3 +105,13 @@ def test_registry_yaml_settings_and_a_changed_regression(data, tmp_path):
     RegressUNet(**TINY, epochs=1).fit(data, run)
     with pytest.raises(ValueError, match=r"different \['regress'\]"):  # its checkpoint fits another regression
         RegressUNet(**TINY, epochs=1, regress={"fsky": 0.7}).fit(data, run)
+
+
+def test_each_field_network_keeps_its_best_weights_the_untrained_ones_included(data, tmp_path):
+    """With fields=IQU the T and the Q, U networks are chosen apart, each on its own validation loss; at a learning
+    rate of 1 neither beats its untrained state, so both keep it and the method is nilc_regress exactly."""
+    method = RegressUNet(**{**TINY, "lr": 1.0, "schedule": "constant"}, epochs=2)
+    facts = method.fit(data, tmp_path / "run")
+    assert facts["best_epoch"] == {"T": -1, "P": -1} and facts["best_val_loss"] == facts["initial_val_loss"]
+    obs = data.load_obs("Valid", 0)
+    np.testing.assert_array_equal(method.predict(obs, data.channels), method.regress.predict(obs, data.channels))

@@ -196,11 +196,26 @@ def test_no_validation_keeps_last_weights_and_logs_nan(tmp_path):
         assert torch.equal(model.state_dict()[k], v), k
 
 
+ZERO_START = dict(loss_fn=mse, epochs=4, batch_size=8, lr=5e-2, device="cpu", progress=False)  # zero-started toys
+
+
 def _zero_linear():
     net = nn.Linear(3, 1)
     nn.init.zeros_(net.weight)
     nn.init.zeros_(net.bias)
     return net
+
+
+def _interrupted_then_resumed(first, resumed, train, val, folder, **kwargs):
+    """``fit`` with ``score_initial`` stopped after epoch 1, then resumed from its checkpoint in ``resumed``."""
+
+    def stop_after_two(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(first, train, val, score_initial=True, ckpt=folder / "last.pt", on_epoch_end=stop_after_two, **kwargs)
+    return fit(resumed, train, val, score_initial=True, ckpt=folder / "last.pt", **kwargs)
 
 
 def test_initial_weights_are_kept_when_no_epoch_beats_them(tmp_path):
@@ -209,7 +224,7 @@ def test_initial_weights_are_kept_when_no_epoch_beats_them(tmp_path):
     trained epoch is kept. An interrupted, resumed run keeps them too."""
     train = regression_data(32, 0)
     val = (regression_data(8, 1)[0], torch.zeros(8, 1))
-    kwargs = dict(loss_fn=mse, epochs=4, batch_size=8, lr=5e-2, device="cpu", progress=False)
+    kwargs = ZERO_START
     model = _zero_linear()
     hist = fit(model, train, val, score_initial=True, ckpt=tmp_path / "a" / "last.pt", **kwargs)
     assert hist["initial_val_loss"] == hist["best_val_loss"] == [0.0] and hist["best_epoch"] == [-1]
@@ -222,22 +237,8 @@ def test_initial_weights_are_kept_when_no_epoch_beats_them(tmp_path):
     assert hist_plain["best_epoch"] == [int(np.argmin(hist_plain["val_loss"]))]
     assert math.isnan(hist_plain["initial_val_loss"][0]) and float(plain.weight.abs().sum()) > 0.1
 
-    def stop_after_two(epoch, record):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            _zero_linear(),
-            train,
-            val,
-            score_initial=True,
-            ckpt=tmp_path / "b" / "last.pt",
-            on_epoch_end=stop_after_two,
-            **kwargs,
-        )
     resumed = nn.Linear(3, 1)  # other initial weights: the checkpoint replaces them
-    hist_resumed = fit(resumed, train, val, score_initial=True, ckpt=tmp_path / "b" / "last.pt", **kwargs)
+    hist_resumed = _interrupted_then_resumed(_zero_linear(), resumed, train, val, tmp_path / "b", **kwargs)
     assert hist_resumed["best_epoch"] == [-1] and hist_resumed["initial_val_loss"] == [0.0]
     assert hist_resumed["val_loss"] == hist["val_loss"]
     assert float(resumed.weight.abs().sum() + resumed.bias.abs().sum()) == 0.0
@@ -247,18 +248,52 @@ def test_initial_weights_lose_to_an_epoch_that_beats_them():
     """Validated on the training relation, the first epoch already beats the zero weights: they are not kept."""
     train, val = regression_data(32, 0), regression_data(8, 1)
     model = _zero_linear()
-    hist = fit(
-        model,
-        train,
-        val,
-        score_initial=True,
-        loss_fn=mse,
-        epochs=4,
-        batch_size=8,
-        lr=5e-2,
-        device="cpu",
-        progress=False,
-    )
+    hist = fit(model, train, val, score_initial=True, **ZERO_START)
     assert hist["initial_val_loss"][0] > 1.0  # E[y^2] = 1 + 4 + 0.25 for unit-normal x
     assert hist["best_epoch"] == [int(np.argmin(hist["val_loss"]))] and hist["best_epoch"][0] >= 0
     assert hist["best_val_loss"][0] == min(hist["val_loss"]) < hist["initial_val_loss"][0]
+
+
+class SideBySide(nn.Module):
+    """Two independent linear networks, ``a`` and ``b``, started at zero (state-dict keys ``a.*`` and ``b.*``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = _zero_linear(), _zero_linear()
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+def side_by_side_loss(model, batch):
+    x, y = batch
+    err = (model(x) - y) ** 2
+    return err.mean() if model.training else err.mean(dim=0)  # validation: one loss per network
+
+
+def test_each_group_of_parameters_keeps_its_own_best_weights(tmp_path):
+    """Both networks learn y = x @ (1, -2, 0.5); validation wants it from ``b`` and 0 from ``a``: ``a`` keeps its
+    initial (zero) weights, ``b`` its best epoch's, in one model; a resumed run ends the same."""
+    x, y = regression_data(32, 0)
+    xv, yv = regression_data(8, 1)
+    train = (x, torch.cat([y, y], dim=1))
+    val = (xv, torch.cat([torch.zeros_like(yv), yv], dim=1))
+    kwargs = dict(loss_fn=side_by_side_loss, epochs=4, batch_size=8, lr=5e-2, device="cpu", progress=False)
+    groups = {"A": "a.", "B": "b."}
+    model = SideBySide()
+    hist = fit(model, train, val, score_initial=True, groups=groups, ckpt=tmp_path / "a" / "last.pt", **kwargs)
+    assert hist["best_epoch"] == [{"A": -1, "B": 3}]  # b improves every epoch at this rate
+    assert float(model.a.weight.abs().sum() + model.a.bias.abs().sum()) == 0.0
+    last = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    assert torch.equal(model.b.weight, last["b.weight"]) and float(model.b.weight.abs().sum()) > 1.0
+    assert hist["best_val_loss"][0] < hist["initial_val_loss"][0]
+
+    resumed = SideBySide()
+    hist_resumed = _interrupted_then_resumed(SideBySide(), resumed, train, val, tmp_path / "b", groups=groups, **kwargs)
+    assert hist_resumed["best_epoch"] == hist["best_epoch"] and hist_resumed["val_loss"] == hist["val_loss"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+    single = SideBySide()  # one group: the whole model's best epoch, a's training included
+    fit(single, train, val, score_initial=True, **{**kwargs, "loss_fn": lambda m, b: side_by_side_loss(m, b).mean()})
+    assert float(single.a.weight.abs().sum()) > 0.1

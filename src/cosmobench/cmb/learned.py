@@ -10,7 +10,9 @@ or patches) and a network. :meth:`LearnedMethod.fit`
    per-field target scale measured on the training split, so every checkpoint carries its own normalisation;
 3. trains through :func:`cosmobench.core.train.fit` (the one training loop): checkpoints ``last.pt`` /
    ``best.pt`` and ``train_log.csv`` under ``out_dir``, automatic resume, seeds, bfloat16 autocast on CUDA;
-4. keeps the best-validation weights for :meth:`LearnedMethod.predict`, measures the calibration of the
+4. keeps the best-validation weights for :meth:`LearnedMethod.predict` (each of the temperature's and the
+   polarisation's networks its own, with ``field_networks="separate"``; the untrained weights among the
+   candidates for a corrector whose untrained network is its base method), measures the calibration of the
    predicted standard deviation on the validation split (``uncertainty="gaussian"`` or ``"mc_dropout"``) and,
    last, writes the final model ``model.pt``. :meth:`LearnedMethod.load` rebuilds a trained method from
    ``out_dir`` in a new process.
@@ -213,7 +215,8 @@ class LearnedSettings:
         With ``fields="IQU"``: one network for the temperature (reading the I planes: the temperature-only
         model) and one for Q and U (reading every plane), side by side (:class:`FieldSplitNet`; default), or one
         network for all three fields. Measured on bench128: the shared network learned Q and U and left the
-        temperature unchanged.
+        temperature unchanged. Separate networks are chosen apart: each keeps the weights of the epoch with its
+        own lowest validation loss (the T field's; the Q and U fields'), :data:`FIELD_GROUPS`.
     members : int
         Networks of a deep ensemble (Lakshminarayanan et al. 2017; module notes): member k is the method trained
         with ``seed + k`` (so member 0 is the single model, and ``members=1`` the method itself), each in
@@ -312,6 +315,10 @@ class LearnedSettings:
     def as_dict(self) -> dict[str, Any]:
         """Plain-type dict (lists, not tuples), as stored in checkpoints."""
         return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in dataclasses.asdict(self).items()}
+
+
+#: the groups of :class:`FieldSplitNet`'s two networks: name -> (substring of their state-dict keys, fields)
+FIELD_GROUPS = {"T": ("net_t.", (0,)), "P": ("net_p.", (1, 2))}
 
 
 class FieldSplitNet(nn.Module):
@@ -510,6 +517,35 @@ def gaussian_nll(
     var = torch.exp(log_var)
     nll = 0.5 * (log_var + (target - mean.detach()) ** 2 / var) * var.detach()
     return mean_loss(mean, target) + nll.mean()
+
+
+def field_group_losses(
+    out: torch.Tensor,
+    target: torch.Tensor,
+    point_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    *,
+    gaps: bool = False,
+) -> torch.Tensor:
+    """The validation loss of each group of :data:`FIELD_GROUPS` (T; Q and U), as a 1-D tensor.
+
+    Parameters
+    ----------
+    out : torch.Tensor, shape (B, nfield, ...) or (B, 2 nfield, ...)
+        The means (then the log variances of a Gaussian head), scaled-target units.
+    target : torch.Tensor, shape (B, nfield, ...), with ``nfield = 3``
+    point_loss : callable or None
+        ``(mean, target) -> 0-d tensor`` of the means; None: the Gaussian likelihood of the head (:func:`gaussian_nll`).
+    gaps : bool
+        As for :func:`gaussian_nll` (``point_loss`` handles its own).
+    """
+    nfield, losses = target.shape[1], []
+    for _, fields in FIELD_GROUPS.values():
+        f = list(fields)
+        if point_loss is None:
+            losses.append(gaussian_nll(out[:, f + [nfield + k for k in f]], target[:, f], gaps=gaps))
+        else:
+            losses.append(point_loss(out[:, f].float(), target[:, f].float()))
+    return torch.stack(losses)
 
 
 def z_statistics(
@@ -1053,7 +1089,8 @@ class LearnedMethod:
         dict
             ``epochs``, ``seconds`` (training, all runs), ``train_maps_per_s`` (median over epochs),
             ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` (scaled-target units), ``best_epoch``
-            (the epoch whose weights are kept, -1 for the untrained ones; None without validation and epochs),
+            (the epoch whose weights are kept, -1 for the untrained ones; None without validation and epochs; a
+            dict ``{"T": e, "P": e}`` for separate field networks),
             ``initial_val_loss`` (the untrained weights' validation loss with ``untrained_is_base``, else None),
             ``n_params``, ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
             factors ``s_f^2`` per field with an ``uncertainty``, else None), ``std_calibration_splits`` (the
@@ -1186,11 +1223,14 @@ class LearnedMethod:
             model = model.to(memory_format=torch.channels_last)
         gaps = self._target_gaps()
         point_loss = _on_finite(LOSSES[s.loss]) if gaps else LOSSES[s.loss]
+        grouped = s.fields == "IQU" and s.field_networks == "separate"  # two networks: each keeps its best epoch
         if s.uncertainty == "gaussian":
             mean_loss = LOSSES[s.loss] if s.gaussian_mean == "loss" else None  # gaussian_nll drops the gaps
 
             def loss_fn(m, batch):
                 target, out = batch[1] / m.scale_for(batch[1]), m(batch[0])
+                if grouped and not m.training:
+                    return field_group_losses(out, target, point_loss if mean_loss is not None else None, gaps=gaps)
                 if mean_loss is not None and not m.training:  # validation: the mean's loss chooses the epoch
                     return point_loss(out[:, : target.shape[1]].float(), target.float())
                 return gaussian_nll(out, target, mean_loss, gaps=gaps)
@@ -1198,6 +1238,8 @@ class LearnedMethod:
             loss = point_loss
 
             def loss_fn(m, batch):
+                if grouped and not m.training:
+                    return field_group_losses(m(batch[0]), batch[1] / m.scale_for(batch[1]), loss)
                 return loss(m(batch[0]), batch[1] / m.scale_for(batch[1]))
 
         steps = int(s.epochs) * math.ceil(len(train[0]) / s.batch_size)
@@ -1223,6 +1265,7 @@ class LearnedMethod:
             ),
             progress=s.progress,
             score_initial=self.untrained_is_base,
+            groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
         )
         val_named = (val_split, val_data) if val_data is not None else None
         calibration, calibrated = self._calibration(model, dataset, val_named, cache, device)

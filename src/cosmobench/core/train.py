@@ -15,7 +15,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,8 @@ def _run_epoch(
     amp_dtype=None,
     num_workers=0,
 ) -> float:
-    """One pass over ``data``; returns the sample-weighted mean loss. Trains when ``optimizer`` is given."""
+    """One pass over ``data``; returns the sample-weighted mean loss (a list for a loss with one value per group
+    of parameters, in validation). Trains when ``optimizer`` is given."""
     training = optimizer is not None
     model.train(training)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -103,10 +104,11 @@ def _run_epoch(
                             else:
                                 e.copy_(p)
             n = _batch_len(batch)
-            total += loss.detach().double() * n  # summed on the device: no host sync per batch
+            total = total + loss.detach().double() * n  # summed on the device: no host sync per batch
             count += n
     model.train(True)
-    return float(total) / max(count, 1)
+    mean = (total / max(count, 1)).cpu()
+    return float(mean) if mean.ndim == 0 else mean.tolist()
 
 
 def fit(
@@ -133,6 +135,7 @@ def fit(
     progress: bool = True,
     num_workers: int = 0,
     score_initial: bool = False,
+    groups: Mapping[str, str] | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` and return its per-epoch history.
 
@@ -180,13 +183,20 @@ def fit(
         Score the weights before the first epoch on the validation data and keep them, as epoch -1, unless an
         epoch's validation loss is lower (needs ``val_data``): training cannot end worse on validation than
         the model it started from.
+    groups : mapping of str to str, optional
+        Independent groups of parameters, each named by a substring of its state-dict keys (e.g. ``{"T":
+        "net_t.", "P": "net_p."}`` for two networks side by side): in validation ``loss_fn`` returns one loss per
+        group (a 1-D tensor, in this order), and each group keeps its own best weights (and initial ones with
+        ``score_initial``); the other keys follow the first kept weights. ``val_loss`` is the mean over groups.
+        Without validation data the groups are not used.
 
     Returns
     -------
     dict of lists
         ``epoch``, ``train_loss``, ``val_loss`` (NaN without validation data), ``lr``, ``seconds``,
-        ``samples_per_s``; one-element lists: ``best_val_loss``, ``best_epoch`` (-1: the initial weights; None
-        without validation data and ``epochs`` = 0) and ``initial_val_loss`` (NaN unless ``score_initial``).
+        ``samples_per_s``; one-element lists: ``best_val_loss`` (the mean of the groups' best), ``best_epoch``
+        (-1: the initial weights; None without validation data and ``epochs`` = 0; with ``groups`` a dict of
+        each group's) and ``initial_val_loss`` (NaN unless ``score_initial``).
     """
     from tqdm.auto import tqdm
 
@@ -200,7 +210,10 @@ def fit(
     amp_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
     keys = ("epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s")
     history: dict[str, list[float]] = {k: [] for k in keys}
-    best_val, best_state, best_epoch, initial_val, start = math.inf, None, None, math.nan, 0
+    names = list(groups) if groups and val_data is not None else [""]
+    parts = [groups[n] for n in names] if names != [""] else [""]  # the state-dict key substring of each group
+    best_vals, best_epochs = [math.inf] * len(names), [None] * len(names)
+    best_state, initial_val, start = None, math.nan, 0
 
     ckpt = Path(ckpt) if ckpt is not None else None
     if ckpt is not None and resume and ckpt.exists():
@@ -211,20 +224,23 @@ def fit(
         if ema is not None and state.get("ema") is not None:
             ema = {k: v.to(device) for k, v in state["ema"].items()}
         history = {k: list(state["history"].get(k, [])) for k in keys}
-        best_val = state.get("best_val_loss", math.inf)
+        best_vals = list(state.get("best_group_loss", [state.get("best_val_loss", math.inf)]))
         initial_val = state.get("initial_val_loss", math.nan)
         best_path = ckpt.with_name("best.pt")
         if best_path.exists():
             best = torch.load(best_path, map_location=device, weights_only=True)
-            best_state, best_epoch = best["model"], int(best["epoch"])
+            best_state, best_epochs = best["model"], list(best.get("group_epochs", [int(best["epoch"])]))
         start = int(state["epoch"]) + 1
+        if len(best_vals) != len(names):  # a run started without these groups: its best holds for each
+            best_vals, best_epochs = best_vals[:1] * len(names), best_epochs[:1] * len(names)
     elif score_initial and val_data is not None:
-        initial_val = best_val = _run_epoch(
-            model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers
-        )
-        best_state, best_epoch = copy.deepcopy(model.state_dict()), -1
+        initial = _run_epoch(model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers)
+        best_vals = _per_group(initial, names)
+        initial_val, best_epochs = float(np.mean(best_vals)), [-1] * len(names)
+        best_state = copy.deepcopy(model.state_dict())
         if ckpt is not None:
-            save_state(ckpt.with_name("best.pt"), {"model": best_state, "epoch": -1, "config": config})
+            best = {"model": best_state, "epoch": -1, "group_epochs": best_epochs, "config": config}
+            save_state(ckpt.with_name("best.pt"), best)
 
     n_train = _num_samples(train_data)
     bar = tqdm(range(start, epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
@@ -248,12 +264,16 @@ def fit(
             num_workers=num_workers,
         )
         seconds = time.perf_counter() - t0
-        val_loss = math.nan
+        val_loss, scores = math.nan, [train_loss]
         if val_data is not None:
             eval_model = _with_weights(model, ema) if ema is not None else model
-            val_loss = _run_epoch(
-                eval_model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers
+            scores = _per_group(
+                _run_epoch(
+                    eval_model, val_data, loss_fn, batch_size, device, amp_dtype=amp_dtype, num_workers=num_workers
+                ),
+                names,
             )
+            val_loss = float(np.mean(scores))
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -264,12 +284,20 @@ def fit(
         }
         for k in keys:
             history[k].append(record[k])
-        score = val_loss if val_data is not None else train_loss
-        if score < best_val:
-            best_val, best_epoch = score, epoch
-            best_state = copy.deepcopy(ema if ema is not None else model.state_dict())
+        improved = [g for g, score in enumerate(scores) if score < best_vals[g]]
+        if improved:
+            current = ema if ema is not None else model.state_dict()
+            if best_state is None:
+                best_state = copy.deepcopy(current)
+            else:
+                for key in current:
+                    if any(parts[g] in key for g in improved):
+                        best_state[key] = current[key].detach().clone()
+            for g in improved:
+                best_vals[g], best_epochs[g] = scores[g], epoch
             if ckpt is not None:
-                save_state(ckpt.with_name("best.pt"), {"model": best_state, "epoch": epoch, "config": config})
+                best = {"model": best_state, "epoch": epoch, "group_epochs": best_epochs, "config": config}
+                save_state(ckpt.with_name("best.pt"), best)
         if ckpt is not None:
             save_state(
                 ckpt,
@@ -280,7 +308,8 @@ def fit(
                     "ema": ema,
                     "epoch": epoch,
                     "history": history,
-                    "best_val_loss": best_val,
+                    "best_val_loss": float(np.mean(best_vals)),
+                    "best_group_loss": best_vals,
                     "initial_val_loss": initial_val,
                     "config": config,
                 },
@@ -295,8 +324,17 @@ def fit(
         model.load_state_dict(best_state)
     elif ema is not None:
         model.load_state_dict(ema)
-    history.update(best_val_loss=[best_val], best_epoch=[best_epoch], initial_val_loss=[initial_val])
+    best_epoch = dict(zip(names, best_epochs)) if len(names) > 1 else best_epochs[0]
+    history.update(best_val_loss=[float(np.mean(best_vals))], best_epoch=[best_epoch], initial_val_loss=[initial_val])
     return history
+
+
+def _per_group(loss: float | list[float], names: Sequence[str]) -> list[float]:
+    """A validation loss as one value per group of :func:`fit` (a scalar loss for one group)."""
+    values = [loss] if isinstance(loss, float) else list(loss)
+    if len(values) != len(names):
+        raise ValueError(f"loss_fn returned {len(values)} validation loss(es) for the parameter groups {names}")
+    return values
 
 
 def _with_weights(model: torch.nn.Module, state: dict) -> torch.nn.Module:
