@@ -278,7 +278,7 @@ def train(**settings) -> dict:
     if base is not None:  # a corrector reads its base method's maps of these splits: made and recorded as separate's
         for split in dict.fromkeys([s.train_split, s.val_split, *calibration_splits]):
             if split is not None and ds.splits.get(split):
-                _cache_base(s, base, values[base], split, workers=int(values.get("workers", 1)))
+                _cache_base(s, base, values.get(base) or {}, split, workers=int(values.get("workers", 1)))
     facts = library.train(s.out_dir, method=s.method, settings=values, train_split=s.train_split, val_split=s.val_split)
     facts["model"] = str(folder / "model.pt")
     return stage.finish(facts, outputs=[folder / "model.pt"])  # the identity of the model: its bytes
