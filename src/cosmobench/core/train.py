@@ -77,7 +77,7 @@ def _run_epoch(
     ema_decay=0.0,
     amp_dtype=None,
     num_workers=0,
-) -> float:
+) -> float | list[float]:
     """One pass over ``data``; returns the sample-weighted mean loss (a list for a loss with one value per group
     of parameters, in validation). Trains when ``optimizer`` is given."""
     training = optimizer is not None

@@ -10,8 +10,9 @@ standardised per channel as for the other UNets. It is trained with L1 on the re
 so the output keeps NILC's beam (``output_beam_arcmin``, 20.6' by default), which the evaluation deconvolves
 like NILC's own. The last layer of the UNet starts at zero, so the untrained hybrid is exactly NILC; training
 keeps the weights with the lowest validation loss among the untrained ones (NILC itself, scored before the
-first epoch) and those of every epoch, so it cannot end worse than NILC on the validation split (its
-``training.json`` says ``best_epoch: -1`` when NILC is kept).
+first epoch) and those of every epoch, so it cannot end worse than NILC by that loss; with ``fields="IQU"`` its
+temperature and polarisation networks are chosen apart (``best_epoch`` in ``training.json``, -1 where NILC is
+kept).
 
 NILC predictions of the training and validation splits are computed once with the registered ``nilc`` method
 through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,

@@ -5,7 +5,8 @@ learns) is NILC corrected by the fitted linear regression of ``nilc_regress``
 (:class:`~cosmobench.cmb.methods.regress.NILCRegress`) instead of NILC alone. The learned part then only has to
 find what the linear, classical correction misses, and it starts from it: the UNet's last layer starts at zero, so
 the untrained method is ``nilc_regress`` exactly, and it is a candidate for the weights training keeps (those with
-the lowest validation loss; ``best_epoch: -1`` in ``training.json`` when no epoch beats it).
+the lowest validation loss, chosen apart for the temperature and the polarisation networks; ``best_epoch`` in
+``training.json``, -1 where no epoch beats it).
 
 Fit (:meth:`RegressUNet.fit`): the regression is fitted first, on the same training split, into ``out_dir/base``
 (its own ``training.json`` and ``model.pt``; the validation split only reported), then the UNet trains as
