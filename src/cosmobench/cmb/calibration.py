@@ -96,13 +96,13 @@ class ZAccumulator:
         """
         z2 = z2.double()
         if keep is not None:
-            z2 = z2.masked_fill(~keep, 1.0)  # a finite placeholder, counted nowhere
+            z2 = z2.masked_fill(~keep, 0.0)  # adds nothing to the sum; left out of the counts below
         if not bool(torch.isfinite(z2).all()):
             raise ValueError(
                 "the standardised residuals of the calibration split hold NaN or infinite values: the network's "
                 "mean or variance is not finite there (a diverged training?); retrain, e.g. with a smaller lr"
             )
-        self.sum += (z2 if keep is None else z2 * keep).sum(dim=(0, *range(2, z2.ndim)))
+        self.sum += z2.sum(dim=(0, *range(2, z2.ndim)))
         octave = torch.log2(z2) * (BINS_PER_OCTAVE / 2)  # log2|z| in bins
         index = torch.ceil(octave).clamp(_LOW, -_LOW).long() - _LOW
         for f in range(z2.shape[1]):

@@ -210,12 +210,18 @@ def fit(
     amp_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
     keys = ("epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s")
     history: dict[str, list[float]] = {k: [] for k in keys}
-    names = list(groups) if groups and val_data is not None else [""]
-    parts = [groups[n] for n in names] if names != [""] else [""]  # the state-dict key substring of each group
+    chosen = dict(groups) if groups and val_data is not None else {"": ""}  # name -> state-dict key substring
+    names, parts = list(chosen), list(chosen.values())
     best_vals, best_epochs = [math.inf] * len(names), [None] * len(names)
     best_state, initial_val, start = None, math.nan, 0
 
     ckpt = Path(ckpt) if ckpt is not None else None
+
+    def save_best(epoch: int) -> None:
+        if ckpt is not None:
+            best = {"model": best_state, "epoch": epoch, "group_epochs": best_epochs, "config": config}
+            save_state(ckpt.with_name("best.pt"), best)
+
     if ckpt is not None and resume and ckpt.exists():
         state = load_checkpoint(ckpt, model)
         opt.load_state_dict(state["optimizer"])
@@ -238,9 +244,7 @@ def fit(
         best_vals = _per_group(initial, names)
         initial_val, best_epochs = float(np.mean(best_vals)), [-1] * len(names)
         best_state = copy.deepcopy(model.state_dict())
-        if ckpt is not None:
-            best = {"model": best_state, "epoch": -1, "group_epochs": best_epochs, "config": config}
-            save_state(ckpt.with_name("best.pt"), best)
+        save_best(-1)
 
     n_train = _num_samples(train_data)
     bar = tqdm(range(start, epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True)
@@ -295,9 +299,7 @@ def fit(
                         best_state[key] = current[key].detach().clone()
             for g in improved:
                 best_vals[g], best_epochs[g] = scores[g], epoch
-            if ckpt is not None:
-                best = {"model": best_state, "epoch": epoch, "group_epochs": best_epochs, "config": config}
-                save_state(ckpt.with_name("best.pt"), best)
+            save_best(epoch)
         if ckpt is not None:
             save_state(
                 ckpt,

@@ -246,9 +246,9 @@ class NILCResidualData:
         )
         residual = beamed - self.nilc_map(split, i)
         if self.loss_region is not None:
-            from .regress import correction_region  # regress imports this module
+            from .regress import correction_region, region_band  # regress imports this module
 
-            band = str(max(self.channels, key=lambda c: c.center_ghz).band)
+            band = region_band(self.channels)
             intensity = np.atleast_2d(self.dataset.load_obs(split, i, [band])[band])[0]
             region = correction_region(
                 intensity, fsky=self.loss_region["fsky"], smooth_deg=self.loss_region["smooth_deg"]
@@ -361,9 +361,12 @@ class NILCUNet(FullSkyUNet):
         return self.nilc.output_lmax_for(nside)
 
     def _layout(self, nside: int) -> ResidualPlaneLayout:
-        return ResidualPlaneLayout(
-            nside, self.settings.nilc, self.settings.band_inputs, loss_region=self._loss_region()
-        )
+        s = self.settings
+        return ResidualPlaneLayout(nside, s.nilc, s.band_inputs, base=self._base(), loss_region=self._loss_region())
+
+    def _base(self) -> dict[str, Any] | None:
+        """What corrects NILC before the network (plain values for the arrays' manifest): nothing here."""
+        return None
 
     def _loss_region(self) -> dict[str, float] | None:
         """``{"fsky", "smooth_deg"}`` of the loss region, None for every pixel (``loss_fsky = 1``)."""

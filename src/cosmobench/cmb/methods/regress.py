@@ -53,6 +53,7 @@ __all__ = [
     "NILCRegressSettings",
     "regressors",
     "correction_region",
+    "region_band",
     "normal_equations",
     "solve_coefficients",
     "GROUPS",
@@ -122,6 +123,11 @@ def regressors(
         maps = np.atleast_2d(obs[b])[: 3 if "P" in bands and b in bands["P"] else 1]
         at_beam[b] = sht.reconvolve(maps, beams[b], output_beam_arcmin, lmax=lmax, iter=iter)
     return {g: np.stack([at_beam[b][GROUPS[g]] - nilc_map[GROUPS[g]] for b in group]) for g, group in bands.items()}
+
+
+def region_band(channels: Sequence[Any]) -> str:
+    """The band whose intensity sets each map's correction region: the highest-frequency channel's."""
+    return str(max(channels, key=lambda c: c.center_ghz).band)
 
 
 def correction_region(intensity: np.ndarray, *, fsky: float, smooth_deg: float) -> np.ndarray:
@@ -296,18 +302,18 @@ class NILCRegress(NILCCorrector):
         out_dir = Path(out_dir)
         groups = self._group_bands(dataset.channels, list(dataset.bands))  # a bad `bands` stops before any work
         train_idx, val_idx, view = self._start_fit(dataset, out_dir, train_split, val_split)
-        region_band = str(max(dataset.channels, key=lambda c: c.center_ghz).band)
-        sums = self._map(partial(self._sim_sums, view, train_split, region_band, groups), train_idx, "fit")
+        band = region_band(dataset.channels)
+        sums = self._map(partial(self._sim_sums, view, train_split, band, groups), train_idx, "fit")
         coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in groups}
         rmse = self._validate(
-            partial(self._sim_rmse, view, val_split, region_band, groups, coef), val_idx, ("nilc", "corrected")
+            partial(self._sim_rmse, view, val_split, band, groups, coef), val_idx, ("nilc", "corrected")
         )
         channels = {c.band: c for c in dataset.channels}
         nside = int(dataset.nside)
         config = {
             **self._config(dataset, train_split, val_split, len(train_idx), len(val_idx)),
             "groups": groups,
-            "region_band": region_band,
+            "region_band": band,
             # what separate.check_model compares: the beams of settings.bands (none when every band is used)
             "fwhm_arcmin": [channels[b].fwhm_arcmin for b in s.bands],
             "band_fwhm_arcmin": {b: channels[b].fwhm_arcmin for g in groups.values() for b in g},

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ...core.settings import plain
-from .nilc_unet import NILCResidualData, NILCUNet, NILCUNetSettings, ResidualPlaneLayout
+from .nilc_unet import NILCResidualData, NILCUNet, NILCUNetSettings
 from .regress import NILCRegress, NILCRegressSettings
 
 __all__ = ["RegressUNet", "RegressUNetSettings", "RegressedResidualData", "BASE_DIR"]
@@ -119,13 +119,10 @@ class RegressUNet(NILCUNet):
             **s.regress, nilc=s.nilc, fields=s.fields, workers=int(s.workers), progress=bool(s.progress)
         )
 
-    def _layout(self, nside: int) -> ResidualPlaneLayout:
+    def _base(self) -> dict[str, Any]:
         r = self.regress
         coefficients = None if r.coefficients is None else {g: a.tolist() for g, a in r.coefficients.items()}
-        base = {"method": r.name, "settings": self.settings.regress, "coefficients": coefficients}
-        return ResidualPlaneLayout(
-            nside, self.settings.nilc, self.settings.band_inputs, base=base, loss_region=self._loss_region()
-        )
+        return {"method": r.name, "settings": self.settings.regress, "coefficients": coefficients}
 
     def _view(self, dataset: Any) -> RegressedResidualData:
         return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress, self._loss_region())
