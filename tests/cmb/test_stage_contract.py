@@ -249,3 +249,32 @@ def test_a_correctors_nilc_maps_are_recorded_and_reused_by_separate(tiny_copy):
         record = read_json(tiny_copy / "nilc" / split / "stage.json")
         assert record["status"] == "finished" and record["stage"] == "cmb.separate"
         assert _run("separate", tiny_copy, "method=nilc", f"separate.split={split}")["skipped"] is True
+
+
+def test_separating_a_corrector_computes_nilc_once_and_records_it(tiny_copy, monkeypatch):
+    """`cmb separate` of a NILC corrector reads the NILC maps it corrects from NILC's recorded predictions (made by
+    that stage when missing): one NILC per map, not two, and the corrected map is the regression applied to the
+    cached NILC map, as in training."""
+    from cosmobench.cmb.dataset import CMBDataset, pred_path
+    from cosmobench.cmb.methods.nilc import NILC
+    from cosmobench.cmb.methods.nilc_unet import read_nilc
+    from cosmobench.cmb.methods.regress import NILCRegress
+    from cosmobench.core.io import read_healpix
+
+    _run("train", tiny_copy, "method=nilc_regress")
+    calls = []
+    predict = NILC.predict
+    monkeypatch.setattr(NILC, "predict", lambda self, obs, ch: calls.append(1) or predict(self, obs, ch))
+    assert _run("separate", tiny_copy, "method=nilc_regress", "separate.split=Test")["predicted"] == 1
+    assert len(calls) == 1  # NILC's own map only
+    assert read_json(tiny_copy / "nilc" / "Test" / "stage.json")["status"] == "finished"
+    assert _run("separate", tiny_copy, "method=nilc", "separate.split=Test")["skipped"] is True
+
+    dataset = CMBDataset(tiny_copy)
+    model = NILCRegress.load(tiny_copy / "nilc_regress" / "model")
+    obs = dataset.load_obs("Test", 0, model.input_bands)
+    channels = [dataset.channel(b) for b in obs]
+    expected = model.correct(obs, channels, read_nilc(tiny_copy, "Test", 0, model.nilc))
+    got = read_healpix(pred_path(tiny_copy, "nilc_regress", "Test", 0), dtype=np.float64)
+    np.testing.assert_array_equal(got, np.atleast_2d(expected).astype(np.float32).reshape(got.shape))
+    assert len(calls) == 1

@@ -323,6 +323,11 @@ def _fields(model) -> str:
     return getattr(model, "fields", "I")
 
 
+def _corrects(model) -> bool:
+    """Whether a method corrects NILC's cached maps (its ``corrects`` attribute, :mod:`~cosmobench.cmb.methods`)."""
+    return getattr(model, "corrects", None) is not None
+
+
 def _has_std(model) -> bool:
     """Whether a method estimates its error: its ``uncertainty`` attribute, else whether it has ``predict_with_std``."""
     return bool(getattr(model, "uncertainty", hasattr(model, "predict_with_std")))
@@ -384,6 +389,10 @@ def _predict_one(
     model = _load(method, settings, root, model_folder)
     obs = dataset.load_obs(split, i, bands)
     channels = [dataset.channel(b) for b in obs]
+    if _corrects(model):  # the NILC map it corrects: the recorded one, as in training (not computed again)
+        from .methods.nilc_unet import NILC_BAND, read_nilc
+
+        obs[NILC_BAND] = read_nilc(root, split, i, model.nilc)
     t0 = time.perf_counter()
     mean, std = predict_maps(model, obs, channels, what=f"method {method!r}, {split} simulation {i}")
     seconds = time.perf_counter() - t0
@@ -423,6 +432,10 @@ def predict_split(
         folder = str(model_folder if model_folder is not None else model_dir(dataset.root, method))
         model = _load(method, settings, str(dataset.root), folder)
         settings = trained_settings(method, settings, model)
+    if _corrects(model):  # NILC's maps of the split first (kept when finished), which the correction reads
+        from .methods.nilc_unet import cache_nilc
+
+        cache_nilc(dataset, settings.get(model.corrects) or {}, [split], workers=workers, progress=progress)
     facts = method_facts(model, dataset.nside)
     info = {"method": method, "settings": settings, **facts}
     info_path = method_info_path(dataset.root, method, split)

@@ -284,7 +284,7 @@ def train(**settings) -> dict:
     return stage.finish(facts, outputs=[folder / "model.pt"])  # the identity of the model: its bytes
 
 
-def _cache_base(s: TrainSettings, base: str, settings: Mapping, split: str, *, workers: int) -> None:
+def _cache_base(s: TrainSettings | SeparateSettings, base: str, settings: Mapping, split: str, *, workers: int) -> None:
     """The ``base`` method's predictions of ``split`` under the stage contract of ``cmb separate`` (skipped when
     finished), so that separating ``base`` later reuses them; a folder cached before these records is left to the
     corrector, which reuses its maps as they are."""
@@ -345,6 +345,9 @@ def _separate(s: SeparateSettings) -> dict:
     )
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
+    base = getattr(get_method(s.method), "corrects", None)
+    if base is not None:  # a corrector reads its base method's maps of the split: made and recorded as separate's
+        _cache_base(s, base, values.get(base) or {}, s.split, workers=s.workers)
     out = library.predict_split(
         ds,
         s.method,

@@ -61,6 +61,8 @@ __all__ = [
     "NILC_BAND",
     "BAND_INPUTS",
     "cache_nilc",
+    "read_nilc",
+    "nilc_of",
     "subtract_nilc",
 ]
 
@@ -205,20 +207,8 @@ class NILCResidualData:
         return self.dataset.foreground_model(split)
 
     def nilc_map(self, split: str, i: int) -> np.ndarray:
-        """Cached NILC prediction, ndarray (nfield, npix) float64 uK_CMB at NILC's output beam."""
-        path = pred_path(self.root, NILC_METHOD, split, i)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is missing; run `cosmobench cmb separate method=nilc separate.split={split}`"
-            )
-        maps = np.atleast_2d(read_healpix(path, dtype=np.float64))
-        nfield = len(self.nilc.fields)
-        if len(maps) < nfield:
-            raise ValueError(
-                f"{path} holds {len(maps)} field(s) but the correction reads NILC's {self.nilc.fields}; predict it "
-                "again with methods.nilc.fields=IQU (delete that folder first)"
-            )
-        return maps[:nfield]
+        """Cached NILC prediction, ndarray (nfield, npix) float64 uK_CMB at NILC's output beam (:func:`read_nilc`)."""
+        return read_nilc(self.root, split, i, self.nilc)
 
     def load_obs(self, split: str, i: int, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Observed maps by band (as ``band_inputs`` says), with the NILC map under ``"nilc"``; uK_CMB, RING."""
@@ -289,6 +279,57 @@ def cache_nilc(
             workers=max(1, workers),
             progress=progress,
         )
+
+
+def read_nilc(root: str | Path, split: str, i: int, nilc: NILC) -> np.ndarray:
+    """The cached NILC prediction of simulation ``i`` of ``split``, as a corrector reads it (training and separate).
+
+    Parameters
+    ----------
+    root : path
+        Dataset root; the map is ``<root>/nilc/<split>/simNNNN/cmb_pred.fits`` (written by :func:`cache_nilc`).
+    split : str
+    i : int
+        Simulation index.
+    nilc : NILC
+        The NILC the map must come from (its ``fields`` say how many rows are read).
+
+    Returns
+    -------
+    ndarray, shape (nfield, npix), float64, uK_CMB at NILC's output beam.
+
+    Raises
+    ------
+    FileNotFoundError
+        The map is missing (the message gives the command that makes it).
+    ValueError
+        It holds fewer fields than ``nilc`` predicts.
+    """
+    path = pred_path(root, NILC_METHOD, split, i)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run `cosmobench cmb separate method=nilc separate.split={split}`")
+    maps = np.atleast_2d(read_healpix(path, dtype=np.float64))
+    nfield = len(nilc.fields)
+    if len(maps) < nfield:
+        raise ValueError(
+            f"{path} holds {len(maps)} field(s) but the correction reads NILC's {nilc.fields}; predict it "
+            "again with methods.nilc.fields=IQU (delete that folder first)"
+        )
+    return maps[:nfield]
+
+
+def nilc_of(nilc: NILC, obs: Mapping[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+    """NILC's map of ``obs``: the one given under ``"nilc"`` (``cmb separate`` passes the cached map, the one the
+    corrector was trained on), else computed.
+
+    Returns
+    -------
+    ndarray, float64, uK_CMB, shaped as :meth:`NILC.predict`: (npix,) with ``fields="I"``, (3, npix) with "IQU".
+    """
+    if NILC_BAND not in obs:
+        return np.asarray(nilc.predict(dict(obs), channels), dtype=np.float64)
+    maps = np.atleast_2d(np.asarray(obs[NILC_BAND], dtype=np.float64))[: len(nilc.fields)]
+    return maps[0] if nilc.fields == "I" else maps
 
 
 class ResidualPlaneLayout(PlaneLayout):
@@ -414,8 +455,9 @@ class NILCUNet(FullSkyUNet):
         return NILCResidualData(dataset, self.nilc, self.settings.band_inputs, self._loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
-        """The map the network corrects, of ``obs``: NILC's, ndarray (nfield, npix) or (npix,) uK_CMB."""
-        return self.nilc.predict(obs, channels)
+        """The map the network corrects, of ``obs``: NILC's (:func:`nilc_of`), ndarray (nfield, npix) or (npix,)
+        uK_CMB."""
+        return nilc_of(self.nilc, obs, channels)
 
     def _predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         """NILC of ``obs`` plus the learned correction, and the correction's standard deviation (or None).

@@ -46,7 +46,7 @@ from ...sky import sht
 from .. import masks
 from ..learned import check_beams
 from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, residual_rms, save_fitted
-from .nilc_unet import NILCResidualData
+from .nilc_unet import NILCResidualData, nilc_of
 
 __all__ = [
     "NILCRegress",
@@ -402,5 +402,5 @@ class NILCRegress(NILCCorrector):
         """
         self._require(obs)  # before NILC's work
         check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
-        out = self.correct(obs, channels, self.nilc.predict(obs, channels))
+        out = self.correct(obs, channels, nilc_of(self.nilc, obs, channels))
         return out[0] if self.fields == "I" else out

@@ -61,7 +61,7 @@ from .fitted import (
     residual_rms,
     save_fitted,
 )
-from .nilc_unet import NILCResidualData
+from .nilc_unet import NILCResidualData, nilc_of
 
 __all__ = [
     "NILCWiener",
@@ -401,7 +401,7 @@ class NILCWiener(NILCCorrector):
         if self.filter is None or self.config is None:
             raise RuntimeError("NILCWiener is not fitted: call fit(dataset, out_dir) or NILCWiener.load(out_dir)")
         check_nilc_channels(self.nilc, channels, self.config, "the filter was fitted")
-        nilc = np.asarray(self.nilc.predict(obs, channels), dtype=np.float64)
+        nilc = nilc_of(self.nilc, obs, channels)
         nside = sht.nside_of(nilc)
         if nside != int(self.config["nside"]):
             raise ValueError(f"the filter was fitted at nside {self.config['nside']}, the maps are nside {nside}")
