@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,29 @@ def test_prepared_arrays_hold_the_maps_and_are_reused(tmp_path):
     stats = channel_stats(inputs, targets)
     assert stats["in_mean"][0] == pytest.approx(float(np.mean(inputs[:, 0], dtype=np.float64)), rel=1e-9)
     assert stats["target_std"] == [pytest.approx(float(np.std(targets, dtype=np.float64)), rel=1e-9)]
+
+
+def test_prepared_arrays_are_reused_by_a_root_with_the_same_dataset_manifest(tmp_path):
+    """A root holding the same dataset (its manifest.json equal: e.g. files linked from another root) reuses the
+    arrays; a changed manifest, or a root without one elsewhere, rebuilds them."""
+    layout, cache = PlaneLayout(16), tmp_path / "cache"
+    roots = {k: tmp_path / k for k in ("a", "b", "c", "d")}
+    for k, text in (("a", '{"seed": 0}'), ("b", '{"seed": 0}'), ("c", '{"seed": 1}')):
+        roots[k].mkdir()
+        (roots[k] / "manifest.json").write_text(text)
+
+    def rebuilt(k: str) -> bool:
+        prepare_arrays(FakeDataset(roots[k], splits={"Train": 1}), "Train", ["100"], layout, cache, progress=False)
+        path = cache / "inputs.npy"
+        new = path.stat().st_mtime_ns != 1
+        os.utime(path, ns=(1, 1))  # marks the arrays of this call
+        return new
+
+    assert rebuilt("a")
+    assert not rebuilt("b")  # same manifest, another root: reused
+    assert rebuilt("c")  # another dataset
+    assert rebuilt("d")  # no manifest: known by its path
+    assert rebuilt("a")
 
 
 @pytest.fixture(scope="module")

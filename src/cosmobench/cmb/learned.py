@@ -781,6 +781,15 @@ def _layout_manifest(dataset, split: str, planes: list[tuple[str, int]], fields:
     }
 
 
+def _same_arrays(found: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether cached arrays with manifest ``found`` are those ``wanted`` describes. A dataset with a manifest is
+    known by its hash (a root whose files are linked from, or copied from, another holds the same maps: the
+    simulations are a function of that manifest), one without by its path."""
+    if wanted["dataset_manifest_sha256"] is not None:
+        found, wanted = ({k: v for k, v in m.items() if k != "dataset"} for m in (found, wanted))
+    return found == wanted
+
+
 def prepare_arrays(
     dataset,
     split: str,
@@ -829,7 +838,7 @@ def prepare_arrays(
     manifest = _layout_manifest(dataset, split, planes, fields, layout)
     paths = {"inputs": folder / "inputs.npy", "targets": folder / "targets.npy"}
     mpath = folder / "manifest.json"
-    if mpath.is_file() and all(p.is_file() for p in paths.values()) and read_json(mpath) == manifest:
+    if mpath.is_file() and all(p.is_file() for p in paths.values()) and _same_arrays(read_json(mpath), manifest):
         return tuple(np.load(paths[k], mmap_mode="r") for k in ("inputs", "targets"))
     if not manifest["sims"]:
         raise ValueError(f"split {split!r} of {manifest['dataset']} holds no simulations")
