@@ -278,3 +278,17 @@ def test_separating_a_corrector_computes_nilc_once_and_records_it(tiny_copy, mon
     got = read_healpix(pred_path(tiny_copy, "nilc_regress", "Test", 0), dtype=np.float64)
     np.testing.assert_array_equal(got, np.atleast_2d(expected).astype(np.float32).reshape(got.shape))
     assert len(calls) == 1
+
+
+def test_a_corrector_refuses_nilc_maps_of_other_settings_naming_them(tiny_copy):
+    """NILC maps of the split made with other NILC settings than the corrector's are refused before its
+    prediction, naming the corrector, the differing key and the command that makes them again."""
+    _run("train", tiny_copy, "method=nilc_regress")
+    _run("separate", tiny_copy, "method=nilc", "separate.split=Test", "methods.nilc.ilc_bias_tol=0.01")
+    with pytest.raises(
+        StageConflict,
+        match=r"(?s)nilc_regress corrects the nilc maps of Test.*ilc_bias_tol.*"
+        r"separate method=nilc separate.split=Test overwrite=true",
+    ):
+        _run("separate", tiny_copy, "method=nilc_regress", "separate.split=Test")
+    assert not list((tiny_copy / "nilc_regress" / "Test").rglob("cmb_pred.fits"))

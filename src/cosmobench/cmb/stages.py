@@ -293,7 +293,15 @@ def _cache_base(s: TrainSettings | SeparateSettings, base: str, settings: Mappin
         return
     values = {"out_dir": s.out_dir, "method": base, "settings": dict(settings), "split": split}
     values.update(device=s.device, progress=s.progress, threads=s.threads, workers=workers)
-    _separate(build(SeparateSettings, {**values, "executor": "processes" if workers > 1 else "serial"}))
+    try:
+        _separate(build(SeparateSettings, {**values, "executor": "processes" if workers > 1 else "serial"}))
+    except StageConflict as err:
+        found = str(err).rsplit("\n", 1)[0]  # what differs, without the ways out of the base's own stage
+        raise StageConflict(
+            f"{s.method} corrects the {base} maps of {split} made with its own {base} settings, but {found}\nMake "
+            f"them again with those settings (`cosmobench cmb separate method={base} separate.split={split} "
+            "overwrite=true`), or choose another out_dir."
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------- separate
