@@ -322,14 +322,25 @@ def nilc_of(nilc: NILC, obs: Mapping[str, np.ndarray], channels: Sequence[Any]) 
     """NILC's map of ``obs``: the one given under ``"nilc"`` (``cmb separate`` passes the cached map, the one the
     corrector was trained on), else computed.
 
+    Parameters
+    ----------
+    nilc : NILC
+        The NILC a corrector corrects.
+    obs : mapping of str to ndarray, shape (nfield, npix), uK_CMB, RING
+        Observed maps by band, optionally with NILC's map of them under ``"nilc"`` (:func:`read_nilc`).
+    channels : sequence of Channel
+        The channels of the observed bands (not of ``"nilc"``).
+
     Returns
     -------
     ndarray, float64, uK_CMB, shaped as :meth:`NILC.predict`: (npix,) with ``fields="I"``, (3, npix) with "IQU".
     """
     if NILC_BAND not in obs:
         return np.asarray(nilc.predict(dict(obs), channels), dtype=np.float64)
-    maps = np.atleast_2d(np.asarray(obs[NILC_BAND], dtype=np.float64))[: len(nilc.fields)]
-    return maps[0] if nilc.fields == "I" else maps
+    maps = np.atleast_2d(np.asarray(obs[NILC_BAND], dtype=np.float64))
+    if len(maps) < len(nilc.fields):
+        raise ValueError(f"the 'nilc' map given has {len(maps)} field(s); this NILC predicts {nilc.fields}")
+    return maps[0] if nilc.fields == "I" else maps[: len(nilc.fields)]
 
 
 class ResidualPlaneLayout(PlaneLayout):
