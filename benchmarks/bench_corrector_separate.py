@@ -49,7 +49,7 @@ def bench_method(dataset: CMBDataset, method: str, folder: Path, split: str, ind
     bands = list(getattr(model, "bands", None) or dataset.bands)
     computed, cached, diff = [], [], 0.0
     for i in indices:
-        obs = {b: m for b, m in dataset.load_obs(split, i, bands).items() if b != NILC_BAND}
+        obs = dataset.load_obs(split, i, bands)
         channels = [dataset.channel(b) for b in obs]
         what = f"{method}, {split} simulation {i}"
         wall_a, cpu_a, (mean_a, _) = timed(partial(predict_maps, model, obs, channels, what=what))
