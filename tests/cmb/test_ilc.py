@@ -64,6 +64,42 @@ def test_ilc_recovers_cmb_exactly_with_one_uncorrelated_foreground_and_no_noise(
     assert abs(w @ f) < 1e-8
 
 
+@pytest.mark.parametrize("sigma_n", [1e-3, 3e-2])
+def test_ilc_bias_is_the_cmb_projected_on_the_nuisance(sigma_n):
+    """The ILC bias of Delabrouille et al. (2009): weights fitted on N_p samples of CMB + white noise in N_c
+    channels leave an error -P s + (1-P) w.n, P the projection onto the N_c-1 constraint-free nuisance
+    combinations, so its power is (N_c - 1)/N_p of the CMB's plus the noise's sigma^2/N_c, whatever the noise
+    level; and <e s> = -<e e> up to the noise term (the error is the CMB's own chance correlation)."""
+    n_p, n_c, trials = 4000, 9, 200
+    frac, rho = [], []
+    for t in range(trials):
+        s = rng(11, "cmb", t).standard_normal(n_p)
+        d = s + sigma_n * rng(11, "noise", t).standard_normal((n_c, n_p))
+        e = ilc_weights(d @ d.T / n_p) @ d - s
+        frac.append(e @ e / (s @ s))
+        rho.append(-(e @ s) / (e @ e))
+    expected = (n_c - 1) / n_p + sigma_n**2 / n_c
+    assert np.mean(frac) == pytest.approx(expected, rel=0.1)  # MC error 3.5 %
+    assert np.mean(rho) == pytest.approx((n_c - 1) / n_p / expected, rel=0.1)
+
+
+def test_ilc_bias_lands_where_the_nuisance_is():
+    """The same fit with a bright nuisance of full rank in a fifth of the samples (a galactic plane): the free
+    combinations are spent on it, so the CMB's projection falls there and the other samples keep none of the
+    (N_c - 1)/N_p the noise-only sky spreads everywhere (NILC without foregrounds, docs/cmb_methods.md)."""
+    n_p, n_c, trials = 4000, 9, 50
+    gal = np.arange(n_p) < n_p // 5
+    share = []
+    for t in range(trials):
+        s = rng(12, "cmb", t).standard_normal(n_p)
+        d = s + 1e-3 * rng(12, "noise", t).standard_normal((n_c, n_p))
+        mix = rng(12, "sed", t).standard_normal((n_c, n_c))
+        d[:, gal] += 30.0 * mix @ rng(12, "fg", t).standard_normal((n_c, int(gal.sum())))
+        e = ilc_weights(d @ d.T / n_p) @ d - s
+        share.append(e[~gal] @ e[~gal] / (s[~gal] @ s[~gal]))
+    assert np.mean(share) < 0.01 * (n_c - 1) / n_p
+
+
 def test_ilc_weights_rejects_bad_input():
     with pytest.raises(ValueError, match="shape"):
         ilc_weights(np.ones((3, 4, 5)))
