@@ -24,8 +24,7 @@ import numpy as np
 
 from cosmobench.cmb.dataset import CMBDataset
 from cosmobench.cmb.methods import get_method
-from cosmobench.cmb.methods.nilc_unet import NILC_BAND, read_nilc
-from cosmobench.cmb.separate import model_dir, predict_maps
+from cosmobench.cmb.separate import model_dir, predict_maps, with_base_map
 from cosmobench.core.runtime import apply_threads
 
 CORRECTORS = ("nilc_regress", "nilc_wiener", "nilc_unet", "regress_unet")
@@ -40,7 +39,7 @@ def timed(fn) -> tuple[float, float, object]:
 
 def predict_cached(model, dataset: CMBDataset, split: str, i: int, obs: dict, channels: list, what: str):
     """``cmb separate``'s path: NILC's recorded map of simulation ``i`` read back and handed to the corrector."""
-    return predict_maps(model, {**obs, NILC_BAND: read_nilc(dataset.root, split, i, model.nilc)}, channels, what=what)
+    return predict_maps(model, with_base_map(obs, model, dataset.root, split, i), channels, what=what)
 
 
 def bench_method(dataset: CMBDataset, method: str, folder: Path, split: str, indices: list[int]) -> dict:

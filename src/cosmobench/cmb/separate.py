@@ -36,6 +36,7 @@ __all__ = [
     "predict_split",
     "predict_maps",
     "check_observed",
+    "with_base_map",
     "check_model",
     "trained_settings",
     "model_dir",
@@ -328,6 +329,17 @@ def _corrects(model) -> bool:
     return getattr(model, "corrects", None) is not None
 
 
+def with_base_map(obs: dict, model: Any, root: str | Path, split: str, i: int) -> dict:
+    """The maps ``cmb separate`` hands ``model`` for simulation ``i`` of ``split``: ``obs``, plus, for a corrector,
+    the recorded NILC map it corrects (``<root>/nilc/<split>``) under ``"nilc"``, as in training (not computed again).
+    """
+    if not _corrects(model):
+        return obs
+    from .methods.nilc_unet import NILC_BAND, read_nilc
+
+    return {**obs, NILC_BAND: read_nilc(root, split, i, model.nilc)}
+
+
 def _has_std(model) -> bool:
     """Whether a method estimates its error: its ``uncertainty`` attribute, else whether it has ``predict_with_std``."""
     return bool(getattr(model, "uncertainty", hasattr(model, "predict_with_std")))
@@ -389,10 +401,7 @@ def _predict_one(
     model = _load(method, settings, root, model_folder)
     obs = dataset.load_obs(split, i, bands)
     channels = [dataset.channel(b) for b in obs]
-    if _corrects(model):  # the NILC map it corrects: the recorded one, as in training (not computed again)
-        from .methods.nilc_unet import NILC_BAND, read_nilc
-
-        obs[NILC_BAND] = read_nilc(root, split, i, model.nilc)
+    obs = with_base_map(obs, model, root, split, i)
     t0 = time.perf_counter()
     mean, std = predict_maps(model, obs, channels, what=f"method {method!r}, {split} simulation {i}")
     seconds = time.perf_counter() - t0
