@@ -85,7 +85,7 @@ def test_ilc_bias_is_the_cmb_projected_on_the_nuisance(sigma_n):
 
 def test_ilc_bias_lands_where_the_nuisance_is():
     """The same fit with a bright nuisance of full rank in a fifth of the samples (a galactic plane): the free
-    combinations are spent on it, so the CMB's projection falls there and the other samples keep none of the
+    combinations are spent on it, so the CMB's projection falls there and the other samples keep under 1 % of the
     (N_c - 1)/N_p the noise-only sky spreads everywhere (NILC without foregrounds, docs/cmb_methods.md)."""
     n_p, n_c, trials = 4000, 9, 50
     gal = np.arange(n_p) < n_p // 5
