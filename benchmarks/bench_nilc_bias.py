@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from cosmobench.cmb import needlets
-from cosmobench.cmb.evaluate import _native_truth
+from cosmobench.cmb.evaluate import _native_truth, _rms
 from cosmobench.cmb.masks import remove_monopole_dipole, threshold_mask
 from cosmobench.cmb.methods.nilc import NILC, bias_smoothing_sigma
 from cosmobench.cmb.simulate import simulate_observation
@@ -108,8 +108,8 @@ def main() -> None:
                     "foregrounds": fg,
                     "ilc_bias_tol": tol,
                     "cpu_s": round(cpu, 2),
-                    "rmse_kept_uK": float(np.sqrt(np.mean(err[keep] ** 2))),
-                    "rmse_galactic_uK": float(np.sqrt(np.mean(err[~keep] ** 2))),
+                    "rmse_kept_uK": _rms(err, keep),
+                    "rmse_galactic_uK": _rms(err, ~keep),
                     "scales": scale_terms(err, truth, windows, keep),
                 }
             )

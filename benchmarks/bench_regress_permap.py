@@ -22,6 +22,7 @@ import json
 import numpy as np
 
 from cosmobench.cmb.dataset import CMBDataset
+from cosmobench.cmb.evaluate import _rms
 from cosmobench.cmb.masks import read_mask, remove_monopole_dipole
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData
 from cosmobench.cmb.methods.regress import NILCRegress
@@ -38,8 +39,7 @@ def highpass(m: np.ndarray, lmin: int, nside: int, lmax: int) -> np.ndarray:
 
 def rmse(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     """RMSE (uK_CMB) on ``mask`` after the monopole and dipole of the error are removed there."""
-    err = remove_monopole_dipole(pred - truth, mask)
-    return float(np.sqrt(np.mean(err[mask] ** 2)))
+    return _rms(remove_monopole_dipole(pred - truth, mask), mask)
 
 
 def main() -> None:
