@@ -3,12 +3,22 @@
 ``nilc_regress`` corrects NILC with ``region * sum_b a_b x_b`` (x_b: band-minus-NILC maps at NILC's beam), its
 coefficients fitted once on the Train split against the true residual; on a foreground model it never saw they can
 make the map worse (docs/results.md, sessions 16-17). The data-only alternative fits the temperature coefficients on
-each map alone, minimising the variance of the corrected map over the correction region (the x_b hold no CMB, so the
-fit sees the CMB only through its chance correlation with them), on the multipoles ``>= lmin`` only to keep the
-large-scale CMB out of the fit, and applies them to the whole maps. Scored like ``cosmobench cmb evaluate``'s
-temperature rows: RMSE (uK_CMB) against the truth at NILC's beam and band limit, monopole and dipole removed, on the
-split's analysis mask ``<masks>/<split>/mask.fits`` (``<out_dir>/results`` of an evaluate run). Prints one JSON
-object: per split, the mean over the first ``--maps`` maps of NILC, the fixed coefficients and each ``lmin``.
+each map alone, minimising the variance of the corrected map over the correction region, on the multipoles
+``>= lmin`` only to keep the large-scale CMB out of the fit, and applies them to the whole maps. x_b = band - NILC
+holds no CMB at unit response, but it holds NILC's residual, which NILC's ILC bias correlates with the CMB.
+
+The one-parameter version keeps the fixed correction c = region * sum_b a_b x_b and fits only its scale on each
+map, ``scale = -<c, NILC> / <c, c>`` on the same pixels and multipoles (the variance-minimising scale;
+``_clipped``: limited to [0, 1], the data may only shrink the correction). Beside it: the scale fitted against the
+truth, ``<c, r> / <c, c>`` (r = CMB - NILC); the CMB's part of the data's scale, ``-<c, s> / <c, c>`` (s the true
+CMB; the data's scale is the sum of the two); and the regression on the CMB of NILC's error and of the fixed
+correction's, ``<e, s> / <s, s>`` with e = -r and c - r (-(N_ch - 1)/N_modes for an ILC's bias, about 0 for an
+error independent of the CMB; tests/cmb/test_ilc.py).
+
+Scored like ``cosmobench cmb evaluate``'s temperature rows: RMSE (uK_CMB) against the truth at NILC's beam and band
+limit, monopole and dipole removed, on the split's analysis mask ``<masks>/<split>/mask.fits`` (``<out_dir>/results``
+of an evaluate run). Prints one JSON object: per split, the mean over the first ``--maps`` maps of NILC, the fixed
+coefficients and, for each ``lmin``, the per-map fits and the scales.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_regress_permap.py <dataset root> <root>/nilc_regress/model \\
         --masks <out_dir>/results --splits Test TestOOD --maps 5
@@ -66,12 +76,21 @@ def main() -> None:
             x, nilc, region = terms["x"]["T"][:, 0], terms["nilc"][0], terms["region"]
             truth = terms["r"][0] + nilc
             fit = region > 0
-            fixed = nilc + region * (model.coefficients["T"] @ x)
-            row = {"nilc": rmse(nilc, truth, mask), "fixed": rmse(fixed, truth, mask)}
+            c = region * (model.coefficients["T"] @ x)
+            row = {"nilc": rmse(nilc, truth, mask), "fixed": rmse(nilc + c, truth, mask)}
             for lmin in args.lmins:
                 xh = np.stack([highpass(xb, lmin, ds.nside, lmax) for xb in x])
-                a = np.linalg.lstsq(xh[:, fit].T, -highpass(nilc, lmin, ds.nside, lmax)[fit], rcond=None)[0]
+                nh, ch, rh, sh = (highpass(m, lmin, ds.nside, lmax)[fit] for m in (nilc, c, terms["r"][0], truth))
+                a = np.linalg.lstsq(xh[:, fit].T, -nh, rcond=None)[0]
                 row[f"per_map_lmin{lmin}"] = rmse(nilc + region * (a @ x), truth, mask)
+                scale = -float(ch @ nh) / float(ch @ ch)
+                row[f"scale_data_lmin{lmin}"] = scale
+                row[f"scale_truth_lmin{lmin}"] = float(ch @ rh) / float(ch @ ch)
+                row[f"scale_cmb_part_lmin{lmin}"] = -float(ch @ sh) / float(ch @ ch)
+                row[f"nilc_error_on_cmb_lmin{lmin}"] = -float(rh @ sh) / float(sh @ sh)
+                row[f"fixed_error_on_cmb_lmin{lmin}"] = float((ch - rh) @ sh) / float(sh @ sh)
+                row[f"scaled_lmin{lmin}"] = rmse(nilc + scale * c, truth, mask)
+                row[f"scaled_clipped_lmin{lmin}"] = rmse(nilc + np.clip(scale, 0.0, 1.0) * c, truth, mask)
             rows.append(row)
         result["splits"][split] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"maps": len(rows)}
     print(json.dumps(result, indent=1))

@@ -16,6 +16,7 @@ import pytest
 from cosmobench.cli import load_config
 from cosmobench.cmb.dataset import method_info_path, pred_path
 from cosmobench.cmb.methods import get_method, is_learned, method_defaults
+from cosmobench.cmb.methods.ilc import ilc_weights
 from cosmobench.cmb.methods.nilc import NILC
 from cosmobench.cmb.methods.regress import (
     NILCRegress,
@@ -102,6 +103,44 @@ def test_cmb_only_bands_give_no_correction():
     scale = np.sqrt(np.mean(truth**2))
     assert max(np.abs(x["T"]).max(), np.abs(x["P"]).max()) < 1e-3 * scale
     assert x["T"].shape == (4, 1, sht.npix(NSIDE)) and x["P"].shape == (4, 2, sht.npix(NSIDE))
+
+
+def test_the_fitted_correction_removes_the_ilc_bias_that_the_data_variance_rejects():
+    """An ILC fitted on each map's own N_p samples of CMB + white noise errs by its ILC bias: (N_c - 1)/N_p of the
+    CMB's power, along the CMB (<e s> / <s s> = -(N_c - 1)/N_p; test_ilc.py), on top of the noise. The regression
+    on band-minus-ILC maps fitted against the truth over many maps removes the bias: the corrected map is a fixed
+    unit-response combination of the bands, whose error is the inverse-variance noise floor 1/sum(sigma^-2) and
+    independent of the CMB. Each map's own variance cannot ask for that correction: ILC + lambda c keeps unit
+    response for every lambda, and the ILC is the minimum-variance such combination of the map, so the
+    variance-minimising lambda is 0 exactly (benchmarks/bench_regress_permap.py measures the same on NILC,
+    docs/results.md)."""
+    n_p, sigma = 300, 0.1 * np.array([1.0, 1.5, 2.0, 1.0, 3.0])
+    floor, bias = 1 / np.sum(sigma**-2), (len(sigma) - 1) / n_p
+
+    def one_map(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = rng(13, "cmb", t).standard_normal(n_p)
+        d = s + sigma[:, None] * rng(13, "noise", t).standard_normal((len(sigma), n_p))
+        ilc = ilc_weights(d @ d.T / n_p, ridge=0.0) @ d
+        return s, ilc, (d - ilc)[:, None]
+
+    sums = [normal_equations(x, (s - ilc)[None], np.ones(n_p)) for s, ilc, x in map(one_map, range(300))]
+    a = solve_coefficients(sum(m for m, _ in sums), sum(v for _, v in sums))
+    err_ilc, err_fixed, along_ilc, along_fixed, scale_data, scale_truth = ([] for _ in range(6))
+    for t in range(1000, 1200):
+        s, ilc, x = one_map(t)
+        c = a @ x[:, 0]
+        for err, along in ((ilc - s, along_ilc), (ilc + c - s, along_fixed)):
+            along.append((err @ s) / (s @ s))
+        err_ilc.append(np.mean((ilc - s) ** 2))
+        err_fixed.append(np.mean((ilc + c - s) ** 2))
+        scale_data.append(-(c @ ilc) / (c @ c))
+        scale_truth.append((c @ (s - ilc)) / (c @ c))
+    assert np.mean(err_ilc) == pytest.approx(bias + floor, rel=0.1)
+    assert np.mean(err_fixed) == pytest.approx(floor, rel=0.05)
+    assert np.mean(along_ilc) == pytest.approx(-bias, rel=0.1)  # the error's regression on the CMB
+    assert abs(np.mean(along_fixed)) < 0.1 * bias  # 5 standard errors of an error independent of the CMB
+    assert np.abs(scale_data).max() < 1e-8
+    assert np.mean(scale_truth) == pytest.approx(1.0, abs=0.05)
 
 
 def test_correction_region_keeps_the_faint_sky():

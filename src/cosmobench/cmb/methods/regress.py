@@ -6,16 +6,18 @@ can represent it, so it should at least match it). For one simulation and field 
 
     x_b = band b reconvolved from its beam to NILC's output beam, band-limited at NILC's lmax,  -  NILC
 
-which hold no CMB: NILC keeps the CMB with unit response and so does every band, so ``sum_b a_b x_b`` adds
-foregrounds and noise only, and the corrected map
+which hold no CMB at unit response (NILC keeps the CMB with unit response and so does every band): x_b is band b's
+foregrounds and noise minus NILC's error. The corrected map
 
-    NILC + m * sum_b a_b x_b
+    NILC + m * sum_b a_b x_b  =  (1 - sum_b a_b) NILC + sum_b a_b band_b   on m
 
-keeps NILC's CMB response exactly (a correction, not a shrinkage). ``m`` is the map's own correction region: the
-faintest ``fsky`` of the intensity of the dataset's highest-frequency channel in that simulation, smoothed by
-``mask_smooth_deg`` (:func:`cosmobench.cmb.masks.threshold_mask`, the evaluation's recipe on observed data), so
-the Galactic plane, where NILC's residual follows other laws, neither sets the coefficients nor receives the
-correction.
+keeps NILC's CMB response exactly (a correction, not a shrinkage). The closer sum_b a_b is to 1 (0.84-1.00 in
+temperature in the fits of docs/results.md), the more it is a fixed combination of the bands on m, whose weights,
+fitted once on many maps, carry none of the ILC bias (the error along the CMB) of weights fitted to each map's own
+data, NILC's included. ``m`` is the map's own correction region: the faintest ``fsky`` of the intensity of the
+dataset's highest-frequency channel in that simulation, smoothed by ``mask_smooth_deg``
+(:func:`cosmobench.cmb.masks.threshold_mask`, the evaluation's recipe on observed data), so the Galactic plane, where
+NILC's residual follows other laws, neither sets the coefficients nor receives the correction.
 
 Fit (:meth:`NILCRegress.fit`, on ``train_split``): ``a_g = argmin sum_maps sum_{p in m} |r_p - sum_b a_b x_b,p|^2``
 with r = the CMB at NILC's output beam and lmax minus NILC (``nilc_unet``'s target), by normal equations
