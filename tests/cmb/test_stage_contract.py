@@ -172,6 +172,24 @@ def test_run_on_a_finished_run_skips_every_stage(tiny_copy, snapshot):
     assert snapshot(tiny_copy) == before
 
 
+def test_each_observed_map_is_checked_once_and_a_finished_separate_reads_none(tiny_copy, monkeypatch):
+    """A corrector's separate checks the observed maps once (the NILC maps it reads are a finished stage, not
+    checked again), and rerunning a finished separate reads no observed map."""
+    checked = []
+    check_sim = separate_lib._check_sim
+    monkeypatch.setattr(separate_lib, "_check_sim", lambda *a: checked.append(a[-1]) or check_sim(*a))
+    _run("train", tiny_copy, "method=nilc_regress")
+    checked.clear()
+    _run("separate", tiny_copy, "method=nilc", "separate.split=Test")
+    assert checked == [0]
+    checked.clear()
+    _run("separate", tiny_copy, "method=nilc_regress", "separate.split=Test")
+    assert checked == [0]
+    checked.clear()
+    assert _run("separate", tiny_copy, "method=nilc_regress", "separate.split=Test")["skipped"]
+    assert checked == []
+
+
 def test_classical_methods_have_nothing_to_train(tiny_copy):
     out = _run("train", tiny_copy, "method=nilc")
     assert out["trained"] is False and not (tiny_copy / "nilc").exists()

@@ -339,10 +339,6 @@ def _separate(s: SeparateSettings) -> dict:
         values = library.trained_settings(s.method, values, model)  # what predicts: the model's settings
     elif s.model_dir is not None:
         raise ValueError(f"{s.method} is a classical method: it has no trained model; drop separate.model_dir")
-    bands = list(getattr(library._build(s.method, values), "bands", None) or ds.bands)
-    indices = library.check_observed(
-        ds, s.split, bands, executor=s.executor, workers=s.workers, scheduler_address=s.scheduler_address
-    )
     folder = Path(s.out_dir) / s.method / s.split
     stage = Stage(
         folder,
@@ -351,6 +347,11 @@ def _separate(s: SeparateSettings) -> dict:
         inputs,
         command=_command("separate", s.out_dir, f"method={s.method}", f"separate.split={s.split}"),
     )
+    if stage.check(overwrite=s.overwrite) != "skip":  # a finished, verified run reads no observed map again
+        bands = list(getattr(library._build(s.method, values), "bands", None) or ds.bands)
+        indices = library.check_observed(
+            ds, s.split, bands, executor=s.executor, workers=s.workers, scheduler_address=s.scheduler_address
+        )
     if (done := stage.start(overwrite=s.overwrite)) is not None:
         return done
     base = getattr(get_method(s.method), "corrects", None)

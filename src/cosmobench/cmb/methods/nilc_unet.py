@@ -265,16 +265,20 @@ def cache_nilc(
     progress : bool
         Progress bars.
     """
-    from ..separate import separate  # separate imports the registry, which imports this module lazily
+    from ..separate import check_observed, predict_split  # they import the registry, which imports this lazily
 
     for split in splits:
-        if split is None or not dataset.sim_indices(split):
+        indices = dataset.sim_indices(split) if split is not None else []
+        if not indices:
             continue
-        separate(
-            dataset.root,
-            method=NILC_METHOD,
-            settings=nilc,
-            split=split,
+        if not all(pred_path(dataset.root, NILC_METHOD, split, i).is_file() for i in indices):
+            indices = check_observed(dataset, split, dataset.bands)  # the observed maps, before any work
+        predict_split(  # refuses NILC maps made with other settings; predicts the missing ones
+            dataset,
+            NILC_METHOD,
+            dict(nilc),
+            split,
+            indices,
             executor="processes" if workers > 1 else "serial",
             workers=max(1, workers),
             progress=progress,
