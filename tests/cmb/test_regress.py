@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
 
 from cosmobench.cli import load_config
 from cosmobench.cmb.dataset import method_info_path, pred_path
@@ -141,6 +142,24 @@ def test_the_fitted_correction_removes_the_ilc_bias_that_the_data_variance_rejec
     assert abs(np.mean(along_fixed)) < 0.1 * bias  # 5 standard errors of an error independent of the CMB
     assert np.abs(scale_data).max() < 1e-8
     assert np.mean(scale_truth) == pytest.approx(1.0, abs=0.05)
+
+
+def test_normal_equations_do_not_depend_on_the_thread_count():
+    """The fitted coefficients (and the image arrays of regress_unet, keyed by them) must be the same bits at every
+    ``threads`` setting; BLAS's matrix-vector product changes its rounding with the thread count."""
+    from threadpoolctl import threadpool_limits
+
+    x = 30 * rng(14, "x").standard_normal((9, 1, 150_000))
+    r = rng(14, "r").standard_normal((1, 150_000))
+    region = (rng(14, "region").random(150_000) < 0.8).astype(float)
+    found = []
+    for threads in (1, 2, 4):
+        with threadpool_limits(threads):
+            found.append(normal_equations(x, r, region))
+    for xtx, xtr in found[1:]:
+        assert xtx.tobytes() == found[0][0].tobytes() and xtr.tobytes() == found[0][1].tobytes()
+    keep = region > 0
+    assert_allclose(found[0][1], x[:, 0, keep] @ r[0, keep], rtol=1e-12)
 
 
 def test_correction_region_keeps_the_faint_sky():

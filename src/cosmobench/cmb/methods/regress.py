@@ -155,7 +155,8 @@ def correction_region(intensity: np.ndarray, *, fsky: float, smooth_deg: float) 
 
 
 def normal_equations(x: np.ndarray, r: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``X^T X`` and ``X^T r`` over the pixels of ``region`` (every row of a group pooled).
+    """``X^T X`` and ``X^T r`` over the pixels of ``region`` (every row of a group pooled), independent of the
+    number of BLAS threads.
 
     Parameters
     ----------
@@ -172,8 +173,10 @@ def normal_equations(x: np.ndarray, r: np.ndarray, region: np.ndarray) -> tuple[
     xtr : ndarray, shape (nband,), float64, uK^2
     """
     keep = region > 0
-    xm = x[:, :, keep].reshape(len(x), -1)
-    return xm @ xm.T, xm @ r[:, keep].reshape(-1)
+    xm = np.asarray(x[:, :, keep].reshape(len(x), -1), dtype=np.float64)
+    rm = np.asarray(r[:, keep].reshape(-1), dtype=np.float64)
+    # einsum's own loops, not BLAS: the sums, hence the coefficients, are the same bits whatever the thread count
+    return np.einsum("bp,cp->bc", xm, xm), np.einsum("bp,p->b", xm, rm)
 
 
 def solve_coefficients(xtx: np.ndarray, xtr: np.ndarray) -> np.ndarray:
