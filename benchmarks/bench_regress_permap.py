@@ -52,13 +52,19 @@ def rmse(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return _rms(remove_monopole_dipole(pred - truth, mask), mask)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="dataset root holding the split's NILC maps under nilc/")
+def regress_parser(doc: str, maps: int) -> argparse.ArgumentParser:
+    """The arguments of the per-map benchmarks of a fitted ``nilc_regress``: root, model, masks, splits, maps."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("root", help="dataset root holding the splits' NILC maps under nilc/")
     parser.add_argument("model", help="a fitted nilc_regress model folder")
     parser.add_argument("--masks", required=True, help="folder of <split>/mask.fits (an evaluate run's results/)")
     parser.add_argument("--splits", nargs="+", default=["Test", "TestOOD"])
-    parser.add_argument("--maps", type=int, default=5)
+    parser.add_argument("--maps", type=int, default=maps, help="maps per split")
+    return parser
+
+
+def main() -> None:
+    parser = regress_parser(__doc__, maps=5)
     parser.add_argument("--lmins", type=int, nargs="+", default=[0, 30, 100, 200])
     args = parser.parse_args()
 
