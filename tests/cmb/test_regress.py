@@ -19,10 +19,12 @@ from cosmobench.cmb.dataset import method_info_path, pred_path
 from cosmobench.cmb.methods import get_method, is_learned, method_defaults
 from cosmobench.cmb.methods.ilc import ilc_weights
 from cosmobench.cmb.methods.nilc import NILC
+from cosmobench.cmb.methods.nilc_unet import NILCResidualData
 from cosmobench.cmb.methods.regress import (
     NILCRegress,
     correction_region,
     normal_equations,
+    null_rms,
     regressors,
     solve_coefficients,
 )
@@ -160,6 +162,46 @@ def test_normal_equations_do_not_depend_on_the_thread_count():
         assert xtx.tobytes() == found[0][0].tobytes() and xtr.tobytes() == found[0][1].tobytes()
     keep = region > 0
     assert_allclose(found[0][1], x[:, 0, keep] @ r[0, keep], rtol=1e-12)
+
+
+def test_the_guard_null_vanishes_on_the_fitted_law_and_not_on_another():
+    """Two corrections fitted on one foreground law, one without 217 GHz, both remove it: their difference (the
+    guard's null, no CMB in it) is the transforms' error. On a sky whose 353 GHz foreground follows another law they
+    leave different residuals and the null is a sizeable part of the foreground."""
+    seds = {"100": 0.3, "143": 1.0, "217": 3.0, "353": 10.0}
+    obs, nilc_map, truth, beams, fg = _toy(seds, kept="143")
+    bands, region = list(seds), np.ones(sht.npix(NSIDE))
+    kept = [0, 1, 3]
+    x = regressors(obs, nilc_map, beams, {"T": bands}, output_beam_arcmin=OUT_BEAM, lmax=LMAX)["T"]
+    r = (truth - nilc_map)[:1]
+    a = solve_coefficients(*normal_equations(x, r, region))
+    a2 = solve_coefficients(*normal_equations(x[kept], r, region))
+    scale = np.sqrt(np.mean(fg[0] ** 2))
+    assert null_rms(x, a, a2, kept, region) < 1e-5 * scale
+    other, other_nilc, *_ = _toy({**seds, "353": 20.0}, kept="143")
+    x_other = regressors(other, other_nilc, beams, {"T": bands}, output_beam_arcmin=OUT_BEAM, lmax=LMAX)["T"]
+    assert null_rms(x_other, a, a2, kept, region) > 0.05 * scale
+
+
+def test_the_guard_threshold_comes_from_validation_and_keeps_nilc_above_it(data, tmp_path):
+    facts = NILCRegress(progress=False, guard_drop=["217"], guard_factor=1.5).fit(data, tmp_path)
+    model = NILCRegress.load(tmp_path)
+    guard = model.config["guard"]
+    view = NILCResidualData(data, model.nilc)
+    groups, band = model.config["groups"], model.config["region_band"]
+    nulls = [model._sim_null(view, "Valid", band, groups, model.coefficients, guard["kept"], i) for i in (0, 1)]
+    assert guard["threshold"] == pytest.approx(1.5 * max(nulls), rel=1e-12)
+    assert facts["guard"]["kept"] == ["100", "143", "353"] and len(facts["guard"]["coefficients"]) == 3
+    obs = data.load_obs("Valid", 0)
+    nilc_map = view.nilc_map("Valid", 0)
+    corrected = model.correct(obs, data.channels, nilc_map)
+    assert not np.allclose(corrected[0], nilc_map[0])  # under the threshold: corrected
+    model.config["guard"] = {**guard, "threshold": 0.0}
+    flagged = model.correct(obs, data.channels, nilc_map)
+    assert_allclose(flagged[0], nilc_map[0], rtol=0, atol=0)  # above it: NILC's temperature
+    assert_allclose(flagged[1:], corrected[1:], rtol=0, atol=0)  # the polarisation is corrected either way
+    with pytest.raises(ValueError, match="guard_drop"):
+        NILCRegress(progress=False, guard_drop=TOY_BANDS).fit(data, tmp_path / "all")
 
 
 def test_correction_region_keeps_the_faint_sky():

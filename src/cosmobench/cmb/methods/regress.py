@@ -58,11 +58,13 @@ __all__ = [
     "correction_region",
     "region_band",
     "normal_equations",
+    "null_rms",
     "solve_coefficients",
     "GROUPS",
 ]
 
 GROUPS = {"T": slice(0, 1), "P": slice(1, 3)}  # field group -> rows of an I, Q, U map it corrects
+GUARD = "guard"  # the coefficients of the guard's second temperature combination
 FACTS_FILE = "training.json"
 
 
@@ -76,13 +78,25 @@ class NILCRegressSettings(NILCCorrectorSettings):
     ----------
     bands : sequence of str, optional
         The regressors' channels (each is used for the fields it has); empty or None: every channel of the dataset.
+    guard_drop : sequence of str, optional
+        Bands left out of a second temperature combination fitted beside the first; with them, a map's temperature
+        is corrected only where the rms of the difference of the two corrections on its correction region (a null
+        map without CMB, :func:`null_rms`) is at most ``guard_factor`` times its largest value on the validation
+        split, and is NILC's elsewhere. Empty or None: no guard, every map corrected.
+    guard_factor : float
+        The guard's threshold in units of the largest validation value (> 0).
     """
 
     bands: Sequence[str] | None = None
+    guard_drop: Sequence[str] | None = None
+    guard_factor: float = 1.5
 
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "bands", [str(b) for b in self.bands or ()])
+        object.__setattr__(self, "guard_drop", [str(b) for b in self.guard_drop or ()])
+        if not float(self.guard_factor) > 0:
+            raise ValueError(f"guard_factor must be positive, got {self.guard_factor}")
 
 
 # ----------------------------------------------------------------------------------------------- the fit's core
@@ -180,6 +194,33 @@ def normal_equations(x: np.ndarray, r: np.ndarray, region: np.ndarray) -> tuple[
     return np.einsum("bp,cp->bc", xm, xm), np.einsum("bp,p->b", xm, rm)
 
 
+def null_rms(x: np.ndarray, coef: np.ndarray, coef2: np.ndarray, kept: Sequence[int], region: np.ndarray) -> float:
+    """The guard's statistic: rms over ``region`` of ``sum_b coef_b x_b - sum_k coef2_k x_kept[k]``.
+
+    Both combinations keep the CMB with unit response, so the difference holds none; where the bands follow the
+    foreground laws both were fitted on it holds their noise, elsewhere their different foreground residuals.
+
+    Parameters
+    ----------
+    x : ndarray, shape (nband, 1, npix)
+        Temperature regressors (:func:`regressors`, group ``"T"``), uK_CMB.
+    coef : ndarray, shape (nband,)
+        The correction's coefficients.
+    coef2 : ndarray, shape (len(kept),)
+        The second combination's, on the bands ``kept`` (indices into ``x``).
+    kept : sequence of int
+    region : ndarray, shape (npix,)
+        Pixels used (> 0).
+
+    Returns
+    -------
+    float, uK_CMB.
+    """
+    keep = region > 0
+    diff = np.tensordot(coef, x[:, 0, keep], axes=1) - np.tensordot(coef2, x[list(kept), 0][:, keep], axes=1)
+    return float(np.sqrt(np.mean(diff**2)))
+
+
 def solve_coefficients(xtx: np.ndarray, xtr: np.ndarray) -> np.ndarray:
     """The least-squares coefficients of the summed normal equations (minimum-norm if ``xtx`` is singular).
 
@@ -258,9 +299,16 @@ class NILCRegress(NILCCorrector):
         )
         return {"x": x, "r": view.load_target(split, i), "nilc": nilc_map, "region": self._region(obs, region_band)}
 
-    def _sim_sums(self, view, split, region_band, groups, i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _sim_sums(self, view, split, region_band, groups, kept, i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         terms = self._sim_terms(view, split, region_band, groups, i)
-        return {g: normal_equations(xg, terms["r"][GROUPS[g]], terms["region"]) for g, xg in terms["x"].items()}
+        sums = {g: normal_equations(xg, terms["r"][GROUPS[g]], terms["region"]) for g, xg in terms["x"].items()}
+        if kept:  # the guard's second temperature combination
+            sums[GUARD] = normal_equations(terms["x"]["T"][kept], terms["r"][GROUPS["T"]], terms["region"])
+        return sums
+
+    def _sim_null(self, view, split, region_band, groups, coef, kept, i: int) -> float:
+        terms = self._sim_terms(view, split, region_band, groups, i)
+        return null_rms(terms["x"]["T"], coef["T"], coef[GUARD], kept, terms["region"])
 
     def _sim_rmse(self, view, split, region_band, groups, coef, i: int) -> dict[str, list[float]]:
         terms = self._sim_terms(view, split, region_band, groups, i)
@@ -307,10 +355,21 @@ class NILCRegress(NILCCorrector):
         t0 = time.perf_counter()
         out_dir = Path(out_dir)
         groups = self._group_bands(dataset.channels, list(dataset.bands))  # a bad `bands` stops before any work
+        kept = self._guard_kept(groups["T"])
         train_idx, val_idx, view = self._start_fit(dataset, out_dir, train_split, val_split)
+        if kept and not val_idx:
+            raise ValueError("guard_drop needs a validation split to set the guard's threshold; give val_split")
         band = region_band(dataset.channels)
-        sums = self._map(partial(self._sim_sums, view, train_split, band, groups), train_idx, "fit")
-        coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in groups}
+        sums = self._map(partial(self._sim_sums, view, train_split, band, groups, kept), train_idx, "fit")
+        coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in sums[0]}
+        guard = None
+        if kept:
+            nulls = self._map(partial(self._sim_null, view, val_split, band, groups, coef, kept), val_idx, "guard")
+            guard = {
+                "kept": kept,
+                "threshold": float(s.guard_factor) * max(nulls),
+                "valid_null": [min(nulls), max(nulls)],
+            }
         rmse = self._validate(
             partial(self._sim_rmse, view, val_split, band, groups, coef), val_idx, ("nilc", "corrected")
         )
@@ -324,6 +383,7 @@ class NILCRegress(NILCCorrector):
             "fwhm_arcmin": [channels[b].fwhm_arcmin for b in s.bands],
             "band_fwhm_arcmin": {b: channels[b].fwhm_arcmin for g in groups.values() for b in g},
             "pol_bands": groups.get("P", []),
+            "guard": guard,
         }
         facts = {
             "method": self.name,
@@ -333,6 +393,7 @@ class NILCRegress(NILCCorrector):
             "lmax": int(self.output_lmax_for(nside)),
             "bands": groups,
             "coefficients": {g: dict(zip(groups[g], coef[g].tolist())) for g in groups},
+            "guard": guard and {**guard, "kept": [groups["T"][k] for k in kept], "coefficients": coef[GUARD].tolist()},
             "val_rmse_nilc": rmse["nilc"],
             "val_rmse_corrected": rmse["corrected"],
             "seconds": time.perf_counter() - t0,
@@ -341,6 +402,18 @@ class NILCRegress(NILCCorrector):
         save_fitted(out_dir / MODEL_FILE, coef, config)  # last: its presence marks a finished fit
         self.coefficients, self.config = coef, config
         return facts
+
+    def _guard_kept(self, bands: Sequence[str]) -> list[int]:
+        """Indices of the temperature bands the guard's second combination keeps (empty: no guard)."""
+        drop = self.settings.guard_drop
+        if not drop:
+            return []
+        unknown = [b for b in drop if b not in bands]
+        if unknown or len(drop) >= len(bands):
+            raise ValueError(
+                f"guard_drop {list(drop)} must name some, not all, of the temperature bands {list(bands)}; fix it"
+            )
+        return [k for k, b in enumerate(bands) if b not in drop]
 
     @property
     def input_bands(self) -> list[str]:
@@ -358,7 +431,8 @@ class NILCRegress(NILCCorrector):
             raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
 
     def correct(self, obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc_map: np.ndarray) -> np.ndarray:
-        """The fitted regression applied to a NILC map of ``obs``: ``NILC + m * sum_b a_b x_b``.
+        """The fitted regression applied to a NILC map of ``obs``: ``NILC + m * sum_b a_b x_b`` (with a guard, the
+        temperature stays NILC's where the guard's null exceeds its threshold).
 
         Parameters
         ----------
@@ -389,7 +463,11 @@ class NILCRegress(NILCCorrector):
             lmax=self.output_lmax_for(nside),
             iter=self.nilc.sht_iter,
         )
-        return _correct(nilc_map, x, self.coefficients, self._region(obs, self.config["region_band"]))
+        region = self._region(obs, self.config["region_band"])
+        coef, guard = self.coefficients, self.config.get("guard")
+        if guard and null_rms(x["T"], coef["T"], coef[GUARD], guard["kept"], region) > guard["threshold"]:
+            coef = {**coef, "T": np.zeros_like(coef["T"])}  # the guard keeps NILC's temperature
+        return _correct(nilc_map, x, coef, region)
 
     def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """NILC of ``obs`` plus the fitted regression on its band-minus-NILC maps, on the map's correction region.

@@ -16,9 +16,9 @@ validation and calibration splits are computed from the cached NILC maps while t
 Prediction: ``nilc_regress`` of the maps, plus the UNet's correction (and its standard deviation with an
 ``uncertainty``: that of the learned part; the regression is deterministic given the maps).
 
-The regression's settings are ``regress`` (``fsky``, ``mask_smooth_deg``, ``bands``; ``conf/cmb.yaml`` wires the
-``nilc_regress`` method's three there, so ``methods.nilc_regress.*`` sets both); its ``nilc``, ``fields``,
-``workers`` and ``progress`` are this method's.
+The regression's settings are ``regress`` (``fsky``, ``mask_smooth_deg``, ``bands``, ``guard_drop``,
+``guard_factor``; ``conf/cmb.yaml`` wires the ``nilc_regress`` method's there, so ``methods.nilc_regress.*`` sets
+both); its ``nilc``, ``fields``, ``workers`` and ``progress`` are this method's.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class RegressUNetSettings(NILCUNetSettings):
     ----------
     regress : mapping
         Settings of the :class:`~cosmobench.cmb.methods.regress.NILCRegress` whose map the UNet corrects
-        (``fsky``, ``mask_smooth_deg``, ``bands``); its ``nilc``, ``fields``, ``workers`` and ``progress`` keys
-        are ignored (this method's own are used), any other key raises ``TypeError``.
+        (``fsky``, ``mask_smooth_deg``, ``bands``, ``guard_drop``, ``guard_factor``); its ``nilc``, ``fields``,
+        ``workers`` and ``progress`` keys are ignored (this method's own are used), any other key raises
+        ``TypeError``.
     """
 
     regress: Mapping[str, Any] = dataclasses.field(default_factory=dict)
