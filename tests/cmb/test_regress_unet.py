@@ -92,7 +92,13 @@ def test_registry_yaml_settings_and_a_changed_regression(data, tmp_path):
     cfg = load_config("cmb", [f"out_dir={tmp_path}", "methods.nilc_regress.fsky=0.7"])
     settings = cfg["methods"]["regress_unet"]
     method = RegressUNet(**settings)
-    assert method.settings.regress == {"fsky": 0.7, "mask_smooth_deg": 2.0, "bands": None}  # nilc_regress's own
+    assert method.settings.regress == {  # nilc_regress's own
+        "fsky": 0.7,
+        "mask_smooth_deg": 2.0,
+        "bands": None,
+        "guard_drop": None,
+        "guard_factor": 1.5,
+    }
     assert method.regress.settings.nilc == method.settings.nilc == cfg["methods"]["nilc"]
     assert RegressUNet(**method.settings.as_dict()).settings == method.settings  # load() round trip
     with pytest.raises(TypeError, match="regress must be a mapping"):
