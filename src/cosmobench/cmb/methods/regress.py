@@ -349,7 +349,9 @@ class NILCRegress(NILCCorrector):
             ``method``, ``n_train_maps``, ``n_val_maps``, ``nside``, ``lmax``, ``bands`` (group -> its regressor
             bands), ``coefficients`` (group -> band -> a_b), ``val_rmse_nilc`` and ``val_rmse_corrected``
             (uK_CMB, mean over the validation maps of the RMS on each map's correction region: ``I`` or
-            ``I, Q, U, E, B`` at NILC's beam and lmax; None without validation), ``seconds``.
+            ``I, Q, U, E, B`` at NILC's beam and lmax; None without validation), ``guard`` (None without
+            ``guard_drop``; else its kept bands, their coefficients, the threshold and the validation nulls' range,
+            uK_CMB), ``seconds``.
         """
         s = self.settings
         t0 = time.perf_counter()
