@@ -22,9 +22,10 @@ NILC's residual follows other laws, neither sets the coefficients nor receives t
 Fit (:meth:`NILCRegress.fit`, on ``train_split``): ``a_g = argmin sum_maps sum_{p in m} |r_p - sum_b a_b x_b,p|^2``
 with r = the CMB at NILC's output beam and lmax minus NILC (``nilc_unet``'s target), by normal equations
 accumulated map by map in float64 (:func:`normal_equations`, summed in the order of the maps whatever the number of
-workers or threads) and solved by least squares (:func:`solve_coefficients`). The validation split only reports
-the residual RMS of NILC and of the corrected NILC on the correction region (``training.json``); nothing is tuned
-on it.
+workers or threads) and solved by least squares (:func:`solve_coefficients`). The validation split reports the
+residual RMS of NILC and of the corrected NILC on the correction region (``training.json``) and, with
+``guard_drop``, sets the guard's threshold (``guard_factor`` times its largest null there, :func:`null_rms`);
+nothing else is set on it.
 
 NILC predictions of the training and validation splits are the ones ``nilc_unet`` and ``nilc_wiener`` use
 (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, :func:`~cosmobench.cmb.methods.nilc_unet.cache_nilc`), so the
