@@ -12,8 +12,8 @@ most ``--factor`` times the largest value on the first ``--maps`` maps of the va
 root; otherwise keep NILC's map.
 
 M2's coefficients are fitted on the first ``--train-maps`` maps of the Train split of ``--fit-root`` (the root the
-model was fitted on; default ``root``) with the model's correction regions, by the model's own estimator
-(:func:`~cosmobench.cmb.methods.regress.normal_equations`, :func:`~cosmobench.cmb.methods.regress.solve_coefficients`),
+model was fitted on; default ``root``) with the model's correction regions, by the model's own code
+(the sums and statistic of ``nilc_regress``'s ``guard_drop``: :func:`~cosmobench.cmb.methods.regress.null_rms`),
 and the threshold comes from that root's Valid split: nothing is chosen on a test split. Temperature only. Scored
 like ``cosmobench cmb evaluate``'s temperature rows: RMSE (uK_CMB) against the truth at NILC's beam and band limit,
 monopole and dipole removed, on the split's analysis mask ``<masks>/<split>/mask.fits``. Prints one JSON object: the
@@ -34,16 +34,15 @@ from bench_regress_permap import regress_parser, rmse
 from cosmobench.cmb.dataset import CMBDataset
 from cosmobench.cmb.masks import read_mask
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData
-from cosmobench.cmb.methods.regress import NILCRegress, normal_equations, solve_coefficients
+from cosmobench.cmb.methods.regress import GUARD, NILCRegress, null_rms, solve_coefficients
 
 
 def null_maps(model: NILCRegress, view: NILCResidualData, split: str, i: int, a2: np.ndarray, kept: list[int]):
-    """One map's NILC, truth, fixed correction c, correction region and null statistic rms(c - c2) on it."""
+    """One map's NILC, truth, fixed correction c on its correction region, and null statistic (:func:`null_rms`)."""
     t = model._sim_terms(view, split, model.config["region_band"], {"T": model.config["groups"]["T"]}, i)
-    x, nilc, region = t["x"]["T"][:, 0], t["nilc"][0], t["region"]
-    c, c2 = model.coefficients["T"] @ x, a2 @ x[kept]
-    fit = region > 0
-    return nilc, t["r"][0] + nilc, region * c, float(np.sqrt(np.mean((c - c2)[fit] ** 2)))
+    x, nilc, region = t["x"]["T"], t["nilc"][0], t["region"]
+    c = region * (model.coefficients["T"] @ x[:, 0])
+    return nilc, t["r"][0] + nilc, c, null_rms(x, model.coefficients["T"], a2, kept, region)
 
 
 def main() -> None:
@@ -59,12 +58,12 @@ def main() -> None:
     kept = [k for k, b in enumerate(bands) if b not in args.drop]
     fit_ds = CMBDataset(args.fit_root or args.root)
     fit_view = NILCResidualData(fit_ds, model.nilc)
-    xtx, xtr = 0.0, 0.0
-    for i in fit_ds.sim_indices("Train")[: args.train_maps]:
-        t = model._sim_terms(fit_view, "Train", model.config["region_band"], {"T": [bands[k] for k in kept]}, i)
-        m, v = normal_equations(t["x"]["T"], t["r"][:1], t["region"])
-        xtx, xtr = xtx + m, xtr + v
-    a2 = solve_coefficients(xtx, xtr)
+    groups = {"T": bands}  # the method's own sums of the guard's combination (nilc_regress with guard_drop)
+    sums = [
+        model._sim_sums(fit_view, "Train", model.config["region_band"], groups, kept, i)[GUARD]
+        for i in fit_ds.sim_indices("Train")[: args.train_maps]
+    ]
+    a2 = solve_coefficients(sum(m for m, _ in sums), sum(v for _, v in sums))
     valid = [null_maps(model, fit_view, "Valid", i, a2, kept)[3] for i in fit_ds.sim_indices("Valid")[: args.maps]]
     threshold = args.factor * max(valid)
 

@@ -189,7 +189,9 @@ def test_the_guard_threshold_comes_from_validation_and_keeps_nilc_above_it(data,
     guard = model.config["guard"]
     view = NILCResidualData(data, model.nilc)
     groups, band = model.config["groups"], model.config["region_band"]
-    nulls = [model._sim_null(view, "Valid", band, groups, model.coefficients, guard["kept"], i) for i in (0, 1)]
+    coef = model.coefficients
+    terms = [model._sim_terms(view, "Valid", band, groups, i) for i in (0, 1)]
+    nulls = [null_rms(t["x"]["T"], coef["T"], coef["guard"], guard["kept"], t["region"]) for t in terms]
     assert guard["threshold"] == pytest.approx(1.5 * max(nulls), rel=1e-12)
     assert facts["guard"]["kept"] == ["100", "143", "353"] and len(facts["guard"]["coefficients"]) == 3
     obs = data.load_obs("Valid", 0)

@@ -153,9 +153,12 @@ class NILCCorrector:
     def _validate(self, fn: Callable[[int], dict], val_idx: Sequence[int], keys: Sequence[str]) -> dict:
         """Mean over the validation maps of ``fn(i)[key]`` (lists of residual RMS: I, or I, Q, U, E, B), per key,
         as ``{key: {"I": ..., ...}}``; ``{key: None}`` without validation maps."""
-        if not val_idx:
+        return self._mean_rms(self._map(fn, val_idx, "validate") if val_idx else [], keys)
+
+    def _mean_rms(self, rows: Sequence[dict], keys: Sequence[str]) -> dict:
+        """:meth:`_validate`'s means of already computed validation ``rows``; ``{key: None}`` without rows."""
+        if not rows:
             return dict.fromkeys(keys)
-        rows = self._map(fn, val_idx, "validate")
         labels = ["I", "Q", "U", "E", "B"] if self.fields == "IQU" else ["I"]
         return {k: dict(zip(labels, np.mean([r[k] for r in rows], axis=0).tolist())) for k in keys}
 

@@ -307,19 +307,19 @@ class NILCRegress(NILCCorrector):
             sums[GUARD] = normal_equations(terms["x"]["T"][kept], terms["r"][GROUPS["T"]], terms["region"])
         return sums
 
-    def _sim_null(self, view, split, region_band, groups, coef, kept, i: int) -> float:
-        terms = self._sim_terms(view, split, region_band, groups, i)
-        return null_rms(terms["x"]["T"], coef["T"], coef[GUARD], kept, terms["region"])
-
-    def _sim_rmse(self, view, split, region_band, groups, coef, i: int) -> dict[str, list[float]]:
+    def _sim_rmse(self, view, split, region_band, groups, coef, kept, i: int) -> dict:
+        """Residual RMS of NILC and of the corrected map of one simulation, and with a guard (``kept``) its null."""
         terms = self._sim_terms(view, split, region_band, groups, i)
         truth = terms["r"] + terms["nilc"]
         corrected = _correct(terms["nilc"], terms["x"], coef, terms["region"])
         lmax, it = self.output_lmax_for(view.nside), self.nilc.sht_iter
-        return {
+        row = {
             "nilc": residual_rms(terms["nilc"] - truth, terms["region"], lmax, it),
             "corrected": residual_rms(corrected - truth, terms["region"], lmax, it),
         }
+        if kept:
+            row["null"] = null_rms(terms["x"]["T"], coef["T"], coef[GUARD], kept, terms["region"])
+        return row
 
     def fit(
         self,
@@ -365,17 +365,17 @@ class NILCRegress(NILCCorrector):
         band = region_band(dataset.channels)
         sums = self._map(partial(self._sim_sums, view, train_split, band, groups, kept), train_idx, "fit")
         coef = {g: solve_coefficients(sum(m[g][0] for m in sums), sum(m[g][1] for m in sums)) for g in sums[0]}
+        validate = partial(self._sim_rmse, view, val_split, band, groups, coef, kept)
+        rows = self._map(validate, val_idx, "validate") if val_idx else []
+        rmse = self._mean_rms(rows, ("nilc", "corrected"))
         guard = None
-        if kept:
-            nulls = self._map(partial(self._sim_null, view, val_split, band, groups, coef, kept), val_idx, "guard")
+        if kept:  # one pass over the validation maps reports the residuals and sets the guard's threshold
+            nulls = [r["null"] for r in rows]
             guard = {
                 "kept": kept,
                 "threshold": float(s.guard_factor) * max(nulls),
                 "valid_null": [min(nulls), max(nulls)],
             }
-        rmse = self._validate(
-            partial(self._sim_rmse, view, val_split, band, groups, coef), val_idx, ("nilc", "corrected")
-        )
         channels = {c.band: c for c in dataset.channels}
         nside = int(dataset.nside)
         config = {
