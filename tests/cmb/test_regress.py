@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from numpy.testing import assert_allclose
 
 from cosmobench.cli import load_config
@@ -21,6 +22,7 @@ from cosmobench.cmb.methods.ilc import ilc_weights
 from cosmobench.cmb.methods.nilc import NILC
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData
 from cosmobench.cmb.methods.regress import (
+    GuardDecision,
     NILCRegress,
     correction_region,
     normal_equations,
@@ -198,12 +200,34 @@ def test_the_guard_threshold_comes_from_validation_and_keeps_nilc_above_it(data,
     nilc_map = view.nilc_map("Valid", 0)
     corrected = model.correct(obs, data.channels, nilc_map)
     assert not np.allclose(corrected[0], nilc_map[0])  # under the threshold: corrected
+    assert model.last_guard == GuardDecision(nulls[0], guard["threshold"], True)
     model.config["guard"] = {**guard, "threshold": 0.0}
     flagged = model.correct(obs, data.channels, nilc_map)
     assert_allclose(flagged[0], nilc_map[0], rtol=0, atol=0)  # above it: NILC's temperature
     assert_allclose(flagged[1:], corrected[1:], rtol=0, atol=0)  # the polarisation is corrected either way
+    assert model.prediction_cards()["TCORR"][0] is False and model.prediction_cards()["GNULL"][0] == nulls[0]
+    fallback = model.fallback()  # the guard's fallback on every map, no decision recorded
+    assert_allclose(fallback.correct(obs, data.channels, nilc_map), flagged, rtol=0, atol=0)
+    assert fallback.prediction_cards() == {} and model.config["guard"]["threshold"] == 0.0
     with pytest.raises(ValueError, match="guard_drop"):
         NILCRegress(progress=False, guard_drop=TOY_BANDS).fit(data, tmp_path / "all")
+
+
+def test_separate_records_the_guards_decision_in_each_maps_header(tmp_path):
+    """The FITS header of each predicted map says whether its temperature was corrected, with the null and the
+    threshold (uK_CMB)."""
+    data = write_polarised_toy(tmp_path / "data", {"Train": 4, "Valid": 2}, nside=NSIDE)
+    run = tmp_path / "guarded"
+    facts = NILCRegress(progress=False, guard_drop=["217"]).fit(data, run)
+    settings = {"progress": False, "guard_drop": ["217"]}
+    separate(data.root, method="nilc_regress", settings=settings, split="Valid", model_folder=run)
+    model = NILCRegress.load(run)
+    for i in data.sim_indices("Valid"):
+        header = fits.getheader(pred_path(data.root, "nilc_regress", "Valid", i), 1)
+        model.correct(data.load_obs("Valid", i), data.channels, NILCResidualData(data, model.nilc).nilc_map("Valid", i))
+        assert header["GNULL"] == pytest.approx(model.last_guard.null, rel=1e-12)
+        assert header["GTHRESH"] == pytest.approx(facts["guard"]["threshold"], rel=1e-12)
+        assert header["TCORR"] is True  # Valid sets the threshold at 1.5 times its largest null
 
 
 def test_correction_region_keeps_the_faint_sky():

@@ -11,7 +11,7 @@ from cosmobench.cli import load_config
 from cosmobench.cmb.methods import get_method, is_learned
 from cosmobench.cmb.methods.nilc_unet import NILC_BAND, NILCResidualData
 from cosmobench.cmb.methods.regress import NILCRegress
-from cosmobench.cmb.methods.regress_unet import BASE_DIR, RegressedResidualData, RegressUNet
+from cosmobench.cmb.methods.regress_unet import BASE_DIR, FALLBACK, RegressedResidualData, RegressUNet
 from cosmobench.core.io import read_json
 
 from .conftest import write_polarised_toy
@@ -121,3 +121,39 @@ def test_each_field_network_keeps_its_best_weights_the_untrained_ones_included(d
     assert facts["best_epoch"] == {"T": -1, "P": -1} and facts["best_val_loss"] == facts["initial_val_loss"]
     obs = data.load_obs("Valid", 0)
     np.testing.assert_array_equal(method.predict(obs, data.channels), method.regress.predict(obs, data.channels))
+
+
+def test_a_map_the_guard_flags_gets_a_sigma_calibrated_on_the_fallback(data, tmp_path):
+    """With the regression's guard, fit calibrates the T sigma of its fallback (NILC's T under the UNet) on the
+    validation maps: with the stored factor the fallback's residual there falls within 1 and 2 sigma as often as
+    the rule says, counted here pixel by pixel. A flagged map gets the fallback's mean, and its T sigma on the
+    correction region is the factor's square root times the network's (Q, U and the rest untouched)."""
+    run = tmp_path / "run"
+    facts = RegressUNet(**TINY, epochs=2, regress={"guard_drop": ["217"]}).fit(data, run)
+    stored = read_json(run / "training.json")[FALLBACK]
+    assert stored == facts[FALLBACK] and stored["maps"] == 2
+    assert stored["factor"] > 1.5  # NILC's T errs more than the regressed one the network's sigma was calibrated on
+    model = RegressUNet.load(run, device="cpu")
+    assert model.config[FALLBACK] == stored
+    guarded, fallback = model.regress, model.regress.fallback()
+    view = NILCResidualData(data, model.nilc)
+    within = []
+    for i in data.sim_indices("Valid"):
+        obs = data.load_obs("Valid", i)
+        nilc = view.nilc_map("Valid", i)
+        truth = nilc[0] + view.load_target("Valid", i)[0]
+        model.regress = fallback
+        mean, std = model.predict_with_std(obs, data.channels)
+        region = guarded.region_of(obs) > 0
+        err = np.abs(mean[0] - truth)[region] / (np.sqrt(stored["factor"]) * std[0][region])
+        within.append([np.mean(err <= 1), np.mean(err <= 2)])
+        model.regress = guarded
+        guarded.config["guard"] = {**guarded.config["guard"], "threshold": 0.0}  # flag every map
+        flagged_mean, flagged_std = model.predict_with_std(obs, data.channels)
+        assert model.prediction_cards()["TCORR"][0] is False
+        np.testing.assert_array_equal(flagged_mean, mean)
+        np.testing.assert_allclose(flagged_std[0, region], np.sqrt(stored["factor"]) * std[0, region], rtol=1e-12)
+        np.testing.assert_array_equal(flagged_std[0, ~region], std[0, ~region])
+        np.testing.assert_array_equal(flagged_std[1:], std[1:])
+    np.testing.assert_allclose(np.mean(within, axis=0), stored["coverage"], atol=2e-3)  # one bin of the grid
+    assert abs(stored["coverage"][0] - 0.683) < 0.05 and abs(stored["coverage"][1] - 0.954) < 0.05

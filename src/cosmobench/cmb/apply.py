@@ -373,7 +373,7 @@ def apply_method(
         column, ordering, nside, pol_columns: the Q and U columns or None).
     """
     from ..sky.instrument import Channel
-    from .separate import method_facts, predict_maps, prediction_columns, prediction_header
+    from .separate import map_cards, method_facts, predict_maps, prediction_columns, prediction_header
 
     if not maps:
         raise InputError("no maps given; pass maps=[path, ...], one FITS file per channel")
@@ -414,6 +414,7 @@ def apply_method(
     ]
     header: dict[str, Any] = {
         **prediction_header(method, beam, facts["output_lmax"]),
+        **map_cards(model),
         "CREATOR": f"cosmobench {__version__}",
         "RESAMPLE": ("harmonic", "nside harmonised by map2alm/alm2map"),
     }

@@ -3,11 +3,13 @@
 Library functions on plain arguments; ``cosmobench cmb train`` and ``cosmobench cmb separate``
 (:mod:`cosmobench.cmb.stages`) add the stage records. Predictions go to
 ``<root>/<method>/<split>/simNNNN/cmb_pred.fits``, uK_CMB, written atomically: one column (``TEMPERATURE``) for a
-method with ``fields="I"``, three (``TEMPERATURE``, ``Q_POLARISATION``, ``U_POLARISATION``, ``POLCCONV='COSMO'``)
-with ``fields="IQU"``. A method that estimates its error (``uncertainty``, :meth:`predict_with_std`) also gets
-``cmb_pred_std.fits`` beside it (same columns, ``EXTNAME='CMB-PRED-STD'``, written first, so a prediction that
-exists is complete); finished predictions are kept on rerun. ``<root>/<method>/<split>/method.json`` records the
-method's settings, the beam (``output_beam_arcmin``) and band limit (``output_lmax``) of its output, its
+method with ``fields="I"``, three (``TEMPERATURE``, ``Q_POLARISATION``, ``U_POLARISATION``, ``POLCCONV='COSMO'``) with
+``fields="IQU"``. A method that estimates its error (``uncertainty``, :meth:`predict_with_std`) also gets
+``cmb_pred_std.fits`` beside it (same columns, ``EXTNAME='CMB-PRED-STD'``, written first, so a prediction that exists
+is complete); finished predictions are kept on rerun. Both headers hold ``METHOD``, ``FWHM`` (the output beam,
+arcmin), ``LMAX`` and what a method records of the map (its ``prediction_cards()``: ``nilc_regress``'s and
+``regress_unet``'s guard writes ``GNULL``, ``GTHRESH`` and ``TCORR``). ``<root>/<method>/<split>/method.json`` records
+the method's settings, the beam (``output_beam_arcmin``) and band limit (``output_lmax``) of its output, its
 ``fields`` and whether it has an ``uncertainty``, which the evaluation needs. A learned method's model is
 ``<root>/<method>/model/model.pt``.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "trained_settings",
     "model_dir",
     "prediction_header",
+    "map_cards",
     "prediction_columns",
     "method_facts",
     "PREDICTION_COLUMNS",
@@ -292,6 +295,12 @@ def prediction_header(method: str, beam_arcmin: float | None, lmax: int | None =
     return cards
 
 
+def map_cards(model) -> dict[str, tuple]:
+    """FITS cards a method records of the map it predicted last (its ``prediction_cards()``, e.g. ``nilc_regress``'s
+    guard decision); none for a method without them."""
+    return getattr(model, "prediction_cards", dict)()
+
+
 def prediction_columns(maps: np.ndarray) -> list[str]:
     """FITS column names of predicted maps of shape (npix,) (I) or (3, npix) (I, Q, U)."""
     return list(PREDICTION_COLUMNS[: len(np.atleast_2d(maps))])
@@ -406,6 +415,7 @@ def _predict_one(
     mean, std = predict_maps(model, obs, channels, what=f"method {method!r}, {split} simulation {i}")
     seconds = time.perf_counter() - t0
     header = prediction_header(method, model.output_beam_arcmin, method_facts(model, dataset.nside)["output_lmax"])
+    header.update(map_cards(model))
     columns = prediction_columns(mean)
     if std is not None:  # first: the prediction's presence marks a finished simulation
         write_healpix(

@@ -36,6 +36,7 @@ NILC predictions of the training and validation splits are the ones ``nilc_unet`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,7 @@ from .nilc_unet import NILCResidualData, nilc_of
 __all__ = [
     "NILCRegress",
     "NILCRegressSettings",
+    "GuardDecision",
     "regressors",
     "correction_region",
     "region_band",
@@ -67,6 +69,33 @@ __all__ = [
 GROUPS = {"T": slice(0, 1), "P": slice(1, 3)}  # field group -> rows of an I, Q, U map it corrects
 GUARD = "guard"  # the coefficients of the guard's second temperature combination
 FACTS_FILE = "training.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardDecision:
+    """The guard's decision on one map (``nilc_regress`` with ``guard_drop``).
+
+    Attributes
+    ----------
+    null : float
+        Its statistic on the map's correction region (:func:`null_rms`), uK_CMB.
+    threshold : float
+        The fitted threshold, uK_CMB.
+    corrected : bool
+        Whether the temperature was corrected (``null <= threshold``); False: it is NILC's.
+    """
+
+    null: float
+    threshold: float
+    corrected: bool
+
+    def cards(self) -> dict[str, tuple]:
+        """FITS cards recording the decision in the predicted map's header."""
+        return {
+            "GNULL": (self.null, "guard null rms, correction region [uK_CMB]"),
+            "GTHRESH": (self.threshold, "guard threshold [uK_CMB]"),
+            "TCORR": (self.corrected, "T corrected (F: NILC's T kept by the guard)"),
+        }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -261,6 +290,7 @@ class NILCRegress(NILCCorrector):
         super().__init__(**settings)
         self.bands: list[str] = []  # separate loads every band: NILC's, the regressors' and the region's
         self.coefficients: dict[str, np.ndarray] | None = None  # group -> (nband,)
+        self.last_guard: GuardDecision | None = None  # the guard's decision on the last map corrected
 
     def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
         self.coefficients, self.config = arrays, config
@@ -425,17 +455,21 @@ class NILCRegress(NILCCorrector):
             return []
         return list(dict.fromkeys([*self.config["band_fwhm_arcmin"], self.config["region_band"]]))
 
-    def _require(self, obs: Mapping[str, np.ndarray]) -> None:
-        """Refuse an unfitted method, or observations without a band the fitted correction reads."""
+    def _require_fitted(self) -> None:
         if self.coefficients is None or self.config is None:
             raise RuntimeError("NILCRegress is not fitted: call fit(dataset, out_dir) or NILCRegress.load(out_dir)")
+
+    def _require(self, obs: Mapping[str, np.ndarray]) -> None:
+        """Refuse an unfitted method, or observations without a band the fitted correction reads."""
+        self._require_fitted()
         missing = [b for b in self.input_bands if b not in obs]
         if missing:
             raise ValueError(f"the regression was fitted with bands {missing} too; give their maps")
 
     def correct(self, obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc_map: np.ndarray) -> np.ndarray:
         """The fitted regression applied to a NILC map of ``obs``: ``NILC + m * sum_b a_b x_b`` (with a guard, the
-        temperature stays NILC's where the guard's null exceeds its threshold).
+        temperature stays NILC's where the guard's null exceeds its threshold; the decision is kept in
+        :attr:`last_guard`).
 
         Parameters
         ----------
@@ -466,11 +500,34 @@ class NILCRegress(NILCCorrector):
             lmax=self.output_lmax_for(nside),
             iter=self.nilc.sht_iter,
         )
-        region = self._region(obs, self.config["region_band"])
+        region = self.region_of(obs)
         coef, guard = self.coefficients, self.config.get("guard")
-        if guard and null_rms(x["T"], coef["T"], coef[GUARD], guard["kept"], region) > guard["threshold"]:
-            coef = {**coef, "T": np.zeros_like(coef["T"])}  # the guard keeps NILC's temperature
+        if guard:
+            null = null_rms(x["T"], coef["T"], coef[GUARD], guard["kept"], region)
+            self.last_guard = GuardDecision(null, float(guard["threshold"]), null <= guard["threshold"])
+            if not self.last_guard.corrected:
+                coef = {**coef, "T": np.zeros_like(coef["T"])}  # the guard keeps NILC's temperature
         return _correct(nilc_map, x, coef, region)
+
+    def region_of(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The fitted correction's region on the maps ``obs`` (from its region band), ndarray (npix,) in [0, 1]."""
+        self._require(obs)
+        return self._region(obs, self.config["region_band"])
+
+    def fallback(self) -> NILCRegress:
+        """This fitted regression without its temperature correction and guard: what the guard falls back to on
+        every map (NILC's temperature; the polarisation corrected)."""
+        self._require_fitted()
+        out = copy.copy(self)
+        out.coefficients = {**self.coefficients, "T": np.zeros_like(self.coefficients["T"])}
+        out.config = {**self.config, "guard": None}
+        out.last_guard = None
+        return out
+
+    def prediction_cards(self) -> dict[str, tuple]:
+        """FITS cards of the last prediction (``cmb separate`` writes them in its header): the guard's decision
+        (:class:`GuardDecision`), none without a guard."""
+        return {} if self.last_guard is None else self.last_guard.cards()
 
     def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """NILC of ``obs`` plus the fitted regression on its band-minus-NILC maps, on the map's correction region.

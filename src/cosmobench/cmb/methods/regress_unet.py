@@ -16,6 +16,15 @@ validation and calibration splits are computed from the cached NILC maps while t
 Prediction: ``nilc_regress`` of the maps, plus the UNet's correction (and its standard deviation with an
 ``uncertainty``: that of the learned part; the regression is deterministic given the maps).
 
+With the regression's guard (``guard_drop``), a map whose null exceeds the threshold gets NILC's temperature as the
+UNet's input and base map (the polarisation is corrected either way), and the UNet's T correction on top of it. The
+network's T standard deviation, calibrated on regressed maps, is then far too small (on deep30's ``alt`` maps 19 % of
+the pixels within 1 sigma: docs/results.md), so fit calibrates a second factor on the validation split with the
+guard's fallback forced on every map (:meth:`NILCRegress.fallback`): ``s^2`` of ``calibration_rule`` over the pixels
+of each map's correction region, ``z = (CMB - prediction) / sigma``. A map the guard flags gets its T sigma on that
+region (where the fallback differs from the corrected map) times ``s`` (``training.json``: ``guard_fallback``; the
+decision is in the prediction's FITS header, :meth:`RegressUNet.prediction_cards`).
+
 The regression's settings are ``regress`` (``fsky``, ``mask_smooth_deg``, ``bands``, ``guard_drop``,
 ``guard_factor``; ``conf/cmb.yaml`` wires the ``nilc_regress`` method's there, so ``methods.nilc_regress.*`` sets
 both); its ``nilc``, ``fields``, ``workers`` and ``progress`` are this method's.
@@ -24,19 +33,26 @@ both); its ``nilc``, ``fields``, ``workers`` and ``progress`` are this method's.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from ...core.io import write_json
 from ...core.settings import plain
-from .nilc_unet import NILCResidualData, NILCUNet, NILCUNetSettings
+from ...core.train import save_state
+from ..calibration import ZAccumulator, calibration_factors, coverage
+from ..learned import MODEL_FILE
+from .nilc_unet import NILC_BAND, NILCResidualData, NILCUNet, NILCUNetSettings
 from .regress import NILCRegress, NILCRegressSettings
 
 __all__ = ["RegressUNet", "RegressUNetSettings", "RegressedResidualData", "BASE_DIR"]
 
 BASE_DIR = "base"  # subfolder of the run with the fitted regression
+FALLBACK = "guard_fallback"  # config and training.json key of the T sigma factor on maps the guard flags
 _SHARED = ("nilc", "fields", "workers", "progress")  # regression settings taken from this method's own
 
 
@@ -153,7 +169,61 @@ class RegressUNet(NILCUNet):
         self.check_calibration_splits(dataset, val_split)
         regress = self.regress.fit(dataset, Path(out_dir) / BASE_DIR, train_split=train_split, val_split=val_split)
         facts = super().fit(dataset, out_dir, train_split=train_split, val_split=val_split, on_epoch_end=on_epoch_end)
+        if self.uncertainty and regress.get("guard"):  # the guard needs a validation split: the fit has one
+            facts[FALLBACK] = self.config[FALLBACK] = self._fallback_calibration(dataset, val_split)
+            write_json(Path(out_dir) / "training.json", facts)
+            save_state(
+                Path(out_dir) / MODEL_FILE, {"model": self.model.state_dict(), "epoch": -1, "config": self.config}
+            )
         return {**facts, "regress": regress}
+
+    def _fallback_calibration(self, dataset: Any, split: str) -> dict[str, Any]:
+        """The T sigma factor of the guard's fallback, calibrated on ``split`` (module notes).
+
+        Returns
+        -------
+        dict
+            ``factor`` (``s^2``; the flagged map's T sigma is ``s`` times the network's calibrated one), ``coverage``
+            (the fractions within 1 and 2 sigma there after it) and ``maps``.
+        """
+        view = NILCResidualData(dataset, self.nilc)
+        regress, self.regress = self.regress, self.regress.fallback()
+        gathered = ZAccumulator(1, torch.device("cpu"))
+        try:
+            for i in dataset.sim_indices(split):
+                obs = dataset.load_obs(split, i)
+                nilc = view.nilc_map(split, i)
+                truth = nilc[0] + view.load_target(split, i)[0]
+                mean, std = (np.atleast_2d(m)[0] for m in self._predict({**obs, NILC_BAND: nilc}, dataset.channels))
+                region = regress.region_of(obs) > 0
+                z2 = ((truth - mean) / std)[region] ** 2
+                gathered.add(torch.from_numpy(z2).reshape(1, 1, -1))
+        finally:
+            self.regress = regress
+        stats = gathered.result()
+        factor = calibration_factors([stats], self.settings.calibration_rule)
+        cover = coverage([stats], factor)
+        return {
+            "factor": factor[0],
+            "coverage": [cover["cover1"][0], cover["cover2"][0]],
+            "maps": len(dataset.sim_indices(split)),
+        }
+
+    def _predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """As ``nilc_unet``'s; on a map the guard flags, the T sigma on the correction region times the fallback's
+        factor (module notes)."""
+        mean, std = super()._predict(obs, channels)
+        decision, fallback = self.regress.last_guard, (self.config or {}).get(FALLBACK)
+        if std is not None and fallback is not None and decision is not None and not decision.corrected:
+            std = np.array(std)
+            region = self.regress.region_of(obs) > 0  # where the fallback differs from the corrected map
+            np.atleast_2d(std)[0, region] *= math.sqrt(fallback["factor"])
+        return mean, std
+
+    def prediction_cards(self) -> dict[str, tuple]:
+        """FITS cards of the last prediction: the regression's guard decision
+        (:meth:`NILCRegress.prediction_cards`)."""
+        return self.regress.prediction_cards()
 
     @classmethod
     def load(cls, out_dir: Path | str, *, device: str = "auto", which: str = "model") -> RegressUNet:
