@@ -49,7 +49,7 @@ from ..learned import MODEL_FILE
 from .nilc_unet import NILC_BAND, NILCResidualData, NILCUNet, NILCUNetSettings
 from .regress import NILCRegress, NILCRegressSettings
 
-__all__ = ["RegressUNet", "RegressUNetSettings", "RegressedResidualData", "BASE_DIR"]
+__all__ = ["RegressUNet", "RegressUNetSettings", "RegressedResidualData", "BASE_DIR", "FALLBACK"]
 
 BASE_DIR = "base"  # subfolder of the run with the fitted regression
 FALLBACK = "guard_fallback"  # config and training.json key of the T sigma factor on maps the guard flags
