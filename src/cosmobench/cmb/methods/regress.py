@@ -261,6 +261,11 @@ def solve_coefficients(xtx: np.ndarray, xtr: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(np.asarray(xtx, dtype=np.float64), np.asarray(xtr, dtype=np.float64), rcond=None)[0]
 
 
+def _without_t(coef: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The coefficients with the temperature correction off: what the guard keeps (NILC's T, the rest corrected)."""
+    return {**coef, "T": np.zeros_like(coef["T"])}
+
+
 def _correct(nilc_map: np.ndarray, x: Mapping[str, np.ndarray], coef: Mapping[str, np.ndarray], region) -> np.ndarray:
     """``NILC + region * sum_b a_b x_b`` for every group, ndarray (nfield, npix) float64."""
     out = np.array(np.atleast_2d(nilc_map), dtype=np.float64)
@@ -500,13 +505,13 @@ class NILCRegress(NILCCorrector):
             lmax=self.output_lmax_for(nside),
             iter=self.nilc.sht_iter,
         )
-        region = self.region_of(obs)
+        region = self._region(obs, self.config["region_band"])
         coef, guard = self.coefficients, self.config.get("guard")
         if guard:
             null = null_rms(x["T"], coef["T"], coef[GUARD], guard["kept"], region)
             self.last_guard = GuardDecision(null, float(guard["threshold"]), null <= guard["threshold"])
             if not self.last_guard.corrected:
-                coef = {**coef, "T": np.zeros_like(coef["T"])}  # the guard keeps NILC's temperature
+                coef = _without_t(coef)
         return _correct(nilc_map, x, coef, region)
 
     def region_of(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -519,7 +524,7 @@ class NILCRegress(NILCCorrector):
         every map (NILC's temperature; the polarisation corrected)."""
         self._require_fitted()
         out = copy.copy(self)
-        out.coefficients = {**self.coefficients, "T": np.zeros_like(self.coefficients["T"])}
+        out.coefficients = _without_t(self.coefficients)
         out.config = {**self.config, "guard": None}
         out.last_guard = None
         return out

@@ -189,8 +189,9 @@ class RegressUNet(NILCUNet):
         view = NILCResidualData(dataset, self.nilc)
         regress, self.regress = self.regress, self.regress.fallback()
         gathered = ZAccumulator(1, torch.device("cpu"))
+        indices = dataset.sim_indices(split)
         try:
-            for i in dataset.sim_indices(split):
+            for i in indices:
                 obs = dataset.load_obs(split, i)
                 nilc = view.nilc_map(split, i)
                 truth = nilc[0] + view.load_target(split, i)[0]
@@ -206,7 +207,7 @@ class RegressUNet(NILCUNet):
         return {
             "factor": factor[0],
             "coverage": [cover["cover1"][0], cover["cover2"][0]],
-            "maps": len(dataset.sim_indices(split)),
+            "maps": len(indices),
         }
 
     def _predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
