@@ -27,7 +27,7 @@ from cosmobench.cmb.sphere import (
     pool,
     unpool,
 )
-from cosmobench.core.io import read_healpix
+from cosmobench.core.io import array_sha256, read_healpix
 from cosmobench.core.seeds import rng
 
 from .conftest import TINY
@@ -232,7 +232,12 @@ def toy_run(tmp_path_factory):
     data = LinearToy(root / "data", {"Train": 16, "Valid": 2})
     settings = dict(bands=["a", "b"], levels=2, base_channels=8, batch_size=2, lr=1e-2, epochs=30)
     method = DeepSphereUNet(**settings, progress=False, device="cpu")
-    facts = method.fit(data, root / "run")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every test runs (tests/conftest.py); a module fixture is set up before that
+    try:
+        facts = method.fit(data, root / "run")
+    finally:
+        torch.set_num_threads(before)
     return data, method, facts, root / "run"
 
 
@@ -244,8 +249,12 @@ def test_learns_a_linear_combination_and_beats_the_identity(toy_run):
     data, method, facts, _ = toy_run
     assert facts["n_train_maps"] == 16 and facts["n_params"] > 1000 and facts["seconds"] > 0
     # the record names what its float32 bits depend on (core.runtime.compute_context)
-    assert facts["threads"] == torch.get_num_threads() and facts["device"] == "cpu"
+    assert facts["threads"] == torch.get_num_threads() == 1 and facts["device"] == "cpu"
     assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    # and the digest of the arrays it read, train and valid (inputs, then targets)
+    cache = Path(toy_run[3]) / "cache"
+    arrays = {s: [np.load(cache / s / f"{k}.npy") for k in ("inputs", "targets")] for s in ("Train", "Valid")}
+    assert facts["data_sha256"] == {"train": array_sha256(*arrays["Train"]), "valid": array_sha256(*arrays["Valid"])}
     history = np.loadtxt(Path(toy_run[3]) / "train_log.csv", delimiter=",", skiprows=1)
     assert history[-1, 1] < 0.1 * history[0, 1]
     for i in data.sim_indices("Valid"):

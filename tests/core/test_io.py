@@ -1,3 +1,4 @@
+import hashlib
 import os
 import stat
 
@@ -6,6 +7,7 @@ import pytest
 
 from cosmobench.core.io import (
     CorruptFileError,
+    array_sha256,
     atomic_path,
     check_writable,
     read_healpix,
@@ -57,6 +59,21 @@ def test_healpix_writes_are_byte_identical(tmp_path):
     write_healpix(tmp_path / "a.fits", maps)
     write_healpix(tmp_path / "b.fits", maps)
     assert sha256(tmp_path / "a.fits") == sha256(tmp_path / "b.fits")
+
+
+def test_array_digest_is_the_values_whatever_the_storage(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((7, 2, 4, 4)).astype(np.float32), rng.standard_normal((7, 1, 2, 2)).astype(np.float32)
+    expected = hashlib.sha256(b"<f4(7, 2, 4, 4);" + a.tobytes() + b"<f4(7, 1, 2, 2);" + b.tobytes()).hexdigest()
+    assert array_sha256(a, b) == expected
+    # a memory map read in slices of one row, and a Fortran-ordered copy, hold the same values
+    np.save(tmp_path / "a.npy", a)
+    assert array_sha256(np.load(tmp_path / "a.npy", mmap_mode="r"), b, chunk_bytes=1) == expected
+    assert array_sha256(np.asfortranarray(a), b) == expected
+    # one value moved by one unit in the last place, the arrays' order or a reshape are other data
+    c = a.copy()
+    c[6, 1, 3, 3] = np.nextafter(c[6, 1, 3, 3], np.float32(np.inf))
+    assert len({expected, array_sha256(c, b), array_sha256(b, a), array_sha256(a.reshape(7, 32), b)}) == 4
 
 
 def test_nan_maps_are_refused(tmp_path):

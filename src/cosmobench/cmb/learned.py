@@ -81,7 +81,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.executor import map_tasks
-from ..core.io import atomic_path, check_writable, read_json, sha256, write_json
+from ..core.io import array_sha256, atomic_path, check_writable, read_json, sha256, write_json
 from ..core.runtime import compute_context, resolve_device
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
@@ -1101,11 +1101,15 @@ class LearnedMethod:
             (the epoch whose weights are kept, -1 for the untrained ones; None without validation and epochs; a
             dict ``{"T": e, "P": e}`` for separate field networks),
             ``initial_val_loss`` (the untrained weights' validation loss with ``untrained_is_base``, else None),
-            ``n_params``, ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``std_calibration`` (the
-            factors ``s_f^2`` per field with an ``uncertainty``, else None), ``std_calibration_splits`` (the
-            factors of each split alone: the validation split and ``calibration_splits``) and
-            ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those splits' pixels within 1
-            and 2 calibrated sigma per field, one weight per split; None without a split). An ensemble's:
+            ``n_params``, ``n_train_maps``, ``n_val_maps``, ``prepare_seconds``, ``device``, ``threads``,
+            ``cpu_capability``, ``torch`` (:func:`~cosmobench.core.runtime.compute_context`), ``data_sha256``
+            (``train`` and ``valid``: :func:`~cosmobench.core.io.array_sha256` of the image arrays the network
+            read, inputs then targets; two runs that disagree with equal digests and context differ in training,
+            not in their data), ``std_calibration`` (the factors ``s_f^2`` per field with an ``uncertainty``,
+            else None), ``std_calibration_splits`` (the factors of each split alone: the validation split and
+            ``calibration_splits``) and ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those
+            splits' pixels within 1 and 2 calibrated sigma per field, one weight per split; None without a
+            split). An ensemble's:
             ``epochs`` and ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and
             ``n_params`` summed over the members, the losses their mean, ``best_epoch`` the members' list, the
             calibration facts the ensemble's, ``members`` (the count) and ``member_facts`` (each member's dict).
@@ -1209,6 +1213,7 @@ class LearnedMethod:
         has_val = val_split is not None and len(dataset.sim_indices(val_split)) > 0
         train = self._arrays(dataset, train_split, cache)
         val = self._arrays(dataset, val_split, cache) if has_val else None
+        data_sha256 = {"train": array_sha256(*train), **({"valid": array_sha256(*val)} if has_val else {})}
         prepare_seconds = time.perf_counter() - t0
         ckpt = out_dir / "last.pt"
         saved = load_checkpoint(ckpt)["config"] if ckpt.is_file() else None
@@ -1298,6 +1303,7 @@ class LearnedMethod:
             "n_val_maps": len(val[0]) // per_map if val is not None else 0,
             "prepare_seconds": prepare_seconds,
             **compute_context(device),
+            "data_sha256": data_sha256,
             "std_calibration": calibration,
             **calibrated,
         }

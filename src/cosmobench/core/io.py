@@ -32,6 +32,7 @@ __all__ = [
     "write_healpix",
     "read_healpix",
     "sha256",
+    "array_sha256",
     "check_writable",
 ]
 
@@ -258,4 +259,19 @@ def sha256(path: Path | str, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def array_sha256(*arrays: np.ndarray, chunk_bytes: int = 1 << 26) -> str:
+    """Hex SHA-256 of arrays' values: each one's dtype, shape and C-order bytes, in turn.
+
+    Memory maps are read in slices of about ``chunk_bytes`` along the first axis, so a large training array is
+    hashed without loading it whole. Equal for equal values whatever the array's memory layout or file.
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        rows = max(1, chunk_bytes // max(1, a[:1].nbytes)) if a.ndim else 1
+        for start in range(0, len(a) if a.ndim else 1, rows):
+            h.update(np.ascontiguousarray(a[start : start + rows] if a.ndim else a).tobytes())
     return h.hexdigest()
