@@ -17,12 +17,13 @@ from numpy.testing import assert_allclose
 
 from cosmobench.cli import load_config
 from cosmobench.cmb.dataset import method_info_path, pred_path
+from cosmobench.cmb.evaluate import guard_counts
 from cosmobench.cmb.methods import get_method, is_learned, method_defaults
+from cosmobench.cmb.methods.guard import GuardDecision
 from cosmobench.cmb.methods.ilc import ilc_weights
 from cosmobench.cmb.methods.nilc import NILC
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData
 from cosmobench.cmb.methods.regress import (
-    GuardDecision,
     NILCRegress,
     correction_region,
     normal_equations,
@@ -215,19 +216,26 @@ def test_the_guard_threshold_comes_from_validation_and_keeps_nilc_above_it(data,
 
 def test_separate_records_the_guards_decision_in_each_maps_header(tmp_path):
     """The FITS header of each predicted map says whether its temperature was corrected, with the null and the
-    threshold (uK_CMB)."""
+    threshold (uK_CMB); the evaluation counts the corrected maps of a split from those headers."""
     data = write_polarised_toy(tmp_path / "data", {"Train": 4, "Valid": 2}, nside=NSIDE)
     run = tmp_path / "guarded"
-    facts = NILCRegress(progress=False, guard_drop=["217"]).fit(data, run)
-    settings = {"progress": False, "guard_drop": ["217"]}
+    low, high = NILCRegress(progress=False, guard_drop=["217"]).fit(data, tmp_path / "first")["guard"]["valid_null"]
+    factor = (low + high) / (2 * high)  # a threshold between the two validation maps' nulls: one of them is flagged
+    settings = {"progress": False, "guard_drop": ["217"], "guard_factor": factor}
+    NILCRegress(**settings).fit(data, run)
     separate(data.root, method="nilc_regress", settings=settings, split="Valid", model_folder=run)
     model = NILCRegress.load(run)
+    decisions = {}
     for i in data.sim_indices("Valid"):
         header = fits.getheader(pred_path(data.root, "nilc_regress", "Valid", i), 1)
         model.correct(data.load_obs("Valid", i), data.channels, NILCResidualData(data, model.nilc).nilc_map("Valid", i))
         assert header["GNULL"] == pytest.approx(model.last_guard.null, rel=1e-12)
-        assert header["GTHRESH"] == pytest.approx(facts["guard"]["threshold"], rel=1e-12)
-        assert header["TCORR"] is True  # Valid sets the threshold at 1.5 times its largest null
+        assert header["GTHRESH"] == pytest.approx(factor * high, rel=1e-12)
+        decisions[i] = GuardDecision.from_header(header)
+        assert decisions[i].corrected is model.last_guard.corrected is (model.last_guard.null <= factor * high)
+    flagged = [i for i, d in decisions.items() if d.null == pytest.approx(high, rel=1e-12)]
+    assert guard_counts(data.root, "nilc_regress", "Valid", [0, 1]) == {"maps": 2, "corrected": 1, "kept_base": flagged}
+    assert guard_counts(data.root, "nilc", "Valid", [0, 1]) is None  # NILC's maps (cached by the fit): no guard
 
 
 def test_correction_region_keeps_the_faint_sky():

@@ -112,3 +112,20 @@ def test_learned_methods_record_their_training_foregrounds_and_the_report_names_
     assert "cmbnncs mixture:default+alt; not out of distribution" in text and "TestOOD (alt) for cmbnncs" in text
     ood["settings"]["foreground_model"] = "filament"
     assert "not out of distribution" not in ood_markdown({"Test": mixed, "TestOOD": ood})
+
+
+def test_the_leaderboards_count_the_maps_a_guard_corrected(tiny_run):
+    """A method whose summaries carry a ``guard`` count is named with its corrected maps per split, in the split
+    comparison and in each split's leaderboard; without a guard nothing is said."""
+    import copy
+
+    from cosmobench.cmb.compare import leaderboard_markdown, ood_markdown
+
+    test = read_json(tiny_run / "results" / "Test" / "summary.json")
+    assert test["methods"]["hilc"]["guard"] is None and "guard" not in ood_markdown({"Test": test, "TestOOD": test})
+    ood = copy.deepcopy(test)
+    test["methods"]["hilc"]["guard"] = {"maps": 4, "corrected": 4, "kept_base": []}
+    ood["methods"]["hilc"]["guard"] = {"maps": 4, "corrected": 1, "kept_base": [0, 1, 3]}
+    assert "the guard corrected" in ood_markdown({"Test": test, "TestOOD": ood})
+    assert "hilc Test 4/4, TestOOD 1/4." in ood_markdown({"Test": test, "TestOOD": ood})
+    assert "hilc Test 4/4." in leaderboard_markdown(test)

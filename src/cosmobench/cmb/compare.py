@@ -377,7 +377,8 @@ def leaderboard_markdown(summary: dict) -> str:
         "",
         f"Mean ± standard deviation across the {n} simulations of the {settings['split']} split; "
         "standard errors of the means are in leaderboard.csv. "
-        f"Unmasked sky fraction {settings['fsky']:.3f}, ℓ_max = {settings['lmax']}, nside {settings['nside']}.",
+        f"Unmasked sky fraction {settings['fsky']:.3f}, ℓ_max = {settings['lmax']}, nside {settings['nside']}."
+        + _guard_note({settings["split"]: summary}, list(methods)),
         "",
         "| Common beam | Method | " + " | ".join(f"{h} (μK)" for h in split_head) + " |",
         "|---|---|" + "---|" * len(SPLITS),
@@ -529,7 +530,9 @@ def ood_markdown(summaries: Mapping[str, dict], metric: str = "rmse") -> str:
         "",
         f"{name} mean ± standard deviation across the simulations of each split: {titles}. "
         f"The ratio columns divide a split's mean by the {ref} mean (1 = no loss on foregrounds the methods were "
-        "not trained on; docs/foregrounds.md describes the models)." + _training_note(summaries, methods),
+        "not trained on; docs/foregrounds.md describes the models)."
+        + _training_note(summaries, methods)
+        + _guard_note(summaries, methods),
     ]
     return "\n".join(lines) + "\n"
 
@@ -554,6 +557,22 @@ def _training_note(summaries: Mapping[str, dict], methods: Sequence[str]) -> str
     ]
     return note + (
         f"; not out of distribution, being among the training foregrounds: {', '.join(seen)}." if seen else "."
+    )
+
+
+def _guard_note(summaries: Mapping[str, dict], methods: Sequence[str]) -> str:
+    """How many maps of each split a guarded method corrected in temperature (``guard`` of the summaries, from the
+    decision in each prediction's header); empty when no method has a guard."""
+    counts = {}
+    for m in methods:
+        found = {s: g for s, v in summaries.items() if (g := v.get("methods", {}).get(m, {}).get("guard"))}
+        if found:
+            counts[m] = ", ".join(f"{s} {g['corrected']}/{g['maps']}" for s, g in found.items())
+    if not counts:
+        return ""
+    return (
+        " Maps whose temperature the guard corrected (the others keep the base method's, NILC's; the decision is in "
+        "each prediction's header, docs/cmb_methods.md): " + "; ".join(f"{m} {c}" for m, c in counts.items()) + "."
     )
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "theory_spectra",
     "theory_tt",
     "coverage_column",
+    "guard_counts",
     "METRIC_COLUMNS",
     "POL_COLUMNS",
     "COVERAGE_COLUMNS",
@@ -198,8 +199,8 @@ def evaluate(
         its ``method.json`` facts (``output_beam_arcmin``, ``fields``, ``output_lmax``, ``uncertainty``), per beam
         the mean, std, standard error and count of each column of :data:`COLUMNS` (null where not applicable)
         and the filter-equalised RMSE of each field (:func:`~cosmobench.cmb.filtered.filtered_scores`: one value
-        per split, jackknife ``se``), and ``coverage``: the same for every column of ``coverage.csv`` (null for
-        a method without a std).
+        per split, jackknife ``se``), ``coverage``: the same for every column of ``coverage.csv`` (null for
+        a method without a std), and ``guard``: :func:`guard_counts` (null for a method without a guard).
     """
     from cosmobench.cmb.dataset import CMBDataset, method_info_path
 
@@ -267,9 +268,34 @@ def evaluate(
         if infos[m]["uncertainty"]:
             rows = _read_csv(out / m / "coverage.csv")
             entry["coverage"] = {k: summarize([r[k] for r in rows]) for k in _coverage_names()}
+        entry["guard"] = guard_counts(ds.root, m, split, indices)
     summary = _finite(summary)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def guard_counts(root: str | Path, method: str, split: str, indices: Sequence[int]) -> dict | None:
+    """How many of a split's predictions had their temperature corrected by the method's guard, from the decision
+    each prediction's header records (:class:`~cosmobench.cmb.methods.guard.GuardDecision`).
+
+    Returns
+    -------
+    dict or None
+        ``maps`` (predictions with a recorded decision), ``corrected`` (how many of them were corrected) and
+        ``kept_base`` (the indices of the others, whose temperature is the base method's, e.g. NILC's); None when
+        no prediction records a decision (a method without a guard).
+    """
+    from astropy.io import fits
+
+    from cosmobench.cmb.dataset import pred_path
+    from cosmobench.cmb.methods.guard import GuardDecision
+
+    decisions = {i: GuardDecision.from_header(fits.getheader(pred_path(root, method, split, i), 1)) for i in indices}
+    decided = {i: d for i, d in decisions.items() if d is not None}
+    if not decided:
+        return None
+    kept = [int(i) for i, d in decided.items() if not d.corrected]
+    return {"maps": len(decided), "corrected": len(decided) - len(kept), "kept_base": kept}
 
 
 def check_inputs(

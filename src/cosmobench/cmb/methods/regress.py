@@ -51,12 +51,12 @@ from ...sky import sht
 from .. import masks
 from ..learned import check_beams
 from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, residual_rms, save_fitted
+from .guard import GuardDecision
 from .nilc_unet import NILCResidualData, nilc_of
 
 __all__ = [
     "NILCRegress",
     "NILCRegressSettings",
-    "GuardDecision",
     "regressors",
     "correction_region",
     "region_band",
@@ -69,33 +69,6 @@ __all__ = [
 GROUPS = {"T": slice(0, 1), "P": slice(1, 3)}  # field group -> rows of an I, Q, U map it corrects
 GUARD = "guard"  # the coefficients of the guard's second temperature combination
 FACTS_FILE = "training.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class GuardDecision:
-    """The guard's decision on one map (``nilc_regress`` with ``guard_drop``).
-
-    Attributes
-    ----------
-    null : float
-        Its statistic on the map's correction region (:func:`null_rms`), uK_CMB.
-    threshold : float
-        The fitted threshold, uK_CMB.
-    corrected : bool
-        Whether the temperature was corrected (``null <= threshold``); False: it is NILC's.
-    """
-
-    null: float
-    threshold: float
-    corrected: bool
-
-    def cards(self) -> dict[str, tuple]:
-        """FITS cards recording the decision in the predicted map's header."""
-        return {
-            "GNULL": (self.null, "guard null rms, correction region [uK_CMB]"),
-            "GTHRESH": (self.threshold, "guard threshold [uK_CMB]"),
-            "TCORR": (self.corrected, "T corrected (F: NILC's T kept by the guard)"),
-        }
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
