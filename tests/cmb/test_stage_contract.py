@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import shutil
 
 import numpy as np
 import pytest
@@ -170,6 +171,17 @@ def test_run_on_a_finished_run_skips_every_stage(tiny_copy, snapshot):
     out = run_stage("cmb", "run", [*TINY, "run.splits=[Test]", f"out_dir={tiny_copy}"])
     assert out["report"].endswith("report.md") and out["trained"]["cmbnncs"]["epochs"] == 1
     assert snapshot(tiny_copy) == before
+
+
+def test_a_moved_run_is_used_where_it_is(tiny_copy, tmp_path, snapshot):
+    """The records were written in another folder (tiny_copy is a copy of it): a skipped stage names the folder it
+    was run on, not the one it was first written in, and the moved run skips every stage there."""
+    moved = shutil.move(tiny_copy, tmp_path / "moved")
+    before = snapshot(moved)
+    assert run_stage("cmb", "simulate", [*TINY, f"out_dir={moved}"])["root"] == str(moved)
+    out = run_stage("cmb", "run", [*TINY, "run.splits=[Test]", f"out_dir={moved}"])
+    assert out["report"] == str(moved / "report" / "report.md")
+    assert snapshot(moved) == before
 
 
 def test_each_observed_map_is_checked_once_and_a_finished_separate_reads_none(tiny_copy, monkeypatch):
