@@ -297,3 +297,32 @@ def test_consumer_of_a_changed_output_is_refused_before_it_could_skip(tmp_path, 
     with pytest.raises(CorruptFileError, match=f"changed since `toy.make`.*`{MAKE} overwrite=true`"):
         consume()
     assert (used / "stage.json").read_bytes() == consumer_record
+
+
+def test_a_moved_run_names_its_own_files(tmp_path, monkeypatch):
+    """A finished stage read from another folder (moved or copied, given absolute or relative) returns the paths of
+    its summary that lay in the folder it was run in as paths in the folder it is read from; other strings stay."""
+    import shutil
+
+    first = tmp_path / "a" / "run"
+    first.mkdir(parents=True)
+    (first / "fig.png").write_text("png")
+    summary = {
+        "folder": str(first),
+        "figures": [str(first / "fig.png")],
+        "nested": {"model": str(first / "m" / "model.pt")},
+        "elsewhere": str(tmp_path / "data" / "x.fits"),
+        "sibling": f"{first}2/y",  # shares the folder's characters, not the folder
+        "split": "Test",
+    }
+    Stage(first, "toy.make", {"a": 1}).finish(summary, outputs=[first / "fig.png"])
+    moved = tmp_path / "b" / "run"
+    shutil.copytree(first, moved)
+    done = Stage(moved, "toy.make", {"a": 1}).start()
+    assert done["folder"] == str(moved) and done["figures"] == [str(moved / "fig.png")]
+    assert done["nested"] == {"model": str(moved / "m" / "model.pt")}
+    kept = ("elsewhere", "sibling", "split")
+    assert {k: done[k] for k in kept} == {k: summary[k] for k in kept}
+    assert Stage(first, "toy.make", {"a": 1}).start() == {**summary, "skipped": True}  # read where it ran: as written
+    monkeypatch.chdir(tmp_path / "b")  # the same run named by a relative path
+    assert Stage("run", "toy.make", {"a": 1}).start()["figures"] == [os.path.join("run", "fig.png")]

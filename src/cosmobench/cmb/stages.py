@@ -195,7 +195,7 @@ def simulate(**settings) -> dict:
         _say(f"growing the dataset {s.out_dir} by {added} (the finished simulations verified and kept)")
     check_resources(plan, pending, s.workers if s.executor != "serial" else 1, force=s.force)
     if (done := stage.start(overwrite=s.overwrite)) is not None:
-        return {**done, "root": str(root)}  # where the dataset is now: a finished one may have been moved
+        return done
     out = write_dataset(
         plan,
         pending,
@@ -463,7 +463,7 @@ def compare(**settings) -> dict:
     folder = Path(s.out_dir) / "report"
     stage = Stage(folder, "cmb.compare", _recorded(s, "results_dirs"), inputs, command=_command("compare", s.out_dir))
     if (done := stage.start(overwrite=s.overwrite)) is not None:
-        return {**done, "report": str(folder / Path(done["report"]).name)}  # the report here, wherever it was written
+        return done
     report = library.compare(results, report_dir=folder, map_beams=s.map_beams)
     return stage.finish({"report": str(report), "splits": list(folders)}, outputs=[folder])
 

@@ -292,7 +292,11 @@ class Stage:
         """
         action = self._checked.get(overwrite) or self.check(overwrite=overwrite)
         if action == "skip":
-            return {**self.read().get("summary", {}), "skipped": True}
+            record = self.read()
+            summary = record.get("summary", {})
+            if record.get("folder"):  # where it was run (records written before it was kept are returned as they are)
+                summary = _relocated(summary, Path(record["folder"]), self.folder)
+            return {**summary, "skipped": True}
         if action == "redo":
             self.clear()
         for p in self.owned:
@@ -332,7 +336,7 @@ class Stage:
                         "mtime_ns": st.st_mtime_ns,
                     }
         summary = _plain(dict(summary))
-        self._write("finished", outputs=files, summary=summary)
+        self._write("finished", outputs=files, summary=summary, folder=str(self.folder))
         return {**summary, "skipped": False}
 
     def _write(self, status: str, **extra) -> None:
@@ -351,6 +355,18 @@ class Stage:
                 **extra,
             },
         )
+
+
+def _relocated(obj: Any, old: Path, new: Path) -> Any:
+    """``obj`` (a finished record's summary) with every path string at or under ``old``, the folder the stage was
+    run in, moved to ``new``, the folder it is read from now: a moved or copied run names its own files."""
+    if isinstance(obj, dict):
+        return {k: _relocated(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocated(v, old, new) for v in obj]
+    if isinstance(obj, str) and old != new and (obj == str(old) or obj.startswith(f"{old}{os.sep}")):
+        return str(new / Path(obj).relative_to(old))
+    return obj
 
 
 def require(folder: Path | str, name: str, command: str, *, what: str | None = None) -> dict:
