@@ -271,7 +271,8 @@ def array_sha256(*arrays: np.ndarray, chunk_bytes: int = 1 << 26) -> str:
     h = hashlib.sha256()
     for a in arrays:
         h.update(f"{a.dtype.str}{a.shape};".encode())
-        rows = max(1, chunk_bytes // max(1, a[:1].nbytes)) if a.ndim else 1
-        for start in range(0, len(a) if a.ndim else 1, rows):
-            h.update(np.ascontiguousarray(a[start : start + rows] if a.ndim else a).tobytes())
+        rows = np.atleast_1d(a)  # a view: a memory map stays on disk
+        step = max(1, chunk_bytes // max(1, rows[:1].nbytes))
+        for start in range(0, len(rows), step):
+            h.update(np.ascontiguousarray(rows[start : start + step]).tobytes())
     return h.hexdigest()

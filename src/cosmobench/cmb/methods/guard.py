@@ -22,7 +22,7 @@ class GuardDecision:
     Attributes
     ----------
     null : float
-        Its statistic on the map's correction region (:func:`null_rms`), uK_CMB.
+        Its statistic on the map's correction region (:func:`~cosmobench.cmb.methods.regress.null_rms`), uK_CMB.
     threshold : float
         The fitted threshold, uK_CMB.
     corrected : bool
