@@ -34,7 +34,9 @@ Uncertainty (``uncertainty``)
     buy a worse mean and its gradient stays bounded; ``gaussian_mean="likelihood"`` trains one network for both
     by the plain likelihood (:func:`gaussian_nll`), which down-weights the pixels it declares noisy and, at
     bench128's learning rate, diverged at epoch 2 and left the epoch-1 weights (docs/cmb_methods.md). The log
-    variance is clamped to :data:`LOG_VAR_RANGE`.
+    variance is clamped to :data:`LOG_VAR_RANGE`. The variance networks keep their means' epoch; with
+    ``variance_epochs`` they are then trained again on the residual of the chosen means, frozen
+    (:meth:`LearnedMethod._fit_variance`).
 
     ``"mc_dropout"`` (MC dropout, Gal & Ghahramani 2016; needs ``dropout > 0``): the network (``nfield``
     outputs, dropout layers at the places :mod:`cosmobench.cmb.nn` documents) is trained by the point ``loss``
@@ -151,6 +153,7 @@ _ADDED_SETTINGS = {
     "members": 1,
     "calibration_splits": [],
     "calibration_rule": "variance",
+    "variance_epochs": 0,
 }
 
 
@@ -234,6 +237,12 @@ class LearnedSettings:
         what ``evaluate`` reports), ``"variance"`` gives the calibrated residual unit second moment (what a
         chi^2 of the map assumes; the rule of checkpoints written before this setting). Changing it does not
         change what is learned (a run resumes and is calibrated again).
+    variance_epochs : int
+        With a Gaussian head whose means have their own networks (``gaussian_mean="loss"``): after the epochs are
+        chosen, train the variance networks this many more epochs on the residual of the chosen means, held fixed
+        (:meth:`LearnedMethod._fit_variance`), each field group keeping the epoch with its lowest validation
+        likelihood; 0 (default): the variance networks keep the epoch of their means, trained on the residuals of
+        the means of that epoch.
     """
 
     bands: Sequence[str] = ()
@@ -261,6 +270,7 @@ class LearnedSettings:
     members: int = 1
     calibration_splits: Sequence[str] = ()
     calibration_rule: str = "coverage"
+    variance_epochs: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "bands", [str(b) for b in self.bands])
@@ -305,6 +315,13 @@ class LearnedSettings:
             raise ValueError(
                 "uncertainty=mc_dropout samples the network's dropout layers, but dropout=0 gives it none; "
                 "set dropout > 0 (e.g. dropout=0.1)"
+            )
+        if int(self.variance_epochs) < 0:
+            raise ValueError(f"variance_epochs must be >= 0 (0: none), got {self.variance_epochs}")
+        if int(self.variance_epochs) and (self.uncertainty, self.gaussian_mean) != ("gaussian", "loss"):
+            raise ValueError(
+                f"variance_epochs={self.variance_epochs} fits the variance networks of a Gaussian head with its own "
+                "mean network again; it needs uncertainty=gaussian and gaussian_mean=loss (or variance_epochs=0)"
             )
         if int(self.epochs) < 0 or int(self.batch_size) < 1 or not self.lr > 0 or not 0 < self.lr_decay <= 1:
             raise ValueError(
@@ -369,6 +386,37 @@ class MeanVarianceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, ...) standardised planes -> (B, 2 nfield, ...): means, then log variances."""
         return torch.cat([self.net_mean(x), self.net_var(x)], dim=1)
+
+
+class _FrozenMeans(nn.Module):
+    """A Gaussian head's model (:class:`Standardised` of a :class:`MeanVarianceNet`) whose mean networks do not
+    train: no gradient, and evaluation mode (BatchNorm's running statistics) whatever :meth:`train` is asked, so
+    only the variance networks learn (:meth:`LearnedMethod._fit_variance`); :meth:`release` gives the means their
+    gradients back."""
+
+    def __init__(self, model: Standardised):
+        super().__init__()
+        self.model = model
+        self.model.net.net_mean.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> _FrozenMeans:
+        super().train(mode)
+        self.model.net.net_mean.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def scale_for(self, y: torch.Tensor) -> torch.Tensor:
+        return self.model.scale_for(y)
+
+    def release(self) -> None:
+        self.model.net.net_mean.requires_grad_(True)
+
+
+def _no_point_loss(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A point loss of zero: the means are not trained (:func:`gaussian_nll` then fits the variance alone)."""
+    return mean.new_zeros(())
 
 
 class Standardised(nn.Module):
@@ -1107,9 +1155,10 @@ class LearnedMethod:
             read, inputs then targets; two runs that disagree with equal digests and context differ in training,
             not in their data), ``std_calibration`` (the factors ``s_f^2`` per field with an ``uncertainty``,
             else None), ``std_calibration_splits`` (the factors of each split alone: the validation split and
-            ``calibration_splits``) and ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those
+            ``calibration_splits``), ``std_calibration_coverage`` (``cover1``, ``cover2``: the fraction of those
             splits' pixels within 1 and 2 calibrated sigma per field, one weight per split; None without a
-            split). An ensemble's:
+            split) and, with ``variance_epochs``, ``variance_best_epoch`` and ``variance_best_val_nll``
+            (:meth:`_fit_variance`). An ensemble's:
             ``epochs`` and ``train_maps_per_s`` of its first member, ``seconds``, ``prepare_seconds`` and
             ``n_params`` summed over the members, the losses their mean, ``best_epoch`` the members' list, the
             calibration facts the ensemble's, ``members`` (the count) and ``member_facts`` (each member's dict).
@@ -1257,10 +1306,11 @@ class LearnedMethod:
                 return loss(m(batch[0]), batch[1] / m.scale_for(batch[1]))
 
         steps = int(s.epochs) * math.ceil(len(train[0]) / s.batch_size)
+        train_data = place_arrays(*train, device)
         val_data = place_arrays(*val, device) if val is not None else None
         history = train_loop(
             model,
-            place_arrays(*train, device),
+            train_data,
             val_data,
             loss_fn=loss_fn,
             epochs=int(s.epochs),
@@ -1280,6 +1330,9 @@ class LearnedMethod:
             progress=s.progress,
             score_initial=self.untrained_is_base,
             groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
+        )
+        variance = (
+            self._fit_variance(model, train_data, val_data, out_dir, config, device, gaps) if s.variance_epochs else {}
         )
         val_named = (val_split, val_data) if val_data is not None else None
         calibration, calibrated = self._calibration(model, dataset, val_named, cache, device)
@@ -1304,6 +1357,7 @@ class LearnedMethod:
             "prepare_seconds": prepare_seconds,
             **compute_context(device),
             "data_sha256": data_sha256,
+            **variance,
             "std_calibration": calibration,
             **calibrated,
         }
@@ -1317,6 +1371,56 @@ class LearnedMethod:
         else:  # the model holds the best weights; the config now holds the calibration
             save_state(out_dir / MODEL_FILE, {"model": model.state_dict(), "epoch": -1, "config": config})
         return facts
+
+    def _fit_variance(
+        self, model: Standardised, train_data, val_data, out_dir: Path, config: dict, device: torch.device, gaps: bool
+    ) -> dict[str, Any]:
+        """Train the variance networks of a Gaussian head (``gaussian_mean="loss"``) ``variance_epochs`` more epochs
+        on the residual of its chosen means, frozen (no gradient, BatchNorm in evaluation mode), in
+        ``out_dir/variance`` (``last.pt``, ``best.pt``, ``train_log.csv``; resumed like the first fit).
+
+        The loss is the first fit's likelihood of the means' residual (beta-NLL, the means held fixed) without
+        the means' point loss; each field group keeps the epoch with its lowest validation likelihood, the
+        variance it started from (epoch -1) among them. Returns ``variance_best_epoch`` and
+        ``variance_best_val_nll`` (scaled-target units) for ``training.json``.
+        """
+        s = self.settings
+        grouped = s.fields == "IQU" and s.field_networks == "separate"
+        frozen = _FrozenMeans(model)
+
+        def loss_fn(m, batch):
+            target, out = batch[1] / m.scale_for(batch[1]), m(batch[0])
+            if not m.training:  # the likelihood of each field group (or of all fields), variance included
+                return (
+                    field_group_losses(out, target, None, gaps=gaps)
+                    if grouped
+                    else gaussian_nll(out, target, gaps=gaps)
+                )
+            return gaussian_nll(out, target, _no_point_loss, gaps=gaps)
+
+        steps = int(s.variance_epochs) * math.ceil(len(train_data[0]) / s.batch_size)
+        history = train_loop(
+            frozen,
+            train_data,
+            val_data,
+            loss_fn=loss_fn,
+            epochs=int(s.variance_epochs),
+            batch_size=int(s.batch_size),
+            lr=s.lr,
+            scheduler=_make_scheduler(s, steps),
+            grad_clip=s.grad_clip,
+            amp=s.amp,
+            device=device,
+            ckpt=out_dir / "variance" / "last.pt",
+            config=config,
+            seed=torch_seed(s.seed, self.name, "variance"),
+            log_csv=out_dir / "variance" / "train_log.csv",
+            progress=s.progress,
+            score_initial=val_data is not None,
+            groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
+        )
+        frozen.release()
+        return {"variance_best_epoch": history["best_epoch"][0], "variance_best_val_nll": history["best_val_loss"][0]}
 
     def predict(self, obs: dict[str, np.ndarray], channels) -> np.ndarray:
         """CMB map from the observed channels (the mean with an ``uncertainty``: with ``"mc_dropout"`` the mean

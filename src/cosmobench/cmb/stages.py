@@ -567,7 +567,8 @@ def run(config: Mapping) -> dict:
     steps: dict[str, float] = {}
     t0 = time.perf_counter()
     _say("simulating the dataset")
-    root = simulate(**config["simulate"])["root"]
+    simulate(**config["simulate"])
+    root = config["simulate"]["out_dir"]  # not the record's: a run written by an older version may have moved
     steps["simulate"] = time.perf_counter() - t0
     simulated = {k: n for k, n in _dataset(root).splits.items() if n > 0}
     splits = [k for k in r.splits if k in simulated]
