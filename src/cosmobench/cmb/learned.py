@@ -1305,29 +1305,20 @@ class LearnedMethod:
                     return field_group_losses(m(batch[0]), batch[1] / m.scale_for(batch[1]), loss)
                 return loss(m(batch[0]), batch[1] / m.scale_for(batch[1]))
 
-        steps = int(s.epochs) * math.ceil(len(train[0]) / s.batch_size)
         train_data = place_arrays(*train, device)
         val_data = place_arrays(*val, device) if val is not None else None
-        history = train_loop(
+        history = self._run_epochs(
             model,
-            train_data,
-            val_data,
-            loss_fn=loss_fn,
-            epochs=int(s.epochs),
-            batch_size=int(s.batch_size),
-            lr=s.lr,
-            scheduler=_make_scheduler(s, steps),
-            grad_clip=s.grad_clip,
-            amp=s.amp,
-            device=device,
-            ckpt=ckpt,
-            config=config,
-            seed=s.seed,
-            log_csv=out_dir / "train_log.csv",
+            (train_data, val_data),
+            loss_fn,
+            int(s.epochs),
+            out_dir,
+            config,
+            device,
+            s.seed,
             on_epoch_end=_callbacks(
                 on_epoch_end, _tensorboard_logger(out_dir / "tensorboard") if s.tensorboard else None
             ),
-            progress=s.progress,
             score_initial=self.untrained_is_base,
             groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
         )
@@ -1372,6 +1363,42 @@ class LearnedMethod:
             save_state(out_dir / MODEL_FILE, {"model": model.state_dict(), "epoch": -1, "config": config})
         return facts
 
+    def _run_epochs(
+        self,
+        model: nn.Module,
+        data: tuple,
+        loss_fn: Callable,
+        epochs: int,
+        folder: Path,
+        config: dict,
+        device,
+        seed,
+        **options,
+    ) -> dict:
+        """:func:`~cosmobench.core.train.fit` of ``model`` on ``data`` (train, validation) for ``epochs`` epochs with
+        these settings' batch size, learning rate and schedule, clipping and precision, checkpointed and logged in
+        ``folder`` (``last.pt``, ``best.pt``, ``train_log.csv``); ``options`` go to ``fit``."""
+        s = self.settings
+        steps = int(epochs) * math.ceil(len(data[0][0]) / s.batch_size)
+        return train_loop(
+            model,
+            *data,
+            loss_fn=loss_fn,
+            epochs=int(epochs),
+            batch_size=int(s.batch_size),
+            lr=s.lr,
+            scheduler=_make_scheduler(s, steps),
+            grad_clip=s.grad_clip,
+            amp=s.amp,
+            device=device,
+            ckpt=folder / "last.pt",
+            config=config,
+            seed=seed,
+            log_csv=folder / "train_log.csv",
+            progress=s.progress,
+            **options,
+        )
+
     def _fit_variance(
         self, model: Standardised, train_data, val_data, out_dir: Path, config: dict, device: torch.device, gaps: bool
     ) -> dict[str, Any]:
@@ -1398,24 +1425,15 @@ class LearnedMethod:
                 )
             return gaussian_nll(out, target, _no_point_loss, gaps=gaps)
 
-        steps = int(s.variance_epochs) * math.ceil(len(train_data[0]) / s.batch_size)
-        history = train_loop(
+        history = self._run_epochs(
             frozen,
-            train_data,
-            val_data,
-            loss_fn=loss_fn,
-            epochs=int(s.variance_epochs),
-            batch_size=int(s.batch_size),
-            lr=s.lr,
-            scheduler=_make_scheduler(s, steps),
-            grad_clip=s.grad_clip,
-            amp=s.amp,
-            device=device,
-            ckpt=out_dir / "variance" / "last.pt",
-            config=config,
-            seed=torch_seed(s.seed, self.name, "variance"),
-            log_csv=out_dir / "variance" / "train_log.csv",
-            progress=s.progress,
+            (train_data, val_data),
+            loss_fn,
+            int(s.variance_epochs),
+            out_dir / "variance",
+            config,
+            device,
+            torch_seed(s.seed, self.name, "variance"),
             score_initial=val_data is not None,
             groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
         )
