@@ -1286,7 +1286,7 @@ class LearnedMethod:
             model = model.to(memory_format=torch.channels_last)
         gaps = self._target_gaps()
         point_loss = _on_finite(LOSSES[s.loss]) if gaps else LOSSES[s.loss]
-        grouped = s.fields == "IQU" and s.field_networks == "separate"  # two networks: each keeps its best epoch
+        grouped = self._field_groups() is not None  # two networks: each keeps its best epoch
         if s.uncertainty == "gaussian":
             mean_loss = LOSSES[s.loss] if s.gaussian_mean == "loss" else None  # gaussian_nll drops the gaps
 
@@ -1320,7 +1320,6 @@ class LearnedMethod:
                 on_epoch_end, _tensorboard_logger(out_dir / "tensorboard") if s.tensorboard else None
             ),
             score_initial=self.untrained_is_base,
-            groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
         )
         variance = (
             self._fit_variance(model, train_data, val_data, out_dir, config, device, gaps) if s.variance_epochs else {}
@@ -1377,7 +1376,8 @@ class LearnedMethod:
     ) -> dict:
         """:func:`~cosmobench.core.train.fit` of ``model`` on ``data`` (train, validation) for ``epochs`` epochs with
         these settings' batch size, learning rate and schedule, clipping and precision, checkpointed and logged in
-        ``folder`` (``last.pt``, ``best.pt``, ``train_log.csv``); ``options`` go to ``fit``."""
+        ``folder`` (``last.pt``, ``best.pt``, ``train_log.csv``), each of :meth:`_field_groups` keeping its own best
+        epoch; ``options`` go to ``fit``."""
         s = self.settings
         steps = int(epochs) * math.ceil(len(data[0][0]) / s.batch_size)
         return train_loop(
@@ -1396,8 +1396,16 @@ class LearnedMethod:
             seed=seed,
             log_csv=folder / "train_log.csv",
             progress=s.progress,
+            groups=self._field_groups(),
             **options,
         )
+
+    def _field_groups(self) -> dict[str, str] | None:
+        """The networks that keep their own best epoch (:data:`FIELD_GROUPS`: name -> state-dict key substring), for
+        separate temperature and polarisation networks; None for one network."""
+        if self.settings.fields == "IQU" and self.settings.field_networks == "separate":
+            return {name: key for name, (key, _) in FIELD_GROUPS.items()}
+        return None
 
     def _fit_variance(
         self, model: Standardised, train_data, val_data, out_dir: Path, config: dict, device: torch.device, gaps: bool
@@ -1412,7 +1420,7 @@ class LearnedMethod:
         ``variance_best_val_nll`` (scaled-target units) for ``training.json``.
         """
         s = self.settings
-        grouped = s.fields == "IQU" and s.field_networks == "separate"
+        grouped = self._field_groups() is not None
         frozen = _FrozenMeans(model)
 
         def loss_fn(m, batch):
@@ -1435,7 +1443,6 @@ class LearnedMethod:
             device,
             torch_seed(s.seed, self.name, "variance"),
             score_initial=val_data is not None,
-            groups={name: key for name, (key, _) in FIELD_GROUPS.items()} if grouped else None,
         )
         frozen.release()
         return {"variance_best_epoch": history["best_epoch"][0], "variance_best_val_nll": history["best_val_loss"][0]}

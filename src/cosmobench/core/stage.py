@@ -294,8 +294,9 @@ class Stage:
         if action == "skip":
             record = self.read()
             summary = record.get("summary", {})
-            if record.get("folder"):  # where it was run (records written before it was kept are returned as they are)
-                summary = _relocated(summary, Path(record["folder"]), self.folder)
+            ran_in = Path(record.get("folder") or self.folder)  # records written before it was kept: as they are
+            if ran_in != self.folder:
+                summary = _relocated(summary, ran_in, self.folder)
             return {**summary, "skipped": True}
         if action == "redo":
             self.clear()
@@ -364,7 +365,7 @@ def _relocated(obj: Any, old: Path, new: Path) -> Any:
         return {k: _relocated(v, old, new) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_relocated(v, old, new) for v in obj]
-    if isinstance(obj, str) and old != new and (obj == str(old) or obj.startswith(f"{old}{os.sep}")):
+    if isinstance(obj, str) and (obj == str(old) or obj.startswith(f"{old}{os.sep}")):
         return str(new / Path(obj).relative_to(old))
     return obj
 
