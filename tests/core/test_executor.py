@@ -1,4 +1,5 @@
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -44,3 +45,16 @@ def test_processes_after_threaded_transforms_do_not_hang():
 
     sht.alm2map(np.zeros(sht.alm_size(47), complex), 16)  # starts ducc0's threads in this process
     assert map_tasks(_draw, range(4), executor="processes", workers=2, progress=False) == [_draw(i) for i in range(4)]
+
+
+def _die_on_two(i: int) -> int:
+    if i == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+    return i
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_task_stops_the_map_with_an_error():
+    """Regression: the pool replaced the dead worker and waited for its item for ever."""
+    with pytest.raises(ChildProcessError, match=r"signal 9, Killed\) while running _die_on_two"):
+        map_tasks(_die_on_two, range(4), executor="processes", workers=2, progress=False)

@@ -103,10 +103,13 @@ def _worker_init(parent: int) -> None:
 
 
 def _map_processes(fn, items, results, bar, workers) -> None:
-    """A spawned pool of ``workers`` processes; Ctrl-C or an error terminates the workers at once."""
+    """A spawned pool of ``workers`` processes; Ctrl-C, an error or a worker's death terminates the workers at
+    once (a pool replaces a dead worker but never runs its item again: waiting would never end)."""
     # spawn, not fork: forking a process whose thread pools (ducc0, OpenMP, torch) have run can deadlock
     context = multiprocessing.get_context("spawn")
+    before = set(multiprocessing.active_children())
     pool = context.Pool(processes=workers, initializer=_worker_init, initargs=(os.getpid(),))
+    started = [p for p in multiprocessing.active_children() if p not in before]
     try:
         pending = {i: pool.apply_async(fn, (item,)) for i, item in enumerate(items)}
         while pending:
@@ -115,11 +118,26 @@ def _map_processes(fn, items, results, bar, workers) -> None:
                 results[i] = pending.pop(i).get()
                 bar.update()
             if not done:
+                _check_alive(started, fn)
                 time.sleep(0.05)
         pool.close()
     finally:
         pool.terminate()
         pool.join()
+
+
+def _check_alive(started: Sequence[multiprocessing.process.BaseProcess], fn: Callable) -> None:
+    """Raise ``ChildProcessError`` if a worker of the pool has exited (they only exit when the pool closes)."""
+    for proc in started:
+        code = proc.exitcode
+        if code is not None:
+            how = f"exit code {code}" if code >= 0 else f"signal {-code}, {signal.strsignal(-code)}"
+            name = getattr(getattr(fn, "func", fn), "__name__", repr(fn))
+            raise ChildProcessError(
+                f"a worker process died ({how}) while running {name}; its item has no result and the stage "
+                "stopped. Signal 9 (Killed) is most often the out-of-memory killer: use fewer workers; a crash in "
+                "compiled code (signal 11 or 6) prints its message above: rerun with executor=serial to see it here"
+            )
 
 
 def _map_dask(fn, items, results, bar, workers, scheduler_address) -> None:
