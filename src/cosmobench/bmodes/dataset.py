@@ -66,8 +66,9 @@ DEFAULT_COSMOLOGY = {
 #: The prototype's own cosmology: it never sets A_s, so CAMB's default 2.0e-9 applies (sigma(r) 3.6 % larger at
 #: r = 0 than with :data:`DEFAULT_COSMOLOGY`, since r is relative to A_s).
 PROTOTYPE_COSMOLOGY = {**DEFAULT_COSMOLOGY, "ln10As": math.log(20.0)}
-# 2: lensing computed to ell >= 2000 (format 1 stopped near the map's lmax: lensing BB up to 30 % low)
-_TEMPLATE_FORMAT = 2
+# 2: lensing computed to ell >= 2000 (format 1 stopped near the map's lmax: lensing BB up to 30 % low);
+# 3: tensors computed to ell >= TENSOR_LMAX (format 2 stopped at lmax, where CAMB writes past its arrays)
+_TEMPLATE_FORMAT = 3
 
 
 @functools.lru_cache(maxsize=8)

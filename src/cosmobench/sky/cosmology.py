@@ -182,6 +182,13 @@ _CAMB_KINDS = ("total", "lensed_scalar", "unlensed_scalar", "tensor", "lens_pote
 #: with 2000 (and accuracy 1) and 19-30 % low with the lmax of an nside-16 map (``tests/sky/test_cosmology.py``).
 LENSING_LMAX = 2000
 
+#: Smallest multipole to which CAMB computes tensor spectra, whatever the requested lmax: with ``max_l_tensor``
+#: below 39 CAMB 2.0.5's l-sampling (``lSamples_init``) writes past its arrays (valgrind), which aborted the
+#: emulator's build at lmax 23 and 30 (heap corruption) and went unnoticed at nside 16's lmax 31. From 40 to 300
+#: the tensor spectra at ell <= 31 agree within 5e-7 (TT); stopping at lmax 31 itself changed them by up to
+#: 6e-5 (TT), 3e-4 (EE), 1.2e-4 (BB).
+TENSOR_LMAX = 100
+
 
 def _check_lens_accuracy(lens_potential_accuracy: int) -> int:
     """``lens_potential_accuracy`` as an int, refusing values below 1 (accuracy 0 leaves lensed BB 8 % low)."""
@@ -224,10 +231,10 @@ def _camb_params(
     p.WantScalars = scalars
     p.WantTensors = tensors
     if tensors:
-        # Tensors are not lensed: lmax suffices. A too-small max_eta_k_tensor aborts the whole process in
-        # CAMB's Fortran, so keep CAMB's default ratio k*eta/l = 2 or more.
-        p.max_l_tensor = lmax
-        p.max_eta_k_tensor = max(1200.0, 2.5 * lmax)
+        # Tensors are not lensed: lmax suffices, from TENSOR_LMAX up. A too-small max_eta_k_tensor aborts the
+        # whole process in CAMB's Fortran, so keep CAMB's default ratio k*eta/l = 2 or more.
+        p.max_l_tensor = max(lmax, TENSOR_LMAX)
+        p.max_eta_k_tensor = max(1200.0, 2.5 * p.max_l_tensor)
     return p
 
 
@@ -349,8 +356,9 @@ def cmb_spectra(
     return emu.predict(cosmo)
 
 
-# 3: CAMB runs computed to max(lmax, LENSING_LMAX) (format 2 stopped near lmax: lensed BB up to 30 % low)
-_EMULATOR_FORMAT = 3
+# 3: CAMB runs computed to max(lmax, LENSING_LMAX) (format 2 stopped near lmax: lensed BB up to 30 % low);
+# 4: tensors computed to max(lmax, TENSOR_LMAX) (format 3 corrupted CAMB's heap below lmax 39)
+_EMULATOR_FORMAT = 4
 _FIXED_FIELDS = ("nt", "mnu", "pivot_scalar", "pivot_tensor")
 # Parameters whose pair interactions depend on the reionisation variable (they set the background distances).
 _PAIR_COUPLED = ("H0", "ombh2", "omch2")
@@ -451,6 +459,7 @@ class SpectrumEmulator:
             "coupling_spacing": self.coupling_spacing,
             "lens_potential_accuracy": self.lens_potential_accuracy,
             "lensing_lmax": max(self.lmax, LENSING_LMAX),
+            "tensor_lmax": max(self.lmax, TENSOR_LMAX),
         }
         self._it = self.params.index("tau")
         self._others = [i for i in range(len(self.params)) if i != self._it]
