@@ -269,6 +269,7 @@ class NILCRegress(NILCCorrector):
         self.bands: list[str] = []  # separate loads every band: NILC's, the regressors' and the region's
         self.coefficients: dict[str, np.ndarray] | None = None  # group -> (nband,)
         self.last_guard: GuardDecision | None = None  # the guard's decision on the last map corrected
+        self.last_region: np.ndarray | None = None  # the correction region of the last map corrected, (npix,)
 
     def _restore(self, arrays: dict[str, np.ndarray], config: dict) -> None:
         self.coefficients, self.config = arrays, config
@@ -447,7 +448,7 @@ class NILCRegress(NILCCorrector):
     def correct(self, obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc_map: np.ndarray) -> np.ndarray:
         """The fitted regression applied to a NILC map of ``obs``: ``NILC + m * sum_b a_b x_b`` (with a guard, the
         temperature stays NILC's where the guard's null exceeds its threshold; the decision is kept in
-        :attr:`last_guard`).
+        :attr:`last_guard`, the map's correction region in :attr:`last_region`).
 
         Parameters
         ----------
@@ -478,7 +479,7 @@ class NILCRegress(NILCCorrector):
             lmax=self.output_lmax_for(nside),
             iter=self.nilc.sht_iter,
         )
-        region = self._region(obs, self.config["region_band"])
+        region = self.last_region = self._region(obs, self.config["region_band"])
         coef, guard = self.coefficients, self.config.get("guard")
         if guard:
             null = null_rms(x["T"], coef["T"], coef[GUARD], guard["kept"], region)
@@ -499,7 +500,7 @@ class NILCRegress(NILCCorrector):
         out = copy.copy(self)
         out.coefficients = _without_t(self.coefficients)
         out.config = {**self.config, "guard": None}
-        out.last_guard = None
+        out.last_guard = out.last_region = None
         return out
 
     def prediction_cards(self) -> dict[str, tuple]:

@@ -145,7 +145,10 @@ class RegressUNet(NILCUNet):
         return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress, self._loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
-        return self.regress.predict(obs, channels)
+        if NILC_BAND not in obs:
+            return self.regress.predict(obs, channels)
+        corrected = self.regress.correct(obs, channels, obs[NILC_BAND])  # a NILC map given: the fit's cached one
+        return corrected[0] if self.regress.fields == "I" else corrected
 
     def _member(self, k: int, cache_dir: str | None = None) -> RegressUNet:
         member = super()._member(k, cache_dir)
@@ -196,7 +199,7 @@ class RegressUNet(NILCUNet):
                 nilc = view.nilc_map(split, i)
                 truth = nilc[0] + view.load_target(split, i)[0]
                 mean, std = (np.atleast_2d(m)[0] for m in self._predict({**obs, NILC_BAND: nilc}, dataset.channels))
-                region = regress.region_of(obs) > 0
+                region = self.regress.last_region > 0  # the fallback's, which corrected this map
                 z2 = ((truth - mean) / std)[region] ** 2
                 gathered.add(torch.from_numpy(z2).reshape(1, 1, -1))
         finally:
@@ -217,7 +220,7 @@ class RegressUNet(NILCUNet):
         decision, fallback = self.regress.last_guard, (self.config or {}).get(FALLBACK)
         if std is not None and fallback is not None and decision is not None and not decision.corrected:
             std = np.array(std)
-            region = self.regress.region_of(obs) > 0  # where the fallback differs from the corrected map
+            region = self.regress.last_region > 0  # where the fallback differs from the corrected map
             np.atleast_2d(std)[0, region] *= math.sqrt(fallback["factor"])
         return mean, std
 
