@@ -2,7 +2,7 @@
 # The B-mode r table of docs/bmodes.md: every choice on the fixed-r validation sets, the test sets read once,
 # three training seeds on one dataset. Usage:  bash benchmarks/bmodes_protocol.sh [out_folder]
 #   FG=0.1 TAG=nongauss bash benchmarks/bmodes_protocol.sh   # the strong, non-Gaussian foreground residual case
-# About 15 min of one CPU core per TAG (threads=1: this small network is fastest on one thread).
+# 5-15 min of one CPU core per TAG, by the machine's load (threads=1: this small network is fastest on one thread).
 set -euo pipefail
 D=${1:-runs/bmodes_protocol}
 FG=${FG:-0.01}
