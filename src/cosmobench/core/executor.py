@@ -21,6 +21,7 @@ __all__ = ["EXECUTORS", "map_tasks"]
 
 T = TypeVar("T")
 EXECUTORS = ("serial", "processes", "dask")
+_EXIT_WAIT_S = 10.0  # how long finished workers get to exit by themselves before the pool terminates them
 
 
 def map_tasks(
@@ -121,6 +122,9 @@ def _map_processes(fn, items, results, bar, workers) -> None:
                 _check_alive(started, fn)
                 time.sleep(0.05)
         pool.close()
+        deadline = time.monotonic() + _EXIT_WAIT_S
+        for proc in started:  # finished workers exit by themselves: a terminated one leaks its semaphores
+            proc.join(max(0.0, deadline - time.monotonic()))
     finally:
         pool.terminate()
         pool.join()
