@@ -508,7 +508,9 @@ class NILCRegress(NILCCorrector):
         (:class:`GuardDecision`), none without a guard."""
         return {} if self.last_guard is None else self.last_guard.cards()
 
-    def predict(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
+    def predict(
+        self, obs: dict[str, np.ndarray], channels: Sequence[Any], nilc_map: np.ndarray | None = None
+    ) -> np.ndarray:
         """NILC of ``obs`` plus the fitted regression on its band-minus-NILC maps, on the map's correction region.
 
         Parameters
@@ -517,6 +519,8 @@ class NILCRegress(NILCCorrector):
             Observed maps by band: those NILC uses and the regressor bands of the fit.
         channels : sequence of Channel
             The channels of ``obs``; the beams of the fit's bands and of NILC's must be unchanged.
+        nilc_map : ndarray, shape (nfield, npix) or (npix,), uK_CMB, optional
+            NILC's map of ``obs`` when it is at hand (e.g. the cached one of a dataset): NILC is not run again.
 
         Returns
         -------
@@ -525,5 +529,7 @@ class NILCRegress(NILCCorrector):
         """
         self._require(obs)  # before NILC's work
         check_nilc_channels(self.nilc, channels, self.config, "the regression was fitted")
-        out = self.correct(obs, channels, nilc_of(self.nilc, obs, channels))
+        if nilc_map is None:
+            nilc_map = nilc_of(self.nilc, obs, channels)
+        out = self.correct(obs, channels, nilc_map)
         return out[0] if self.fields == "I" else out

@@ -145,10 +145,7 @@ class RegressUNet(NILCUNet):
         return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress, self._loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
-        if NILC_BAND not in obs:
-            return self.regress.predict(obs, channels)
-        corrected = self.regress.correct(obs, channels, obs[NILC_BAND])  # a NILC map given: the fit's cached one
-        return corrected[0] if self.regress.fields == "I" else corrected
+        return self.regress.predict(obs, channels, obs.get(NILC_BAND))  # fit's calibration passes the cached NILC
 
     def _member(self, k: int, cache_dir: str | None = None) -> RegressUNet:
         member = super()._member(k, cache_dir)
