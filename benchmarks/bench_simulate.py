@@ -1,7 +1,8 @@
 """Seconds per simulation and peak memory of CMB dataset generation, split by part.
 
 Each nside runs in its own process (so its peak RSS is its own); the parts are spectra, CMB, foregrounds,
-beams (harmonic beam + synthesis), noise and I/O (FITS writes + checksums). Prints one JSON object.
+beams (harmonic beam + synthesis), noise and I/O (FITS writes + checksums), medians over the repeats, each
+simulation written by the simulate stage's own writer. Prints one JSON object.
 
     python benchmarks/bench_simulate.py [--nsides 64 128 256 512] [--repeats 3]
 """
@@ -18,53 +19,23 @@ import time
 
 
 def one_nside(nside: int, repeats: int, spectra: str) -> dict:
-    from cosmobench.cmb.simulate import _Spec, _write_simulation
+    from cosmobench.cmb.simulate import plan_dataset, write_dataset
     from cosmobench.sky.cosmology import Cosmology, cmb_spectra
-    from cosmobench.sky.instrument import load_channels
     from cosmobench.sky.sht import default_lmax
 
-    channels = load_channels()
     t0 = time.perf_counter()
     cmb_spectra(Cosmology(), default_lmax(nside), method=spectra)  # builds or loads the emulator cache once
     warm = time.perf_counter() - t0
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        from dataclasses import asdict
-
-        spec = _Spec(
-            root=tmp,
-            nside=nside,
-            channels=tuple(asdict(c) for c in channels),
-            seed=0,
-            dtype="float32",
-            physics=tuple(
-                sorted(
-                    {
-                        "cosmology": None,
-                        "r": 0.0,
-                        "spectra_method": spectra,
-                        "cache_dir": None,
-                        "foreground_backend": "synthetic",
-                        "foreground_components": ["dust", "synchrotron", "freefree", "ame"],
-                        "pysm_presets": [],
-                        "freeze_foregrounds": False,
-                        "fg_iter": 0,
-                        "noise": True,
-                    }.items()
-                )
-            ),
-        )
-        for i in range(repeats):
-            t = time.perf_counter()
-            parts = _write_simulation(spec, ("Train", i))
-            parts["total"] = time.perf_counter() - t
-            rows.append(parts)
-    med = {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in rows[0]}
+        # the simulate stage's own writer, serial, on a dataset of `repeats` Train simulations
+        plan = plan_dataset(tmp, nside=nside, splits={"Train": repeats}, spectra_method=spectra)
+        out = write_dataset(plan, plan.items, progress=False)
     return {
         "nside": nside,
-        "channels": len(channels),
+        "channels": len(plan.channels),
         "repeats": repeats,
-        "seconds_median": med,
+        "seconds_median": out["timings"],
+        "seconds_mean": out["seconds"] / repeats,  # the first simulation's warm-up included
         "spectra_method": spectra,
         "first_spectra_call_seconds": warm,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -86,10 +57,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(one_nside(args.child, args.repeats, args.spectra)))
         return
-    results = []
+    results, spectra = [], args.spectra
     for nside in args.nsides:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(nside), "--repeats", str(args.repeats)],
+            [sys.executable, __file__, "--child", str(nside), "--repeats", str(args.repeats), "--spectra", spectra],
             capture_output=True,
             text=True,
             check=True,

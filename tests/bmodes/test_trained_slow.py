@@ -81,7 +81,7 @@ def small_dataset(tmp_path_factory):
 
     data_root = tmp_path_factory.mktemp("bm-slow")
     stages.simulate(
-        str(data_root),
+        out_dir=str(data_root),
         r_test=[0.001, 0.01],
         n_test=60,
         n_train=12000,
@@ -104,9 +104,9 @@ def test_unconditional_model_reproduces_held_out_spectra(small_dataset, tmp_path
     from cosmobench.bmodes import stages
 
     out = _run_dir(small_dataset, tmp_path)
-    stages.train(out, conditional=False, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
+    stages.train(out_dir=out, conditional=False, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
     pc = stages.sample(
-        out,
+        out_dir=out,
         modes=["unconditional"],
         sampler="pc",
         n_steps=300,
@@ -128,9 +128,9 @@ def test_pipeline_quality(small_dataset, tmp_path):
     from cosmobench.bmodes import stages
 
     out = _run_dir(small_dataset, tmp_path)
-    stages.train(out, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
+    stages.train(out_dir=out, epochs=100, batch_size=256, lr=2e-3, progress=False, device="cpu")
     res = stages.sample(
-        out,
+        out_dir=out,
         modes=["conditional", "unconditional"],
         sampler="em",
         n_steps=300,
@@ -148,6 +148,6 @@ def test_pipeline_quality(small_dataset, tmp_path):
         cond = res[f"conditional/r{r}"]
         assert cond[key] < cond["mse_r_units_observed_minus_expected_contamination"]
         assert cond[key] < 0.1 * cond["mse_r_units_observed"]
-    rows = {(row["r0"], row["estimator"]): row for row in stages.infer(out)["rows"]}
+    rows = {(row["r0"], row["estimator"]): row for row in stages.infer(out_dir=out)["rows"]}
     diff = rows[(0.01, "diffusion_median")]
     assert abs(diff["bias"]) < 0.6 * diff["sigma_fisher"] and diff["std_over_fisher"] < 1.5
