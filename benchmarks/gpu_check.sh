@@ -25,6 +25,7 @@ DEVICE=${DEVICE:-cuda}
 B128_OPTS=${B128_OPTS:-preset=bench128}
 B128_SPLITS=${B128_SPLITS:-"{Train: 60, Valid: 30, Test: 30, TestOOD: 30}"}
 B128_EPOCHS=${B128_EPOCHS:-60}
+B128_ROOT=${B128_ROOT:-$(mktemp -d)}  # the dataset (about 4 GB at nside 128), kept out of $OUT
 WORKERS=${WORKERS:-$(nproc)}
 BMODES_ARGS=${BMODES_ARGS:-}  # e.g. "--n-steps 50 --n-spectra 1000" for a dry run on a CPU
 mkdir -p "$OUT"
@@ -35,7 +36,7 @@ if ! python3 -c "import camb, ducc0, healpy, hydra, pysm3" 2>/dev/null; then  # 
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-[ -d .device/cache ] && export COSMOBENCH_CACHE=$PWD/.device/cache
+if [ -z "${COSMOBENCH_CACHE:-}" ] && [ -d .device/cache ]; then export COSMOBENCH_CACHE=$PWD/.device/cache; fi
 exec 2>>"$OUT/stderr.log"
 
 # phase NAME CAP_S COMMAND...: runs COMMAND for at most CAP_S seconds and never past the budget; records the outcome
@@ -75,7 +76,7 @@ EOF
 }
 
 bench128() {
-    local o=("$B128_OPTS" out_dir=/tmp/gpu_b128 threads=1 executor=processes "workers=$WORKERS" "device=$DEVICE")
+    local o=("$B128_OPTS" "out_dir=$B128_ROOT" threads=1 executor=processes "workers=$WORKERS" "device=$DEVICE")
     local c=(python3 -m cosmobench cmb)
     "${c[@]}" simulate "${o[@]}" "simulate.splits=$B128_SPLITS" || return
     for split in Train Valid Test TestOOD; do
@@ -90,7 +91,7 @@ bench128() {
             "separate.split=$split" || return
         "${c[@]}" evaluate "${o[@]}" 'evaluate.methods=[nilc,nilc_unet]' "evaluate.split=$split" || return
     done
-    python3 - /tmp/gpu_b128 <<'EOF'
+    python3 - "$B128_ROOT" <<'EOF'
 import json
 import sys
 
@@ -112,7 +113,7 @@ for split in ("Test", "TestOOD"):
 EOF
 }
 
-export OUT DEVICE BMODES_ARGS B128_OPTS B128_SPLITS B128_EPOCHS WORKERS
+export OUT DEVICE BMODES_ARGS B128_OPTS B128_SPLITS B128_EPOCHS B128_ROOT WORKERS
 export -f environment bench128  # phase runs each command in a child shell under timeout
 phase environment 60 environment >"$OUT/env.txt"
 phase tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider --timeout 100 tests/bmodes/test_samplers.py \
