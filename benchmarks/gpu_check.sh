@@ -76,19 +76,19 @@ EOF
 }
 
 bench128() {
-    local o=("$B128_OPTS" "out_dir=$B128_ROOT" threads=1 executor=processes "workers=$WORKERS" "device=$DEVICE")
+    local o=("$B128_OPTS" "out_dir=$B128_ROOT" threads=1 executor=processes "workers=$WORKERS" "device=$DEVICE"
+        "methods.nilc_unet.epochs=$B128_EPOCHS")
     local c=(python3 -m cosmobench cmb)
     "${c[@]}" simulate "${o[@]}" "simulate.splits=$B128_SPLITS" || return
     for split in Train Valid Test TestOOD; do
         "${c[@]}" separate "${o[@]}" method=nilc "separate.split=$split" || return
     done
     local t0=$SECONDS
-    "${c[@]}" train "${o[@]}" executor=serial method=nilc_unet "methods.nilc_unet.epochs=$B128_EPOCHS" \
-        "methods.nilc_unet.workers=$WORKERS" methods.nilc_unet.progress=false || return
+    "${c[@]}" train "${o[@]}" executor=serial method=nilc_unet "methods.nilc_unet.workers=$WORKERS" \
+        methods.nilc_unet.progress=false || return
     echo "nilc_unet trained in $((SECONDS - t0)) s"
     for split in Test TestOOD; do
-        "${c[@]}" separate "${o[@]}" executor=serial method=nilc_unet "methods.nilc_unet.epochs=$B128_EPOCHS" \
-            "separate.split=$split" || return
+        "${c[@]}" separate "${o[@]}" executor=serial method=nilc_unet "separate.split=$split" || return
         "${c[@]}" evaluate "${o[@]}" 'evaluate.methods=[nilc,nilc_unet]' "evaluate.split=$split" || return
     done
     python3 - "$B128_ROOT" <<'EOF'

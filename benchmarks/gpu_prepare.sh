@@ -12,24 +12,24 @@ cd "$(dirname "$0")/.."
 missing=(healpy ducc0 camb pysm3 astropy pyerfa astropy-iers-data hydra-core omegaconf toml)
 rm -rf .device/wheels .device/cache
 mkdir -p .device/wheels .device/cache/multifield
-pins=$(python - "${missing[@]}" <<'EOF'
+pins() {  # name==version of each package as installed here
+    python - "$@" <<'EOF'
 import sys
 from importlib.metadata import version
 
-print(" ".join(f"{name}=={version(name)}" for name in sys.argv[1:]))
+print(*(f"{name}=={version(name)}" for name in sys.argv[1:]))
 EOF
-)
+}
 platforms=()
 for tag in manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 \
            manylinux2014 manylinux1; do
     platforms+=(--platform "${tag}_x86_64")
 done
-# shellcheck disable=SC2086  # $pins is a list of name==version
+# shellcheck disable=SC2046  # pins prints a list of name==version
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${platforms[@]}" -d .device/wheels $pins
+    "${platforms[@]}" -d .device/wheels $(pins "${missing[@]}")
 # hydra-core's parser runtime is published as a source archive only (pure Python): build its wheel here
-python -m pip wheel -q --no-deps -w .device/wheels "antlr4-python3-runtime==$(python -c \
-    'from importlib.metadata import version; print(version("antlr4-python3-runtime"))')"
+python -m pip wheel -q --no-deps -w .device/wheels "$(pins antlr4-python3-runtime)"
 python - <<'EOF'
 import shutil
 
