@@ -16,7 +16,8 @@
 # A dry run in this repository's environment on a CPU checks the plumbing in three minutes:
 #   OUT=/tmp/gpu_dry DEVICE=cpu B128_OPTS="preset=default" \
 #     B128_SPLITS="{Train: 4, Valid: 2, Test: 2, TestOOD: 2}" B128_EPOCHS=2 \
-#     BMODES_ARGS="--n-steps 50 --n-spectra 1000 --repeats 1" bash benchmarks/gpu_check.sh
+#     UNET_ARGS="--nsides 32 --configs tiny" BMODES_ARGS="--n-steps 50 --n-spectra 1000 --repeats 1" \
+#     MULTIFIELD_ARGS=--simulator-only bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
@@ -27,7 +28,10 @@ B128_SPLITS=${B128_SPLITS:-"{Train: 60, Valid: 30, Test: 30, TestOOD: 30}"}
 B128_EPOCHS=${B128_EPOCHS:-60}
 B128_ROOT=${B128_ROOT:-$(mktemp -d)}  # the dataset (about 4 GB at nside 128), kept out of $OUT
 WORKERS=${WORKERS:-$(nproc)}
-BMODES_ARGS=${BMODES_ARGS:-}  # e.g. "--n-steps 50 --n-spectra 1000" for a dry run on a CPU
+# extra arguments of the benchmarks, for a dry run on a CPU (sizes that no load pushes past the phases' caps)
+UNET_ARGS=${UNET_ARGS:-}  # e.g. "--nsides 32 --configs tiny"
+BMODES_ARGS=${BMODES_ARGS:-}  # e.g. "--n-steps 50 --n-spectra 1000"
+MULTIFIELD_ARGS=${MULTIFIELD_ARGS:-}  # e.g. "--simulator-only"
 mkdir -p "$OUT"
 start=$SECONDS
 if ! python3 -c "import camb, ducc0, healpy, hydra, pysm3" 2>/dev/null; then  # the device image lacks them
@@ -113,15 +117,15 @@ for split in ("Test", "TestOOD"):
 EOF
 }
 
-export OUT DEVICE BMODES_ARGS B128_OPTS B128_SPLITS B128_EPOCHS B128_ROOT WORKERS
+export OUT DEVICE UNET_ARGS BMODES_ARGS MULTIFIELD_ARGS B128_OPTS B128_SPLITS B128_EPOCHS B128_ROOT WORKERS
 export -f environment bench128  # phase runs each command in a child shell under timeout
 phase environment 60 environment >"$OUT/env.txt"
 phase tests 120 python3 -m pytest -q -m gpu -p no:cacheprovider --timeout 100 tests/bmodes/test_samplers.py \
     tests/cmb/test_deepsphere.py tests/cmb/test_uncertainty.py >"$OUT/tests.log"
-phase bench_unet 120 python3 benchmarks/bench_unet.py --device "$DEVICE" >"$OUT/bench_unet.json"
+phase bench_unet 120 python3 benchmarks/bench_unet.py --device "$DEVICE" $UNET_ARGS >"$OUT/bench_unet.json"
 phase bench_bmodes 90 python3 benchmarks/bench_bmodes.py --device "$DEVICE" $BMODES_ARGS >"$OUT/bench_bmodes.json"
 phase bench128 300 bench128 >"$OUT/bench128.log"
-phase bench_multifield 90 python3 benchmarks/bench_multifield.py --quick --device "$DEVICE" \
+phase bench_multifield 90 python3 benchmarks/bench_multifield.py --quick --device "$DEVICE" $MULTIFIELD_ARGS \
     >"$OUT/bench_multifield.json"
 echo "total: $((SECONDS - start)) s" >>"$OUT/summary.txt"
 cat "$OUT/summary.txt"

@@ -28,7 +28,9 @@ def test_gpu_check_dry_run_scores_every_phase(tmp_path):
         "B128_OPTS": "preset=default",
         "B128_SPLITS": "{Train: 4, Valid: 2, Test: 2, TestOOD: 2}",
         "B128_EPOCHS": "2",
+        "UNET_ARGS": "--nsides 32 --configs tiny",  # the CPU defaults ran past their cap on a loaded machine
         "BMODES_ARGS": "--n-steps 50 --n-spectra 1000 --repeats 1",
+        "MULTIFIELD_ARGS": "--simulator-only",
     }
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout + (out / "stderr.log").read_text()[-3000:]
