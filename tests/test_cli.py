@@ -54,3 +54,18 @@ def test_errors_name_the_problem(args, code, match, capsys):
 def test_unknown_key_raises_config_error():
     with pytest.raises(ConfigError, match="simulate.nsid"):
         load_config("cmb", ["simulate.nsid=3"])
+
+
+def test_another_stages_key_is_named_as_ignored(capsys):
+    from cosmobench.cli import _ignored_overrides
+
+    # evaluate reads run.methods (wired into its section), not separate.split; the removal test tells them apart
+    given = ["separate.split=TestOOD", "run.methods=[nilc]", "simulate.nside=64", "evaluate.split=Valid"]
+    ignored = [("separate.split=TestOOD", "separate"), ("simulate.nside=64", "simulate")]
+    assert _ignored_overrides("cmb", "evaluate", given) == ignored
+    assert _ignored_overrides("cmb", "separate", ["separate.split=TestOOD", "seed=3"]) == []
+    assert _ignored_overrides("cmb", "run", ["separate.split=TestOOD"]) == []  # run reads every section
+    assert main(["cmb", "evaluate", "separate.split=TestOOD", "out_dir=/nonexistent/cb"]) == 1
+    assert "note: separate.split=TestOOD sets the `separate` stage and does not change `cmb evaluate`" in (
+        capsys.readouterr().err
+    )

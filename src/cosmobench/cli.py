@@ -256,6 +256,24 @@ def run_stage(task: str, stage: str, overrides: Sequence[str] = ()) -> object:
     return fn(**cfg[stage])
 
 
+def _ignored_overrides(task: str, stage: str, overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """The overrides of another stage's section (``<other stage>.key=value``) that leave ``stage``'s settings as
+    they are, each with that stage's name: a key meant for ``cosmobench <task> <other stage>`` given to this one
+    (``cmb evaluate separate.split=TestOOD`` evaluates Test). Each is checked by composing the configuration
+    without it."""
+    if stage == "run" or stage not in TASKS[task]:
+        return []
+    section = load_config(task, overrides).get(stage)
+    ignored = []
+    for i, item in enumerate(overrides):
+        other = item.split("=", 1)[0].lstrip("+~").split(".")[0]
+        if other == stage or other not in TASKS[task]:
+            continue
+        if load_config(task, [*overrides[:i], *overrides[i + 1 :]]).get(stage) == section:
+            ignored.append((item, other))
+    return ignored
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cosmobench`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -283,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(load_config(task, overrides), sort_keys=False), end="")
             return 0
+        for item, other in _ignored_overrides(task, stage, overrides):
+            print(
+                f"note: {item} sets the `{other}` stage and does not change `{task} {stage}` (its settings: "
+                f"`cosmobench {task} config`, section {stage}); it is ignored here",
+                file=sys.stderr,
+            )
         result = run_stage(task, stage, overrides)
     except KeyboardInterrupt:
         print("\ninterrupted: finished work is kept; rerun the same command to resume.", file=sys.stderr)

@@ -58,7 +58,13 @@ CASES = [
     ("params-5-columns", lambda d: _params(d, lambda p: p[:, :5]), ["train"], 1, ["5 columns", "expected 6"]),
     ("params-7-columns", lambda d: _params(d, lambda p: np.c_[p, p[:, :1]]), ["train"], 1, ["7 columns", "6"]),
     ("params-text", lambda d: _params(d, lambda p: "0.3 0.8 1 1 1 1\nomega sigma\n"), ["train"], 1, ["not a table"]),
-    ("params-missing", lambda d: (d / "params_LH_TNGlike.txt").unlink(), ["train"], 1, ["does not exist"]),
+    (
+        "params-missing",
+        lambda d: (d / "params_LH_TNGlike.txt").unlink(),
+        ["train"],
+        1,
+        ["does not exist", "multifield simulate"],
+    ),
     # finding 3: maps
     ("map-nan", _maps("Mgas", _pixel(np.nan)), ["train"], 1, ["Maps_Mgas", "1 non-finite", "map 17", "replace"]),
     ("map-inf", _maps("Mtot", _pixel(np.inf)), ["train"], 1, ["Maps_Mtot", "non-finite", "simulation 1"]),

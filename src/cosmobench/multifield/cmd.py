@@ -131,7 +131,8 @@ def load_params(root: Path | str, suite: str, set_name: str = "LH") -> np.ndarra
     path = params_path(root, suite, set_name)
     if not path.is_file():
         raise FileNotFoundError(
-            f"parameter file {path} does not exist (expected CMD name params_{set_name}_{suite}.txt beside the maps)"
+            f"parameter file {path} does not exist (expected CMD name params_{set_name}_{suite}.txt beside the "
+            "maps). Point data_dir at the CMD 2D_maps folder, or simulate maps with `cosmobench multifield simulate`."
         )
     fix = f"fix or replace {path.name} (CMD files hold 6 numbers per simulation: {', '.join(PARAM_NAMES)})"
     try:
