@@ -1,6 +1,7 @@
 """Numbers the docs quote from a benchmark script come back from its command."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,13 @@ def test_separation_benchmark_reproduces_the_documented_residuals():
             assert measured["residual_uK"][key] == pytest.approx(rows[key], abs=0.051), (method, key)
         at_2nside = measured["residual_uK_lmax_2nside"]
         assert (at_2nside["ell_ge_30"], at_2nside["lat_gt_20"]) == pytest.approx(rows["2nside"], abs=0.051), method
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_allocator_benchmark_keeps_the_arithmetic():
+    """docs/cmb_unets.md, "On bench128": the raised allocator thresholds change where memory comes from, not one
+    bit of a training step's gradients; the script runs both settings and compares them."""
+    command = [sys.executable, str(BENCHMARKS / "bench_allocator.py"), "--nside", "16", "--steps", "1", "--rounds", "1"]
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert result["same_gradients"] is True and set(result["runs"]) == {"default", "tuned"}
+    assert all(run["wall_s"] > 0 and run["max_rss_mb"] > 0 for rows in result["runs"].values() for run in rows)
