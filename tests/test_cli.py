@@ -62,9 +62,11 @@ def test_another_stages_key_is_named_as_ignored(capsys):
     # evaluate reads run.methods (wired into its section), not separate.split; the removal test tells them apart
     given = ["separate.split=TestOOD", "run.methods=[nilc]", "simulate.nside=64", "evaluate.split=Valid"]
     ignored = [("separate.split=TestOOD", "separate"), ("simulate.nside=64", "simulate")]
-    assert _ignored_overrides("cmb", "evaluate", given) == ignored
-    assert _ignored_overrides("cmb", "separate", ["separate.split=TestOOD", "seed=3"]) == []
-    assert _ignored_overrides("cmb", "run", ["separate.split=TestOOD"]) == []  # run reads every section
+    assert _ignored_overrides("cmb", "evaluate", given, load_config("cmb", given)["evaluate"]) == ignored
+    own = ["separate.split=TestOOD", "seed=3"]
+    assert _ignored_overrides("cmb", "separate", own, load_config("cmb", own)["separate"]) == []
+    other = ["separate.split=TestOOD"]
+    assert _ignored_overrides("cmb", "run", other, load_config("cmb", other)["run"]) == []  # run reads every section
     assert main(["cmb", "evaluate", "separate.split=TestOOD", "out_dir=/nonexistent/cb"]) == 1
     assert "note: separate.split=TestOOD sets the `separate` stage and does not change `cmb evaluate`" in (
         capsys.readouterr().err

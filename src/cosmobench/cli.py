@@ -242,28 +242,35 @@ def _main_help() -> str:
 
 
 def run_stage(task: str, stage: str, overrides: Sequence[str] = ()) -> object:
-    """Compose the config and call one stage; returns what the stage function returns."""
+    """Compose the config and call one stage; returns what the stage function returns.
+
+    An override of another stage's section that leaves this stage's settings as they are is named on stderr
+    (:func:`_ignored_overrides`), and the stage runs."""
     if stage not in TASKS[task]:
         raise ConfigError(
             f"unknown stage {stage!r} for task {task!r}; expected one of {sorted([*TASKS[task], 'config'])}"
         )
     cfg = load_config(task, overrides)
-    fn = _stage_function(task, stage)
-    if stage == "run":
-        return fn(config=cfg)
-    if stage not in cfg:
+    if stage != "run" and stage not in cfg:
         raise ConfigError(f"conf/{task}.yaml has no section {stage!r}")
-    return fn(**cfg[stage])
+    for item, other in _ignored_overrides(task, stage, overrides, cfg.get(stage)):
+        print(
+            f"note: {item} sets the `{other}` stage and does not change `{task} {stage}` (its settings: "
+            f"`cosmobench {task} config`, section {stage}); it is ignored here",
+            file=sys.stderr,
+        )
+    fn = _stage_function(task, stage)
+    return fn(config=cfg) if stage == "run" else fn(**cfg[stage])
 
 
-def _ignored_overrides(task: str, stage: str, overrides: Sequence[str]) -> list[tuple[str, str]]:
+def _ignored_overrides(task: str, stage: str, overrides: Sequence[str], section: object) -> list[tuple[str, str]]:
     """The overrides of another stage's section (``<other stage>.key=value``) that leave ``stage``'s settings as
     they are, each with that stage's name: a key meant for ``cosmobench <task> <other stage>`` given to this one
-    (``cmb evaluate separate.split=TestOOD`` evaluates Test). Each is checked by composing the configuration
-    without it."""
-    if stage == "run" or stage not in TASKS[task]:
+    (``cmb evaluate separate.split=TestOOD`` evaluates Test). ``section`` is ``stage``'s settings composed with
+    all of ``overrides``; each candidate is checked by composing the configuration without it (no composition
+    when no override names another stage). ``run`` reads every section: nothing is ignored there."""
+    if stage == "run":
         return []
-    section = load_config(task, overrides).get(stage)
     ignored = []
     for i, item in enumerate(overrides):
         other = item.split("=", 1)[0].lstrip("+~").split(".")[0]
@@ -301,12 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(yaml.safe_dump(load_config(task, overrides), sort_keys=False), end="")
             return 0
-        for item, other in _ignored_overrides(task, stage, overrides):
-            print(
-                f"note: {item} sets the `{other}` stage and does not change `{task} {stage}` (its settings: "
-                f"`cosmobench {task} config`, section {stage}); it is ignored here",
-                file=sys.stderr,
-            )
         result = run_stage(task, stage, overrides)
     except KeyboardInterrupt:
         print("\ninterrupted: finished work is kept; rerun the same command to resume.", file=sys.stderr)
