@@ -5,9 +5,9 @@ each is returned to the kernel when freed and faulted in again, zeroed, at the n
 runs the step in child processes, alternately with the default allocator and with the thresholds raised before
 torch allocates (``mallopt(M_MMAP_THRESHOLD, --mmap-threshold)``, ``mallopt(M_TRIM_THRESHOLD, 2^31 - 1)`` through
 ``ctypes``), and prints one JSON object with, per setting and round: user, system and wall seconds per step (after
-one warm-up step), the peak resident memory, and the SHA-256 of the first layer's gradient (equal: the allocator
-does not change the arithmetic). ``deepsphere``'s preset network: levels 4, base channels 16, 3 Chebyshev terms,
-4 input maps, one thread.
+one warm-up step), the peak resident memory, the SHA-256 of the first layer's gradient (equal: the allocator
+does not change the arithmetic) and torch's compute context (``cosmobench.core.runtime.compute_context``).
+``deepsphere``'s preset network: levels 4, base channels 16, 3 Chebyshev terms, 4 input maps, one thread.
 
     python benchmarks/bench_allocator.py [--nside 128] [--batch 4] [--steps 3] [--rounds 2]
 
@@ -38,6 +38,7 @@ def _child(nside: int, batch: int, steps: int, tuned: bool, mmap_threshold: int)
     import torch
 
     from cosmobench.cmb.sphere import SphereUNet
+    from cosmobench.core.runtime import compute_context
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -60,6 +61,7 @@ def _child(nside: int, batch: int, steps: int, tuned: bool, mmap_threshold: int)
         "wall_s": (time.perf_counter() - wall) / steps,
         "max_rss_mb": after.ru_maxrss / 1024,
         "grad_sha256": hashlib.sha256(grad).hexdigest(),
+        **compute_context("cpu"),
     }
 
 
@@ -85,7 +87,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "machine": platform.processor() or platform.machine(),
+                "machine": platform.platform(),
                 "settings": vars(args) | {"child": None},
                 "runs": runs,
                 "wall_ratio_default_over_tuned": best["default"] / best["tuned"],
