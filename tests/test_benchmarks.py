@@ -36,5 +36,5 @@ def test_allocator_benchmark_keeps_the_arithmetic():
     bit of a training step's gradients; the script runs both settings and compares them."""
     command = [sys.executable, str(BENCHMARKS / "bench_allocator.py"), "--nside", "16", "--steps", "1", "--rounds", "1"]
     result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-    assert result["same_gradients"] is True and set(result["runs"]) == {"default", "tuned"}
+    assert result["same_gradients"] is True and set(result["runs"]) == {"default", "retain"}
     assert all(run["wall_s"] > 0 and run["max_rss_mb"] > 0 for rows in result["runs"].values() for run in rows)

@@ -116,3 +116,37 @@ def test_thread_and_device_policies(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+# page faults of touching a 128 MB block again after freeing it, after (or without) retain_freed_memory()
+_REFAULTS = textwrap.dedent(
+    """
+    import resource
+    import numpy as np
+    from cosmobench.core.runtime import retain_freed_memory
+    applied = retain_freed_memory()
+    block = np.ones(2**24)
+    del block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = np.ones(2**24)
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_training_keeps_freed_memory_for_reuse():
+    """retain_freed_memory (applied by fit on the CPU) makes a freed 128 MB block come back without faulting its
+    pages in from the kernel again; a user's own glibc threshold setting is left alone (and keeps the faults)."""
+
+    def run(env: dict) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _REFAULTS], capture_output=True, text=True, check=True, env=env)
+        applied, faults = out.stdout.split()
+        return applied, int(faults)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    retained = run(env)
+    default = run(env | {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)})
+    assert retained[0] == "True" and default[0] == "False"
+    assert default[1] >= 64  # 128 MB in pages of at most 2 MB: fresh pages from the kernel
+    assert retained[1] < default[1] / 10

@@ -10,11 +10,24 @@ exact numbers depend on beyond its settings (the device, torch's thread count, t
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import re
 from pathlib import Path
 
-__all__ = ["usable_cores", "resolve_threads", "apply_threads", "resolve_device", "compute_context"]
+__all__ = [
+    "usable_cores",
+    "resolve_threads",
+    "apply_threads",
+    "resolve_device",
+    "compute_context",
+    "retain_freed_memory",
+]
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+RETAINED_BLOCK_BYTES = 2**30  # blocks up to this size come from (and go back to) the process's heap
+_USER_ALLOCATOR_SETTINGS = re.compile(r"glibc\.malloc\.(mmap|trim)_threshold")
 
 
 def usable_cores() -> int:
@@ -103,3 +116,44 @@ def compute_context(device) -> dict[str, str | int]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
     }
+
+
+_retained: bool | None = None  # retain_freed_memory's outcome in this process
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed memory blocks of up to 1 GiB in the process instead of returning them to the kernel (glibc).
+
+    glibc serves each request above its largest ``mmap`` threshold (32 MB) with fresh pages from the kernel and
+    hands them back when freed, so a training step whose activations are larger (the graph UNet's at nside
+    128: 50-150 MB each) pays a page fault and a zeroing for every page of every activation, at every step.
+    This raises the threshold to :data:`RETAINED_BLOCK_BYTES` and stops trimming the heap: freed activations
+    are reused by the next step. The arithmetic is unchanged (bit for bit); the peak resident memory grows by
+    what the heap cannot reuse (``benchmarks/bench_allocator.py``; docs/cmb_unets.md). Called by
+    :func:`cosmobench.core.train.fit` on the CPU. Once applied it stays for the life of the process.
+
+    Returns
+    -------
+    bool
+        Whether the thresholds are (now) raised: False off glibc, and when the user set them
+        (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or their ``GLIBC_TUNABLES``), which are left as
+        they are; so ``MALLOC_MMAP_THRESHOLD_=33554432`` keeps glibc's behaviour.
+    """
+    global _retained
+    if _retained is None:
+        _retained = _raise_thresholds()
+    return _retained
+
+
+def _raise_thresholds() -> bool:
+    if any(f"MALLOC_{name}_THRESHOLD_" in os.environ for name in ("MMAP", "TRIM")):
+        return False
+    if _USER_ALLOCATOR_SETTINGS.search(os.environ.get("GLIBC_TUNABLES", "")):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl's mallopt ignores these)
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, RETAINED_BLOCK_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .runtime import resolve_device
+from .runtime import resolve_device, retain_freed_memory
 from .seeds import torch_seed
 
 __all__ = ["fit", "load_checkpoint", "save_state", "iterate_batches"]
@@ -163,7 +163,8 @@ def fit(
     amp : bool
         bfloat16 autocast (used on CUDA only).
     device : str or torch.device, optional
-        "auto" or None: CUDA when available, else CPU (:func:`~cosmobench.core.runtime.resolve_device`).
+        "auto" or None: CUDA when available, else CPU (:func:`~cosmobench.core.runtime.resolve_device`). On the
+        CPU the process keeps freed memory for reuse (:func:`~cosmobench.core.runtime.retain_freed_memory`).
     ckpt : path, optional
         ``last.pt`` checkpoint written atomically after each epoch (``best.pt`` beside it); if it exists and
         ``resume`` is true, training continues from it.
@@ -203,6 +204,8 @@ def fit(
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     device = resolve_device(device)
+    if device.type == "cpu":
+        retain_freed_memory()  # activations are reused across steps, not faulted in from the kernel each time
     model.to(device)
     opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(model.parameters(), lr=lr)
     sched = scheduler(opt) if scheduler else None
