@@ -4,6 +4,7 @@ byte-identical checkpoints, created files honour the umask, thread and device po
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -118,25 +119,30 @@ def test_thread_and_device_policies(monkeypatch):
             resolve_device("cuda")
 
 
-# page faults of touching a 128 MB block again after freeing it, after (or without) retain_freed_memory()
+# page faults of touching a 128 MB block again after freeing it, after a CPU training (or without its allocator switch)
 _REFAULTS = textwrap.dedent(
     """
     import resource
     import numpy as np
-    from cosmobench.core.runtime import retain_freed_memory
-    applied = retain_freed_memory()
+    import torch
+    from cosmobench.core import runtime
+    from cosmobench.core.train import fit
+    assert runtime._retained is None
+    x = torch.ones(8, 2)
+    loss = lambda m, b: m(b[0]).sum()
+    fit(torch.nn.Linear(2, 1), (x, x[:, :1]), loss_fn=loss, epochs=1, device="cpu", progress=False)
     block = np.ones(2**24)
     del block
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     block = np.ones(2**24)
-    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(runtime._retained, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """
 )
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 def test_training_keeps_freed_memory_for_reuse():
-    """retain_freed_memory (applied by fit on the CPU) makes a freed 128 MB block come back without faulting its
+    """A CPU training (fit) applies retain_freed_memory: a freed 128 MB block then comes back without faulting its
     pages in from the kernel again; a user's own glibc threshold setting is left alone (and keeps the faults)."""
 
     def run(env: dict) -> tuple[str, int]:
