@@ -84,7 +84,7 @@ from torch.nn import functional as F
 
 from ..core.executor import map_tasks
 from ..core.io import array_sha256, atomic_path, check_writable, read_json, sha256, write_json
-from ..core.runtime import compute_context, resolve_device
+from ..core.runtime import compute_context, resolve_device, retain_freed_memory
 from ..core.seeds import torch_seed
 from ..core.train import fit as train_loop
 from ..core.train import iterate_batches, load_checkpoint, save_state
@@ -1536,7 +1536,8 @@ class LearnedMethod:
         out_dir : path
             The ``out_dir`` given to :meth:`fit`.
         device : str
-            Where to run predictions.
+            Where to run predictions (on the CPU the process keeps freed memory for reuse, as in training:
+            :func:`~cosmobench.core.runtime.retain_freed_memory`).
         which : {"model", "best", "last"}
             Final model (the best-validation weights and, with an ``uncertainty``, the calibration, written
             when training finished), or the current best-validation or last-epoch checkpoint (whose
@@ -1563,7 +1564,10 @@ class LearnedMethod:
         method = cls(**{**_ADDED_SETTINGS, **config["settings"], "device": device})
         model = method._build(config)
         model.load_state_dict(state["model"])
-        method.model = model.to(resolve_device(device)).eval()
+        target = resolve_device(device)
+        if target.type == "cpu":
+            retain_freed_memory()  # a prediction's activations are reused from map to map
+        method.model = model.to(target).eval()
         method.config = config
         return method
 
