@@ -279,9 +279,13 @@ def test_iqu_fields_come_through_the_shared_machinery(tmp_path):
         assert rms(pred[f] - truth[f]) < 0.15 * rms(truth[f])  # measured: 0.04-0.06 against 1
 
 
-def test_a_saved_model_loads_and_predicts_the_same_map(toy_run):
+def test_a_saved_model_loads_and_predicts_the_same_map(toy_run, monkeypatch):
+    """... and loading it for the CPU keeps freed memory for reuse (docs/execution.md, "Memory on the CPU")."""
     data, method, _, run = toy_run
+    calls = []
+    monkeypatch.setattr("cosmobench.cmb.learned.retain_freed_memory", lambda: calls.append(1) or True)
     loaded = get_method("deepsphere").load(run, device="cpu")
+    assert calls == [1]
     obs = data.load_obs("Valid", 0)
     np.testing.assert_array_equal(loaded.predict(obs, data.channels), method.predict(obs, data.channels))
     assert loaded.settings == method.settings
