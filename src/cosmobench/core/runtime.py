@@ -129,8 +129,9 @@ def retain_freed_memory() -> bool:
     128: 50-150 MB each) pays a page fault and a zeroing for every page of every activation, at every step.
     This raises the threshold to :data:`RETAINED_BLOCK_BYTES` and stops trimming the heap: freed activations
     are reused by the next step. The arithmetic is unchanged (bit for bit); the peak resident memory grows by
-    what the heap cannot reuse (``benchmarks/bench_allocator.py``; docs/execution.md). Called by
-    :func:`cosmobench.core.train.fit` on the CPU. Once applied it stays for the life of the process.
+    what the heap cannot reuse (``benchmarks/bench_allocator.py``; docs/execution.md). Called on the CPU by
+    :func:`cosmobench.core.train.fit` and by ``LearnedMethod.load`` (:mod:`cosmobench.cmb.learned`). Once applied
+    it stays for the life of the process.
 
     Returns
     -------
