@@ -1021,8 +1021,11 @@ class LearnedMethod:
         return {"mc_samples": int(s.mc_samples), "seed": torch_seed(s.seed, self.name, "mc_dropout")}
 
     def _target_gaps(self) -> bool:
-        """Whether the training targets are NaN outside a loss region (the losses then average the other pixels)."""
-        return False
+        """Whether the training targets are NaN outside a loss region (the losses then average the other pixels):
+        settings with a loss region (:class:`~cosmobench.cmb.methods.loss_region.LossRegionSettings`) and
+        ``loss_fsky < 1``."""
+        region = getattr(self.settings, "loss_region", None)
+        return region is not None and region() is not None
 
     def _polarised_bands(self, dataset) -> list[str]:
         """The input bands whose Q and U the network reads with ``fields="IQU"``: the dataset's IQU channels."""

@@ -5,13 +5,16 @@ no seams and no distortion; Chebyshev filters of the HEALPix neighbour graph's L
 under the grid's 90-degree rotations about the polar axis, and pooling over the NESTED hierarchy
 (:mod:`cosmobench.cmb.sphere`). Maps enter the shared learned-method machinery (:mod:`cosmobench.cmb.learned`:
 cached arrays, normalisation, training loop, checkpoints, predict, load) as "images" of one row, the pixels in
-NESTED order (:class:`NestedLayout`).
+NESTED order (:class:`NestedLayout`). With ``loss_fsky < 1`` it trains on each map's loss region only
+(:mod:`cosmobench.cmb.methods.loss_region`), the sky the evaluation scores.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -19,6 +22,7 @@ from torch import nn
 from ...sky.sht import check_nside
 from ..learned import LearnedMethod, LearnedSettings
 from ..sphere import SphereUNet
+from .loss_region import LossRegionSettings, RegionTargets
 
 __all__ = ["DeepSphereUNet", "DeepSphereSettings", "NestedLayout"]
 
@@ -30,12 +34,16 @@ class NestedLayout:
     ----------
     nside : int
         HEALPix resolution of the maps.
+    loss_region : mapping, optional
+        ``{"fsky", "smooth_deg"}`` of the targets' loss region (recorded by :meth:`describe`, so cached arrays
+        of another region are rebuilt); None: every pixel.
     """
 
-    def __init__(self, nside: int):
+    def __init__(self, nside: int, loss_region: Mapping[str, float] | None = None):
         import healpy as hp
 
         self.nside = check_nside(nside)
+        self.loss_region = None if loss_region is None else dict(loss_region)
         npix = 12 * self.nside**2
         self.images_per_map = 1
         self.image_shape = self.target_shape = (1, npix)
@@ -44,7 +52,8 @@ class NestedLayout:
 
     def describe(self) -> dict:
         """Plain-dict description (for manifests)."""
-        return {"kind": "nested", "nside": self.nside}
+        region = {"loss_region": self.loss_region} if self.loss_region is not None else {}
+        return {"kind": "nested", "nside": self.nside, **region}
 
     def images(self, maps):
         """(C, npix) RING -> (1, C, 1, npix) NESTED (numpy array or torch tensor)."""
@@ -62,7 +71,7 @@ class NestedLayout:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DeepSphereSettings(LearnedSettings):
+class DeepSphereSettings(LossRegionSettings, LearnedSettings):
     """Settings of :class:`DeepSphereUNet`: those of :class:`~cosmobench.cmb.learned.LearnedSettings` plus
 
     Parameters
@@ -77,6 +86,8 @@ class DeepSphereSettings(LearnedSettings):
         reaches ``cheb_k - 1`` neighbours away).
     batch_norm : bool
         BatchNorm after each convolution but the output layer.
+    loss_fsky, loss_smooth_deg : float
+        The loss region (:class:`~cosmobench.cmb.methods.loss_region.LossRegionSettings`; default 1, every pixel).
 
     Notes
     -----
@@ -120,7 +131,24 @@ class DeepSphereUNet(LearnedMethod):
     Settings = DeepSphereSettings
 
     def _layout(self, nside: int) -> NestedLayout:
-        return NestedLayout(nside)
+        return NestedLayout(nside, self.settings.loss_region())
+
+    def fit(
+        self,
+        dataset: Any,
+        out_dir: Path | str,
+        *,
+        train_split: str = "Train",
+        val_split: str | None = "Valid",
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+    ) -> dict:
+        """Train on ``dataset``, its targets NaN outside each map's loss region when ``loss_fsky < 1``.
+
+        Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`.
+        """
+        region = self.settings.loss_region()
+        seen = dataset if region is None else RegionTargets(dataset, region)
+        return super().fit(seen, out_dir, train_split=train_split, val_split=val_split, on_epoch_end=on_epoch_end)
 
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         s = self.settings

@@ -49,8 +49,8 @@ from ...core.io import read_healpix
 from ...core.settings import plain
 from ...sky import sht
 from ..dataset import pred_path
-from ..settings import EvaluateSettings
 from ..tiling import PlaneLayout
+from .loss_region import LossRegionSettings, blank_outside
 from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
 
@@ -72,7 +72,7 @@ BAND_INPUTS = ("observed", "minus_nilc")  # what the network sees of the observe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCUNetSettings(FullSkyUNetSettings):
+class NILCUNetSettings(LossRegionSettings, FullSkyUNetSettings):
     """Settings of :class:`NILCUNet`: those of :class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNetSettings`
     plus
 
@@ -86,22 +86,13 @@ class NILCUNetSettings(FullSkyUNetSettings):
         ``nilc`` method's section of the configuration).
     band_inputs : {"observed", "minus_nilc"}
         The observed bands as observed, or each minus the NILC map at its beam (:func:`subtract_nilc`).
-    loss_fsky : float
-        Sky fraction, in (0, 1], of each map on which the training loss, the validation loss (which chooses the
-        weights kept) and the error bars' calibration are computed: the faintest ``loss_fsky`` of the map's
-        highest-frequency intensity smoothed by ``loss_smooth_deg``, ``nilc_regress``'s recipe for its
-        correction region (:func:`~cosmobench.cmb.methods.regress.correction_region`). 1: every pixel. The
-        correction and its error are predicted on the whole sky either way; outside the region they are the
-        network's extrapolation, not fitted or calibrated there.
-    loss_smooth_deg : float
-        FWHM of the smoothing before that threshold, degrees (the evaluation mask's by default).
+    loss_fsky, loss_smooth_deg : float
+        The loss region (:class:`~cosmobench.cmb.methods.loss_region.LossRegionSettings`).
     """
 
     bands: Sequence[str] = ("100", "143", "217", "353")
     nilc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     band_inputs: str = "observed"
-    loss_fsky: float = 1.0
-    loss_smooth_deg: float = EvaluateSettings.mask_smooth_deg
 
     def __post_init__(self):
         bands = [str(b) for b in self.bands]
@@ -114,10 +105,6 @@ class NILCUNetSettings(FullSkyUNetSettings):
             raise ValueError("bands must name at least one observed channel beside the NILC map")
         if self.band_inputs not in BAND_INPUTS:
             raise ValueError(f"band_inputs must be one of {', '.join(BAND_INPUTS)}, got {self.band_inputs!r}")
-        if not 0 < self.loss_fsky <= 1 or self.loss_smooth_deg < 0:
-            raise ValueError(
-                f"loss_fsky must be in (0, 1] and loss_smooth_deg >= 0, got {self.loss_fsky} and {self.loss_smooth_deg}"
-            )
         if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
             raise ValueError(
                 "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
@@ -179,7 +166,7 @@ class NILCResidualData:
         The observed bands as observed, or minus the NILC map at their beams (:func:`subtract_nilc`).
     loss_region : mapping, optional
         ``{"fsky": f, "smooth_deg": d}``: the target is NaN outside each map's loss region (the faintest ``f``
-        of its highest-frequency intensity, :func:`~cosmobench.cmb.methods.regress.correction_region`).
+        of its highest-frequency intensity, :func:`~cosmobench.cmb.methods.loss_region.blank_outside`).
 
     Notes
     -----
@@ -236,14 +223,7 @@ class NILCResidualData:
         )
         residual = beamed - self.nilc_map(split, i)
         if self.loss_region is not None:
-            from .regress import correction_region, region_band  # regress imports this module
-
-            band = region_band(self.channels)
-            intensity = np.atleast_2d(self.dataset.load_obs(split, i, [band])[band])[0]
-            region = correction_region(
-                intensity, fsky=self.loss_region["fsky"], smooth_deg=self.loss_region["smooth_deg"]
-            )
-            residual[:, region == 0] = np.nan
+            blank_outside(residual, self.dataset, split, i, self.loss_region)
         return residual
 
 
@@ -418,19 +398,11 @@ class NILCUNet(FullSkyUNet):
 
     def _layout(self, nside: int) -> ResidualPlaneLayout:
         s = self.settings
-        return ResidualPlaneLayout(nside, s.nilc, s.band_inputs, base=self._base(), loss_region=self._loss_region())
+        return ResidualPlaneLayout(nside, s.nilc, s.band_inputs, base=self._base(), loss_region=s.loss_region())
 
     def _base(self) -> dict[str, Any] | None:
         """What corrects NILC before the network (plain values for the arrays' manifest): nothing here."""
         return None
-
-    def _loss_region(self) -> dict[str, float] | None:
-        """``{"fsky", "smooth_deg"}`` of the loss region, None for every pixel (``loss_fsky = 1``)."""
-        s = self.settings
-        return None if s.loss_fsky >= 1 else {"fsky": float(s.loss_fsky), "smooth_deg": float(s.loss_smooth_deg)}
-
-    def _target_gaps(self) -> bool:
-        return self._loss_region() is not None
 
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         return zero_last_layer(super()._network(in_channels, nside, out_channels))
@@ -467,7 +439,7 @@ class NILCUNet(FullSkyUNet):
 
     def _view(self, dataset: Any) -> NILCResidualData:
         """The dataset as the network trains on it: the map it corrects as the ``"nilc"`` pseudo-band."""
-        return NILCResidualData(dataset, self.nilc, self.settings.band_inputs, self._loss_region())
+        return NILCResidualData(dataset, self.nilc, self.settings.band_inputs, self.settings.loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         """The map the network corrects, of ``obs``: NILC's (:func:`nilc_of`), ndarray (nfield, npix) or (npix,)

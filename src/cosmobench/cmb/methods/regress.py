@@ -48,18 +48,16 @@ import numpy as np
 
 from ...core.io import write_json
 from ...sky import sht
-from .. import masks
 from ..learned import check_beams
 from .fitted import MODEL_FILE, NILCCorrector, NILCCorrectorSettings, check_nilc_channels, residual_rms, save_fitted
 from .guard import GuardDecision
+from .loss_region import correction_region, region_band
 from .nilc_unet import NILCResidualData, nilc_of
 
 __all__ = [
     "NILCRegress",
     "NILCRegressSettings",
     "regressors",
-    "correction_region",
-    "region_band",
     "normal_equations",
     "null_rms",
     "solve_coefficients",
@@ -143,33 +141,6 @@ def regressors(
         maps = np.atleast_2d(obs[b])[: 3 if "P" in bands and b in bands["P"] else 1]
         at_beam[b] = sht.reconvolve(maps, beams[b], output_beam_arcmin, lmax=lmax, iter=iter)
     return {g: np.stack([at_beam[b][GROUPS[g]] - nilc_map[GROUPS[g]] for b in group]) for g, group in bands.items()}
-
-
-def region_band(channels: Sequence[Any]) -> str:
-    """The band whose intensity sets each map's correction region: the highest-frequency channel's."""
-    return str(max(channels, key=lambda c: c.center_ghz).band)
-
-
-def correction_region(intensity: np.ndarray, *, fsky: float, smooth_deg: float) -> np.ndarray:
-    """A map's correction region: the faintest ``fsky`` of an observed intensity map.
-
-    Parameters
-    ----------
-    intensity : ndarray, shape (npix,), uK_CMB
-        The I map of the map's highest-frequency channel.
-    fsky : float
-        Sky fraction kept (1: every pixel).
-    smooth_deg : float
-        Smoothing FWHM before thresholding, degrees.
-
-    Returns
-    -------
-    ndarray, shape (npix,), float64 of 0 and 1 (:func:`cosmobench.cmb.masks.threshold_mask`).
-    """
-    intensity = np.abs(np.asarray(intensity, dtype=np.float64))
-    if fsky >= 1:
-        return np.ones_like(intensity)
-    return masks.threshold_mask(intensity, fsky, smooth_deg=smooth_deg)
 
 
 def normal_equations(x: np.ndarray, r: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -142,7 +142,8 @@ class RegressUNet(NILCUNet):
         return {"method": r.name, "settings": self.settings.regress, "coefficients": coefficients}
 
     def _view(self, dataset: Any) -> RegressedResidualData:
-        return RegressedResidualData(dataset, self.nilc, self.settings.band_inputs, self.regress, self._loss_region())
+        s = self.settings
+        return RegressedResidualData(dataset, self.nilc, s.band_inputs, self.regress, s.loss_region())
 
     def _base_map(self, obs: dict[str, np.ndarray], channels: Sequence[Any]) -> np.ndarray:
         return self.regress.predict(obs, channels, obs.get(NILC_BAND))  # fit's calibration passes the cached NILC
