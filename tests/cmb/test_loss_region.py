@@ -1,6 +1,6 @@
-"""``loss_fsky`` of the NILC correctors: the losses, the epoch choice and the error bars' calibration see only each
-map's loss region (its faintest ``loss_fsky`` in the highest-frequency intensity); the pixels outside hold NaN
-targets that no loss, scale or calibration statistic reads."""
+"""``loss_fsky`` of the NILC correctors and of ``deepsphere``: the losses, the epoch choice and the error bars'
+calibration see only each map's loss region (its faintest ``loss_fsky`` in the highest-frequency intensity); the
+pixels outside hold NaN targets that no loss, scale or calibration statistic reads."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from cosmobench.cmb.calibration import ZAccumulator
 from cosmobench.cmb.learned import _on_finite, channel_stats, gaussian_nll
 from cosmobench.cmb.methods import get_method
+from cosmobench.cmb.methods.deepsphere import DeepSphereUNet, NestedLayout
+from cosmobench.cmb.methods.loss_region import correction_region
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData, NILCUNet
-from cosmobench.cmb.methods.regress import correction_region
 from cosmobench.cmb.methods.regress_unet import RegressedResidualData, RegressUNet
 from cosmobench.core.io import read_json
 
@@ -102,8 +103,38 @@ def test_a_corrector_trains_and_calibrates_on_its_loss_region(data, tmp_path, me
     assert mean.shape == std.shape == (3, npix) and np.isfinite(mean).all() and (std > 0).all()
 
 
-def test_loss_fsky_is_checked():
+def test_deepsphere_trains_on_its_loss_region(data, tmp_path):
+    """The spherical network's cached targets are the CMB inside each map's region and NaN outside; another region
+    (or none) builds other arrays; the prediction and its error cover the whole sky."""
+    settings = dict(TINY, levels=2, epochs=2)
+    region = {"fsky": 0.6, "smooth_deg": 3.0}
+    fitted = DeepSphereUNet(**settings, loss_fsky=0.6, loss_smooth_deg=3.0)
+    facts = fitted.fit(data, tmp_path / "run")
+    cache = tmp_path / "run" / "cache" / "Train"
+    assert read_json(cache / "manifest.json")["layout"]["loss_region"] == region
+    assert "loss_region" not in NestedLayout(NSIDE).describe()
+    layout, targets = NestedLayout(NSIDE), np.load(cache / "targets.npy")
+    for row, i in enumerate(data.sim_indices("Train")):
+        target, truth = layout.to_map(targets[row : row + 1]), data.load_target("Train", i)
+        kept = correction_region(data.load_obs("Train", i, ["353"])["353"][0], **region) == 1
+        assert np.isnan(target[:, ~kept]).all() and int(kept.sum()) == round(0.6 * 12 * NSIDE**2)
+        np.testing.assert_array_equal(target[:, kept], truth[:, kept].astype(np.float32))
+    for key in ("best_val_loss", "final_val_loss", "final_train_loss"):  # no untrained base: no initial loss
+        assert np.isfinite(facts[key]), key
+    assert all(np.isfinite(facts["std_calibration"]))
+    mean, std = fitted.predict_with_std(data.load_obs("Valid", 0), data.channels)
+    assert mean.shape == std.shape == (3, 12 * NSIDE**2) and np.isfinite(mean).all() and (std > 0).all()
+
+    whole = DeepSphereUNet(**settings, cache_dir=str(cache.parent))  # the same cache folder, every pixel
+    whole.fit(data, tmp_path / "whole")
+    assert "loss_region" not in read_json(cache / "manifest.json")["layout"]
+    assert np.isfinite(np.load(cache / "targets.npy")).all()
+
+
+@pytest.mark.parametrize("cls", [NILCUNet, DeepSphereUNet])
+def test_loss_fsky_is_checked(cls):
     with pytest.raises(ValueError, match="loss_fsky"):
-        NILCUNet(loss_fsky=0.0)
+        cls(loss_fsky=0.0)
     with pytest.raises(ValueError, match="loss_fsky"):
-        NILCUNet(loss_fsky=1.2)
+        cls(loss_fsky=1.2)
+    assert cls().settings.loss_region() is None and cls(loss_fsky=0.5).settings.loss_region()["fsky"] == 0.5

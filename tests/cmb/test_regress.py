@@ -21,11 +21,11 @@ from cosmobench.cmb.evaluate import guard_counts
 from cosmobench.cmb.methods import get_method, is_learned, method_defaults
 from cosmobench.cmb.methods.guard import GuardDecision
 from cosmobench.cmb.methods.ilc import ilc_weights
+from cosmobench.cmb.methods.loss_region import correction_region
 from cosmobench.cmb.methods.nilc import NILC
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData
 from cosmobench.cmb.methods.regress import (
     NILCRegress,
-    correction_region,
     normal_equations,
     null_rms,
     regressors,
