@@ -1020,6 +1020,10 @@ class LearnedMethod:
             return {"mc_samples": 0, "seed": 0}
         return {"mc_samples": int(s.mc_samples), "seed": torch_seed(s.seed, self.name, "mc_dropout")}
 
+    def _view(self, dataset):
+        """The dataset as the network trains on it (:meth:`fit` reads the dataset through it): the dataset."""
+        return dataset
+
     def _target_gaps(self) -> bool:
         """Whether the training targets are NaN outside a loss region (the losses then average the other pixels):
         settings with a loss region (:class:`~cosmobench.cmb.methods.loss_region.LossRegionSettings`) and
@@ -1166,6 +1170,7 @@ class LearnedMethod:
             ``n_params`` summed over the members, the losses their mean, ``best_epoch`` the members' list, the
             calibration facts the ensemble's, ``members`` (the count) and ``member_facts`` (each member's dict).
         """
+        dataset = self._view(dataset)
         self.check_calibration_splits(dataset, val_split)
         kwargs = {"train_split": train_split, "val_split": val_split, "on_epoch_end": on_epoch_end}
         if self.settings.members == 1:

@@ -12,8 +12,7 @@ NESTED order (:class:`NestedLayout`). With ``loss_fsky < 1`` it trains on each m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,22 +132,10 @@ class DeepSphereUNet(LearnedMethod):
     def _layout(self, nside: int) -> NestedLayout:
         return NestedLayout(nside, self.settings.loss_region())
 
-    def fit(
-        self,
-        dataset: Any,
-        out_dir: Path | str,
-        *,
-        train_split: str = "Train",
-        val_split: str | None = "Valid",
-        on_epoch_end: Callable[[int, dict], None] | None = None,
-    ) -> dict:
-        """Train on ``dataset``, its targets NaN outside each map's loss region when ``loss_fsky < 1``.
-
-        Parameters and returns as :meth:`cosmobench.cmb.learned.LearnedMethod.fit`.
-        """
+    def _view(self, dataset: Any) -> Any:
+        """The dataset, its targets NaN outside each map's loss region when ``loss_fsky < 1``."""
         region = self.settings.loss_region()
-        seen = dataset if region is None else RegionTargets(dataset, region)
-        return super().fit(seen, out_dir, train_split=train_split, val_split=val_split, on_epoch_end=on_epoch_end)
+        return dataset if region is None else RegionTargets(dataset, region)
 
     def _network(self, in_channels: int, nside: int, out_channels: int = 1) -> nn.Module:
         s = self.settings

@@ -429,13 +429,7 @@ class NILCUNet(FullSkyUNet):
         s = self.settings
         splits = [train_split, val_split, *s.calibration_splits]
         cache_nilc(dataset, s.nilc, splits, workers=int(s.workers), progress=s.progress)
-        return super().fit(
-            self._view(dataset),
-            out_dir,
-            train_split=train_split,
-            val_split=val_split,
-            on_epoch_end=on_epoch_end,
-        )
+        return super().fit(dataset, out_dir, train_split=train_split, val_split=val_split, on_epoch_end=on_epoch_end)
 
     def _view(self, dataset: Any) -> NILCResidualData:
         """The dataset as the network trains on it: the map it corrects as the ``"nilc"`` pseudo-band."""
