@@ -4,19 +4,24 @@ pixels outside hold NaN targets that no loss, scale or calibration statistic rea
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cosmobench.cmb.calibration import ZAccumulator
+from cosmobench.cmb.dataset import pred_path
 from cosmobench.cmb.learned import _on_finite, channel_stats, gaussian_nll
+from cosmobench.cmb.masks import threshold_mask
 from cosmobench.cmb.methods import get_method
 from cosmobench.cmb.methods.deepsphere import DeepSphereUNet, NestedLayout
 from cosmobench.cmb.methods.loss_region import correction_region
 from cosmobench.cmb.methods.nilc_unet import NILCResidualData, NILCUNet
 from cosmobench.cmb.methods.regress_unet import RegressedResidualData, RegressUNet
-from cosmobench.core.io import read_json
+from cosmobench.core.io import read_json, write_healpix
 
 from .conftest import write_polarised_toy
 
@@ -129,6 +134,34 @@ def test_deepsphere_trains_on_its_loss_region(data, tmp_path):
     whole.fit(data, tmp_path / "whole")
     assert "loss_region" not in read_json(cache / "manifest.json")["layout"]
     assert np.isfinite(np.load(cache / "targets.npy")).all()
+
+
+def test_loss_region_benchmark_splits_the_mask_by_the_region(tmp_path):
+    """docs/cmb_unets.md, "A loss on the evaluated sky only is worse": a prediction off by 2 uK inside each map's
+    region and by 6 uK elsewhere gives those RMS values on the two parts of the mask, and their sky fractions."""
+    benchmarks = str(Path(__file__).parents[2] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        from bench_loss_region import region_residuals
+    finally:
+        sys.path.remove(benchmarks)
+
+    data = write_polarised_toy(tmp_path / "root", {"Valid": 2}, nside=16)
+    mask = threshold_mask(np.abs(data.load_foreground("Valid", 0)[0]), 0.8, smooth_deg=2.0)
+    write_healpix(tmp_path / "root" / "results" / "Valid" / "mask.fits", mask, unit="")
+    parts = []
+    for i in data.sim_indices("Valid"):
+        region = correction_region(data.load_obs("Valid", i, ["353"])["353"][0], fsky=0.6, smooth_deg=3.0) > 0
+        truth = data.load_target("Valid", i)[0]
+        path = pred_path(tmp_path / "root", "m", "Valid", i)
+        path.parent.mkdir(parents=True)
+        write_healpix(path, truth + np.where(region, 2.0, 6.0))
+        parts.append([(mask > 0) & region, (mask > 0) & ~region])
+    result = region_residuals(str(tmp_path / "root"), "m", "Valid", 2, 0.6, 3.0, beam=0.0)
+    assert 0 < result["fsky_outside"] < result["fsky_inside"]
+    assert result["fsky_inside"] == pytest.approx(np.mean([p[0].mean() for p in parts]), abs=1e-12)
+    assert result["fsky_outside"] == pytest.approx(np.mean([p[1].mean() for p in parts]), abs=1e-12)
+    assert result["rms_inside"] == pytest.approx(2.0, rel=0.1) and result["rms_outside"] == pytest.approx(6.0, rel=0.1)
 
 
 @pytest.mark.parametrize("cls", [NILCUNet, DeepSphereUNet])
