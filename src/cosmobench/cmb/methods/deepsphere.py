@@ -6,7 +6,8 @@ under the grid's 90-degree rotations about the polar axis, and pooling over the 
 (:mod:`cosmobench.cmb.sphere`). Maps enter the shared learned-method machinery (:mod:`cosmobench.cmb.learned`:
 cached arrays, normalisation, training loop, checkpoints, predict, load) as "images" of one row, the pixels in
 NESTED order (:class:`NestedLayout`). With ``loss_fsky < 1`` it trains on each map's loss region only
-(:mod:`cosmobench.cmb.methods.loss_region`), the sky the evaluation scores.
+(:mod:`cosmobench.cmb.methods.loss_region`); on bench128 that is worse than the whole sky on every seed
+(docs/cmb_unets.md), so the default stays 1.
 """
 
 from __future__ import annotations

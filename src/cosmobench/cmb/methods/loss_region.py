@@ -7,6 +7,7 @@ calibration of its error bars read only each map's faintest ``loss_fsky`` of its
 (:func:`correction_region`, the region ``nilc_regress`` corrects); the cached targets are NaN elsewhere and the
 losses of :mod:`cosmobench.cmb.learned` leave NaN pixels out. The region comes from the observed maps only, so a
 prediction needs nothing more; the network still predicts every pixel, extrapolating outside the region.
+Whether it pays is measured per method (docs/cmb_methods.md, "The loss region"); every default is 1.
 """
 
 from __future__ import annotations
