@@ -21,7 +21,7 @@ import numpy as np
 
 from cosmobench.cmb.dataset import CMBDataset, pred_path
 from cosmobench.cmb.masks import read_mask
-from cosmobench.cmb.methods.loss_region import correction_region, region_band
+from cosmobench.cmb.methods.loss_region import map_region
 from cosmobench.core.io import read_healpix
 from cosmobench.sky import sht
 
@@ -30,10 +30,9 @@ def region_residuals(root: str, method: str, split: str, maps: int, fsky: float,
     """Mean over the maps of the RMS inside / outside the region on the mask, and the parts' sky fractions."""
     data = CMBDataset(root)
     mask = read_mask(f"{root}/results/{split}/mask.fits", data.nside) > 0
-    band = region_band(data.channels)
     rows = []
     for i in data.sim_indices(split)[:maps]:
-        region = correction_region(data.load_obs(split, i, [band])[band][0], fsky=fsky, smooth_deg=smooth_deg) > 0
+        region = map_region(data, split, i, {"fsky": fsky, "smooth_deg": smooth_deg})
         pred = np.atleast_2d(read_healpix(pred_path(root, method, split, i), dtype=np.float64))[0]
         resid = sht.smooth(pred - data.load_target(split, i)[0], beam, lmax=3 * data.nside - 1)
         parts = (mask & region, mask & ~region)

@@ -21,7 +21,7 @@ import numpy as np
 from .. import masks
 from ..settings import EvaluateSettings
 
-__all__ = ["LossRegionSettings", "RegionTargets", "blank_outside", "correction_region", "region_band"]
+__all__ = ["LossRegionSettings", "RegionTargets", "blank_outside", "correction_region", "map_region", "region_band"]
 
 
 def region_band(channels: Sequence[Any]) -> str:
@@ -85,13 +85,11 @@ class LossRegionSettings:
         return {"fsky": float(self.loss_fsky), "smooth_deg": float(self.loss_smooth_deg)}
 
 
-def blank_outside(target: np.ndarray, dataset: Any, split: str, i: int, loss_region: Mapping[str, float]) -> np.ndarray:
-    """``target`` with NaN outside simulation ``i``'s loss region (set in place and returned).
+def map_region(dataset: Any, split: str, i: int, loss_region: Mapping[str, float]) -> np.ndarray:
+    """Simulation ``i``'s loss region, ndarray (npix,) of bool, from its highest-frequency intensity.
 
     Parameters
     ----------
-    target : ndarray, shape (nfield, npix), float
-        A target of simulation ``i`` of ``split``.
     dataset : CMBDataset
         Anything with ``channels`` and ``load_obs(split, i, bands)``: the observed maps that set the region.
     split : str
@@ -101,8 +99,14 @@ def blank_outside(target: np.ndarray, dataset: Any, split: str, i: int, loss_reg
     """
     band = region_band(dataset.channels)
     intensity = np.atleast_2d(dataset.load_obs(split, i, [band])[band])[0]
-    region = correction_region(intensity, fsky=float(loss_region["fsky"]), smooth_deg=float(loss_region["smooth_deg"]))
-    target[:, region == 0] = np.nan
+    fsky, smooth_deg = float(loss_region["fsky"]), float(loss_region["smooth_deg"])
+    return correction_region(intensity, fsky=fsky, smooth_deg=smooth_deg) > 0
+
+
+def blank_outside(target: np.ndarray, dataset: Any, split: str, i: int, loss_region: Mapping[str, float]) -> np.ndarray:
+    """``target``, ndarray (nfield, npix), with NaN outside simulation ``i``'s loss region (:func:`map_region`;
+    set in place and returned)."""
+    target[:, ~map_region(dataset, split, i, loss_region)] = np.nan
     return target
 
 
