@@ -186,7 +186,8 @@ CASES = [
         1,
         [
             "unknown separation method 'nosuch'",
-            "cmbnncs, deepsphere, hilc, nilc, nilc_regress, nilc_unet, nilc_wiener, regress_unet, unet_patch, zero",
+            "cmbnncs, deepsphere, hilc, nilc, nilc_deepsphere, nilc_regress, nilc_unet, nilc_wiener, regress_unet, "
+            "unet_patch, zero",
         ],
     ),
     ("unknown-method-train", ["train", "method=nosuch"], None, 1, ["'nosuch'", "registered methods"]),

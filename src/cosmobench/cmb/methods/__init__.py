@@ -68,6 +68,7 @@ METHODS: dict[str, str | type] = {
     "nilc_regress": "cosmobench.cmb.methods.regress:NILCRegress",
     "regress_unet": "cosmobench.cmb.methods.regress_unet:RegressUNet",
     "deepsphere": "cosmobench.cmb.methods.deepsphere:DeepSphereUNet",
+    "nilc_deepsphere": "cosmobench.cmb.methods.nilc_deepsphere:NILCDeepSphere",
     "zero": "cosmobench.cmb.methods.null:ZeroMap",
 }
 

@@ -49,14 +49,19 @@ from ...core.io import read_healpix
 from ...core.settings import plain
 from ...sky import sht
 from ..dataset import pred_path
+from ..sphere import ChebConv
 from ..tiling import PlaneLayout
 from .loss_region import LossRegionSettings, blank_outside
 from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
 
 __all__ = [
+    "NILCCorrector",
+    "NILCCorrectionSettings",
     "NILCUNet",
     "NILCUNetSettings",
+    "ResidualLayout",
+    "ResidualPlaneLayout",
     "NILCResidualData",
     "NILC_BAND",
     "BAND_INPUTS",
@@ -72,9 +77,9 @@ BAND_INPUTS = ("observed", "minus_nilc")  # what the network sees of the observe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCUNetSettings(LossRegionSettings, FullSkyUNetSettings):
-    """Settings of :class:`NILCUNet`: those of :class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNetSettings`
-    plus
+class NILCCorrectionSettings(LossRegionSettings):
+    """The settings every learned corrector of NILC adds to its network's (a mixin of its settings dataclass,
+    listed before the network's settings):
 
     Parameters
     ----------
@@ -107,9 +112,15 @@ class NILCUNetSettings(LossRegionSettings, FullSkyUNetSettings):
             raise ValueError(f"band_inputs must be one of {', '.join(BAND_INPUTS)}, got {self.band_inputs!r}")
         if self.fields == "IQU" and self.nilc.get("fields", "IQU") != "IQU":
             raise ValueError(
-                "nilc_unet with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
-                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or nilc_unet's fields=I)"
+                "a corrector of NILC with fields=IQU corrects NILC's I, Q and U, but its nilc settings say "
+                f"fields={self.nilc['fields']}; set methods.nilc.fields=IQU (or the corrector's fields=I)"
             )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NILCUNetSettings(NILCCorrectionSettings, FullSkyUNetSettings):
+    """Settings of :class:`NILCUNet`: those of :class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNetSettings`
+    plus :class:`NILCCorrectionSettings` (``bands``, ``nilc``, ``band_inputs``, the loss region)."""
 
 
 def subtract_nilc(obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc: NILC) -> dict[str, np.ndarray]:
@@ -327,8 +338,9 @@ def nilc_of(nilc: NILC, obs: Mapping[str, np.ndarray], channels: Sequence[Any]) 
     return maps[0] if nilc.fields == "I" else maps[: len(nilc.fields)]
 
 
-class ResidualPlaneLayout(PlaneLayout):
-    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout`, described with the NILC settings, the
+class ResidualLayout:
+    """A layout of the learned-method machinery (a mixin listed before it: :class:`~cosmobench.cmb.tiling.PlaneLayout`,
+    :class:`~cosmobench.cmb.methods.deepsphere.NestedLayout`) described with the NILC settings, the
     ``band_inputs``, for a corrected NILC what corrects it (``base``: plain values, e.g. fitted coefficients) and
     the loss region, so cached training arrays are rebuilt when the map they correct, the inputs or the pixels
     with a target change."""
@@ -358,33 +370,36 @@ class ResidualPlaneLayout(PlaneLayout):
         }
 
 
+class ResidualPlaneLayout(ResidualLayout, PlaneLayout):
+    """The full-sky plane of :class:`~cosmobench.cmb.tiling.PlaneLayout` described as :class:`ResidualLayout`
+    says."""
+
+
 def zero_last_layer(net: nn.Module) -> nn.Module:
-    """Set the weights and bias of the last convolution of a :class:`~cosmobench.cmb.nn.FullSkyNet` to zero.
+    """Set the weights and bias of a network's output layer to zero: the last convolution of a
+    :class:`~cosmobench.cmb.nn.FullSkyNet`, the per-pixel head of a :class:`~cosmobench.cmb.sphere.SphereUNet`.
 
     The network then outputs exactly 0 (PReLU(0) = 0) whatever its input, and gradients still reach that
     layer, so training starts from the identity correction.
     """
-    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, ChebConv))][-1]
     nn.init.zeros_(last.weight)
     if last.bias is not None:
         nn.init.zeros_(last.bias)
     return net
 
 
-class NILCUNet(FullSkyUNet):
-    """NILC + UNet residual corrector (registry name ``nilc_unet``); see :class:`NILCUNetSettings`.
-
-    Examples
-    --------
-    >>> method = NILCUNet(levels=4, base_channels=8, epochs=20)          # doctest: +SKIP
-    >>> facts = method.fit(CMBDataset("data/cmb"), "runs/nilc_unet")    # doctest: +SKIP
-    >>> cmb = NILCUNet.load("runs/nilc_unet").predict(obs, channels)    # doctest: +SKIP
+class NILCCorrector:
+    """NILC plus a learned correction of its residual: the mixin of every learned corrector of NILC, listed before
+    the network's :class:`~cosmobench.cmb.learned.LearnedMethod` (``nilc_unet`` with the full-sky plane UNet,
+    ``nilc_deepsphere`` with the graph UNet on the sphere). Its settings are :class:`NILCCorrectionSettings`; the
+    class names its arrays' layout in ``Layout`` (a :class:`ResidualLayout`). The network's output layer starts
+    at zero, so the untrained corrector is NILC exactly (``untrained_is_base``).
     """
 
-    name = "nilc_unet"
-    Settings = NILCUNetSettings
     untrained_is_base = True
     corrects = NILC_METHOD  # the method whose cached maps of the training splits it reads (``cmb train`` makes them)
+    Layout: type[ResidualLayout]  # the layout of its arrays, set by each corrector
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -396,9 +411,9 @@ class NILCUNet(FullSkyUNet):
         """Band limit of the output at ``nside``: NILC's (the residual target is band-limited there)."""
         return self.nilc.output_lmax_for(nside)
 
-    def _layout(self, nside: int) -> ResidualPlaneLayout:
+    def _layout(self, nside: int) -> ResidualLayout:
         s = self.settings
-        return ResidualPlaneLayout(nside, s.nilc, s.band_inputs, base=self._base(), loss_region=s.loss_region())
+        return self.Layout(nside, s.nilc, s.band_inputs, base=self._base(), loss_region=s.loss_region())
 
     def _base(self) -> dict[str, Any] | None:
         """What corrects NILC before the network (plain values for the arrays' manifest): nothing here."""
@@ -453,3 +468,18 @@ class NILCUNet(FullSkyUNet):
             inputs = subtract_nilc({b: inputs[b] for b in self.settings.bands}, channels, self.nilc)
         correction, std = super()._predict(inputs, channels)
         return nilc + correction, std
+
+
+class NILCUNet(NILCCorrector, FullSkyUNet):
+    """NILC + full-sky UNet residual corrector (registry name ``nilc_unet``); see :class:`NILCUNetSettings`.
+
+    Examples
+    --------
+    >>> method = NILCUNet(levels=4, base_channels=8, epochs=20)          # doctest: +SKIP
+    >>> facts = method.fit(CMBDataset("data/cmb"), "runs/nilc_unet")    # doctest: +SKIP
+    >>> cmb = NILCUNet.load("runs/nilc_unet").predict(obs, channels)    # doctest: +SKIP
+    """
+
+    name = "nilc_unet"
+    Settings = NILCUNetSettings
+    Layout = ResidualPlaneLayout
