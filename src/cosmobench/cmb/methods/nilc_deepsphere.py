@@ -1,13 +1,13 @@
 """``nilc_deepsphere``: NILC plus a graph-convolution UNet on the sphere that learns NILC's residual.
 
-``nilc_unet``'s correction (:class:`~cosmobench.cmb.methods.nilc_unet.NILCCorrector`: the NILC map as the
+``nilc_unet``'s correction (:class:`~cosmobench.cmb.methods.nilc_unet.LearnedNILCCorrector`: the NILC map as the
 first input beside a few observed bands, the residual target ``CMB at NILC's beam - NILC``, the output layer
 started at zero so the untrained corrector is NILC exactly, the best of the untrained and every epoch's weights
 kept by the validation loss) with ``deepsphere``'s network in place of the full-sky plane UNet: Chebyshev filters
 of the HEALPix neighbour graph and pooling over the NESTED hierarchy (:mod:`cosmobench.cmb.sphere`), so the
 correction has no seams between the 12 base faces and no distortion at their corners. Its settings are those of
 ``deepsphere`` (``levels``, ``base_channels``, ``cheb_k``, ...) plus ``nilc``, ``band_inputs`` and the loss
-region of :class:`~cosmobench.cmb.methods.nilc_unet.NILCCorrectionSettings`; as for ``deepsphere`` there is no
+region of :class:`~cosmobench.cmb.methods.nilc_unet.LearnedNILCCorrectorSettings`; as for ``deepsphere`` there is no
 dropout, so no ``uncertainty="mc_dropout"``.
 """
 
@@ -16,15 +16,15 @@ from __future__ import annotations
 import dataclasses
 
 from .deepsphere import DeepSphereSettings, DeepSphereUNet, NestedLayout
-from .nilc_unet import NILCCorrectionSettings, NILCCorrector, ResidualLayout
+from .nilc_unet import LearnedNILCCorrector, LearnedNILCCorrectorSettings, ResidualLayout
 
 __all__ = ["NILCDeepSphere", "NILCDeepSphereSettings", "ResidualNestedLayout"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCDeepSphereSettings(NILCCorrectionSettings, DeepSphereSettings):
+class NILCDeepSphereSettings(LearnedNILCCorrectorSettings, DeepSphereSettings):
     """Settings of :class:`NILCDeepSphere`: those of :class:`~cosmobench.cmb.methods.deepsphere.DeepSphereSettings`
-    plus :class:`~cosmobench.cmb.methods.nilc_unet.NILCCorrectionSettings` (``bands``, ``nilc``, ``band_inputs``,
+    plus :class:`~cosmobench.cmb.methods.nilc_unet.LearnedNILCCorrectorSettings` (``bands``, ``nilc``, ``band_inputs``,
     the loss region)."""
 
 
@@ -33,7 +33,7 @@ class ResidualNestedLayout(ResidualLayout, NestedLayout):
     :class:`~cosmobench.cmb.methods.nilc_unet.ResidualLayout` says."""
 
 
-class NILCDeepSphere(NILCCorrector, DeepSphereUNet):
+class NILCDeepSphere(LearnedNILCCorrector, DeepSphereUNet):
     """NILC + graph-UNet residual corrector on the sphere (registry name ``nilc_deepsphere``); see
     :class:`NILCDeepSphereSettings`.
 

@@ -56,8 +56,8 @@ from .nilc import NILC
 from .unet_fullsky import FullSkyUNet, FullSkyUNetSettings
 
 __all__ = [
-    "NILCCorrector",
-    "NILCCorrectionSettings",
+    "LearnedNILCCorrector",
+    "LearnedNILCCorrectorSettings",
     "NILCUNet",
     "NILCUNetSettings",
     "ResidualLayout",
@@ -77,7 +77,7 @@ BAND_INPUTS = ("observed", "minus_nilc")  # what the network sees of the observe
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCCorrectionSettings(LossRegionSettings):
+class LearnedNILCCorrectorSettings(LossRegionSettings):
     """The settings every learned corrector of NILC adds to its network's (a mixin of its settings dataclass,
     listed before the network's settings):
 
@@ -118,9 +118,9 @@ class NILCCorrectionSettings(LossRegionSettings):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NILCUNetSettings(NILCCorrectionSettings, FullSkyUNetSettings):
+class NILCUNetSettings(LearnedNILCCorrectorSettings, FullSkyUNetSettings):
     """Settings of :class:`NILCUNet`: those of :class:`~cosmobench.cmb.methods.unet_fullsky.FullSkyUNetSettings`
-    plus :class:`NILCCorrectionSettings` (``bands``, ``nilc``, ``band_inputs``, the loss region)."""
+    plus :class:`LearnedNILCCorrectorSettings` (``bands``, ``nilc``, ``band_inputs``, the loss region)."""
 
 
 def subtract_nilc(obs: Mapping[str, np.ndarray], channels: Sequence[Any], nilc: NILC) -> dict[str, np.ndarray]:
@@ -389,10 +389,10 @@ def zero_last_layer(net: nn.Module) -> nn.Module:
     return net
 
 
-class NILCCorrector:
+class LearnedNILCCorrector:
     """NILC plus a learned correction of its residual: the mixin of every learned corrector of NILC, listed before
     the network's :class:`~cosmobench.cmb.learned.LearnedMethod` (``nilc_unet`` with the full-sky plane UNet,
-    ``nilc_deepsphere`` with the graph UNet on the sphere). Its settings are :class:`NILCCorrectionSettings`; the
+    ``nilc_deepsphere`` with the graph UNet on the sphere). Its settings are :class:`LearnedNILCCorrectorSettings`; the
     class names its arrays' layout in ``Layout`` (a :class:`ResidualLayout`). The network's output layer starts
     at zero, so the untrained corrector is NILC exactly (``untrained_is_base``).
     """
@@ -470,7 +470,7 @@ class NILCCorrector:
         return nilc + correction, std
 
 
-class NILCUNet(NILCCorrector, FullSkyUNet):
+class NILCUNet(LearnedNILCCorrector, FullSkyUNet):
     """NILC + full-sky UNet residual corrector (registry name ``nilc_unet``); see :class:`NILCUNetSettings`.
 
     Examples
