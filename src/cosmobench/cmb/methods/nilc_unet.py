@@ -14,6 +14,11 @@ first epoch) and those of every epoch, so it cannot end worse than NILC by that 
 temperature and polarisation networks are chosen apart (``best_epoch`` in ``training.json``, -1 where NILC is
 kept).
 
+The correction itself (its settings, NILC's cached maps, the residual view of the dataset, the zeroed output
+layer, prediction) is the mixin :class:`LearnedNILCCorrector` with :class:`LearnedNILCCorrectorSettings`, so the
+network is a choice: ``nilc_unet`` is that mixin on the full-sky plane UNet, ``nilc_deepsphere``
+(:mod:`cosmobench.cmb.methods.nilc_deepsphere`) on the graph UNet of the sphere.
+
 NILC predictions of the training and validation splits are computed once with the registered ``nilc`` method
 through :func:`cosmobench.cmb.separate.separate` (``<root>/nilc/<split>/simNNNN/cmb_pred.fits``, atomic,
 resumable, shared with ``nilc``'s own predictions); the ``nilc`` setting must therefore equal the ``nilc``
